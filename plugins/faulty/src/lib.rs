@@ -1,0 +1,98 @@
+//! Test fixture: behaves like echo until a record's data names a fault.
+//!
+//! Data `trap` panics (a wasm trap), `loop` spins forever, `alloc` grows
+//! memory without end, `emit-flood` emits without end, `log-flood` logs
+//! without end, `fail` returns a non-retryable error naming that record,
+//! `retry` a retryable one, `bad-index` names a record index past the batch.
+//! Config `{"panic_in_init": true}` panics in `init`; `{"fail_init": true}`
+//! returns an init error; `{"corrupt_snapshot": true}` writes state its
+//! `restore` rejects.
+
+use kinesis_processor_sdk::{export_processor, log, Batch, LogLevel, Output, ProcessError, Processor, ShardContext};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultyConfig {
+    #[serde(default)]
+    panic_in_init: bool,
+    #[serde(default)]
+    fail_init: bool,
+    #[serde(default)]
+    corrupt_snapshot: bool,
+}
+
+/// Counts records it passed, so state round-trips can be checked.
+pub struct Faulty {
+    config: FaultyConfig,
+    seen: u64,
+}
+
+impl Processor for Faulty {
+    const NAME: &'static str = "faulty";
+    const STATE_VERSION: u32 = 1;
+
+    fn init(config: &str, _shard: &ShardContext) -> Result<Self, String> {
+        let config: FaultyConfig = serde_json::from_str(config).map_err(|e| format!("invalid faulty config: {e}"))?;
+        if config.panic_in_init {
+            panic!("faulty: panic in init as configured");
+        }
+        if config.fail_init {
+            return Err("faulty: init refused as configured".into());
+        }
+        Ok(Faulty { config, seen: 0 })
+    }
+
+    fn process(&mut self, batch: &Batch<'_>, out: &mut Output) -> Result<(), ProcessError> {
+        for (index, record) in batch.iter().enumerate() {
+            match record.data() {
+                b"trap" => panic!("faulty: trap on record {index}"),
+                b"loop" => {
+                    let mut n = 0u64;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                }
+                b"alloc" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(vec![1u8; 1 << 20]);
+                        std::hint::black_box(&hoard);
+                    }
+                }
+                b"emit-flood" => loop {
+                    // Straight through the host import, as a plugin streaming
+                    // its output would: the host must cap it.
+                    #[cfg(target_arch = "wasm32")]
+                    kinesis_processor_sdk::wit::kinesis::processor::host::emit("flood", &[0u8; 4096]);
+                    #[cfg(not(target_arch = "wasm32"))]
+                    out.emit("flood", &[0u8; 4096]);
+                },
+                b"log-flood" => loop {
+                    log(LogLevel::Info, "faulty: log flood");
+                },
+                b"fail" => return Err(ProcessError::fatal("faulty: poison record").at_record(index)),
+                b"retry" => return Err(ProcessError::retryable("faulty: try again later").at_record(index)),
+                b"bad-index" => return Err(ProcessError::fatal("faulty: bad index").at_record(batch.len() + 10)),
+                data => out.emit(record.partition_key(), data),
+            }
+            self.seen += 1;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        if self.config.corrupt_snapshot {
+            return b"\xffcorrupt".to_vec();
+        }
+        self.seen.to_le_bytes().to_vec()
+    }
+
+    fn restore(&mut self, state: &[u8], _version: u32) -> Result<(), String> {
+        let bytes: [u8; 8] = state.try_into().map_err(|_| format!("faulty: corrupt state of {} bytes", state.len()))?;
+        self.seen = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
+export_processor!(Faulty);

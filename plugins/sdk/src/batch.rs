@@ -1,0 +1,206 @@
+//! Zero-copy views of a record batch as the host packs it: one payload buffer
+//! plus a fixed-size index entry per record (see `record-entry` in the WIT).
+
+/// Index entry of one record, mirroring the WIT `record-entry`.
+///
+/// Plain data so a batch can be built natively (tests, benchmarks) exactly as
+/// the host builds it for the component.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordEntry {
+    /// Offset of the UTF-8 partition key in the payload.
+    pub partition_key_offset: u32,
+    /// Length of the partition key in bytes.
+    pub partition_key_len: u32,
+    /// Offset of the record data in the payload.
+    pub data_offset: u32,
+    /// Length of the record data in bytes.
+    pub data_len: u32,
+    /// Offset of the decimal sequence number in the payload.
+    pub sequence_number_offset: u32,
+    /// Length of the sequence number in bytes.
+    pub sequence_number_len: u32,
+    /// Position inside a KPL-aggregated record; 0 for plain records.
+    pub sub_sequence_number: u64,
+    /// Kinesis' approximate arrival time, milliseconds since the Unix epoch.
+    pub approximate_arrival_millis: i64,
+}
+
+/// A batch of consecutive records from one shard, borrowed from the host's buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// All strings and bytes of the batch, concatenated.
+    payload: &'a [u8],
+    /// One entry per record, in sequence order.
+    entries: &'a [RecordEntry],
+    /// How far behind the shard's tip this batch is (0 when caught up).
+    millis_behind_latest: i64,
+}
+
+impl<'a> Batch<'a> {
+    /// Wraps packed buffers; out-of-range offsets read as empty, never panic.
+    pub fn new(payload: &'a [u8], entries: &'a [RecordEntry], millis_behind_latest: i64) -> Self {
+        Batch { payload, entries, millis_behind_latest }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Milliseconds this batch is behind the tip of the shard.
+    pub fn millis_behind_latest(&self) -> i64 {
+        self.millis_behind_latest
+    }
+
+    /// The record at `index`, if any.
+    pub fn get(&self, index: usize) -> Option<Record<'a>> {
+        self.entries.get(index).map(|entry| Record { payload: self.payload, entry })
+    }
+
+    /// The records in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
+        let payload = self.payload;
+        self.entries.iter().map(move |entry| Record { payload, entry })
+    }
+}
+
+/// One Kinesis record, borrowed from its batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    payload: &'a [u8],
+    entry: &'a RecordEntry,
+}
+
+impl<'a> Record<'a> {
+    fn slice(&self, offset: u32, len: u32) -> &'a [u8] {
+        let start = offset as usize;
+        self.payload.get(start..start.saturating_add(len as usize)).unwrap_or_default()
+    }
+
+    /// The partition key. Kinesis keys are Unicode, so this is valid UTF-8;
+    /// anything else reads as an empty key rather than a panic.
+    pub fn partition_key(&self) -> &'a str {
+        std::str::from_utf8(self.slice(self.entry.partition_key_offset, self.entry.partition_key_len))
+            .unwrap_or_default()
+    }
+
+    /// The record's data bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.slice(self.entry.data_offset, self.entry.data_len)
+    }
+
+    /// The sequence number, a decimal string of up to 128 digits.
+    pub fn sequence_number(&self) -> &'a str {
+        std::str::from_utf8(self.slice(self.entry.sequence_number_offset, self.entry.sequence_number_len))
+            .unwrap_or_default()
+    }
+
+    /// Position inside a KPL-aggregated record; 0 for plain records.
+    pub fn sub_sequence_number(&self) -> u64 {
+        self.entry.sub_sequence_number
+    }
+
+    /// When Kinesis accepted the record, in milliseconds since the Unix epoch.
+    pub fn approximate_arrival_millis(&self) -> i64 {
+        self.entry.approximate_arrival_millis
+    }
+}
+
+/// Builds packed batches natively, the way the host does: for unit tests of
+/// processors and for benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct BatchBuilder {
+    payload: Vec<u8>,
+    entries: Vec<RecordEntry>,
+    next_sequence: u64,
+}
+
+impl BatchBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a record with a generated sequence number.
+    pub fn push(&mut self, partition_key: &str, data: &[u8], arrival_millis: i64) -> &mut Self {
+        self.next_sequence += 1;
+        let sequence = format!("{:056}", self.next_sequence);
+        self.push_with_sequence(partition_key, data, arrival_millis, &sequence, 0)
+    }
+
+    /// Appends a record with an explicit sequence number.
+    pub fn push_with_sequence(
+        &mut self,
+        partition_key: &str,
+        data: &[u8],
+        arrival_millis: i64,
+        sequence_number: &str,
+        sub_sequence_number: u64,
+    ) -> &mut Self {
+        let mut put = |bytes: &[u8]| {
+            let offset = self.payload.len() as u32;
+            self.payload.extend_from_slice(bytes);
+            (offset, bytes.len() as u32)
+        };
+        let (partition_key_offset, partition_key_len) = put(partition_key.as_bytes());
+        let (data_offset, data_len) = put(data);
+        let (sequence_number_offset, sequence_number_len) = put(sequence_number.as_bytes());
+        self.entries.push(RecordEntry {
+            partition_key_offset,
+            partition_key_len,
+            data_offset,
+            data_len,
+            sequence_number_offset,
+            sequence_number_len,
+            sub_sequence_number,
+            approximate_arrival_millis: arrival_millis,
+        });
+        self
+    }
+
+    /// Removes all records, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.payload.clear();
+        self.entries.clear();
+    }
+
+    /// A view of the records pushed so far.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch::new(&self.payload, &self.entries, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_in_order() {
+        let mut builder = BatchBuilder::new();
+        builder.push("8.8.8.8", b"2018-07-29T22:35:46.694763", 1_000);
+        builder.push_with_sequence("k\u{e9}y", &[0xff, 0x00], 2_000, "4955", 7);
+        let batch = builder.batch();
+        assert_eq!(batch.len(), 2);
+        let first = batch.get(0).expect("first record");
+        assert_eq!(first.partition_key(), "8.8.8.8");
+        assert_eq!(first.data(), b"2018-07-29T22:35:46.694763");
+        assert_eq!(first.approximate_arrival_millis(), 1_000);
+        let second = batch.iter().nth(1).expect("second record");
+        assert_eq!(second.partition_key(), "k\u{e9}y");
+        assert_eq!(second.data(), &[0xff, 0x00]);
+        assert_eq!(second.sequence_number(), "4955");
+        assert_eq!(second.sub_sequence_number(), 7);
+    }
+
+    #[test]
+    fn out_of_range_entries_read_empty() {
+        let entries = [RecordEntry { data_offset: 10, data_len: 5, ..Default::default() }];
+        let batch = Batch::new(b"short", &entries, 0);
+        assert_eq!(batch.get(0).map(|r| r.data()), Some(&b""[..]));
+    }
+}
