@@ -1,0 +1,120 @@
+//! Loading a processor: read, check it is a component of the right world,
+//! compile (or take from the cache), and pre-link it once for all shards.
+
+use super::bindings::{ProcessorWorldPre, PROCESSOR_EXPORT};
+use super::cache::{CacheOutcome, CompiledCache};
+use super::engine::PluginEngine;
+use super::error::PluginError;
+use super::state::HostState;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+
+/// A validated, compiled, pre-linked processor; instantiated once per shard.
+pub struct Plugin {
+    /// Where it was loaded from, for messages.
+    path: PathBuf,
+    /// SHA-256 of the file, so output can be traced to the exact logic.
+    sha256: String,
+    /// Imports resolved once; instantiating per shard is then cheap.
+    pre: ProcessorWorldPre<HostState>,
+    /// The engine it was compiled for.
+    engine: PluginEngine,
+    /// Whether compiled code came from the cache.
+    cache: CacheOutcome,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("path", &self.path).field("sha256", &self.sha256).finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Loads the component at `path`.
+    pub fn load(engine: &PluginEngine, path: &Path, cache: Option<&CompiledCache>) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => PluginError::NotFound { path: path.to_path_buf() },
+            _ => PluginError::Unreadable { path: path.to_path_buf(), source },
+        })?;
+        Self::from_bytes(engine, path, &bytes, cache)
+    }
+
+    /// Loads a component from memory; `path` only names it in messages.
+    pub fn from_bytes(
+        engine: &PluginEngine,
+        path: &Path,
+        bytes: &[u8],
+        cache: Option<&CompiledCache>,
+    ) -> Result<Plugin, PluginError> {
+        let path = path.to_path_buf();
+        if !bytes.starts_with(b"\0asm") {
+            return Err(PluginError::NotWasm { path });
+        }
+        if wasmparser::Parser::is_core_wasm(bytes) {
+            return Err(PluginError::CoreModule { path });
+        }
+        if !wasmparser::Parser::is_component(bytes) {
+            return Err(PluginError::Invalid { path, reason: "unknown WebAssembly binary version".into() });
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let compiled = match cache {
+            Some(cache) => cache.load_or_compile(engine.engine(), bytes, &sha256),
+            None => Component::new(engine.engine(), bytes).map(|c| (c, CacheOutcome::Disabled)),
+        };
+        let (component, cache) =
+            compiled.map_err(|e| PluginError::Invalid { path: path.clone(), reason: first_line(&e) })?;
+        check_world(engine, &component).map_err(|reason| PluginError::WrongWorld { path: path.clone(), reason })?;
+        let pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::UnsupportedImport { path: path.clone(), reason: first_line(&e) })?;
+        let pre = ProcessorWorldPre::new(pre)
+            .map_err(|e| PluginError::WrongWorld { path: path.clone(), reason: first_line(&e) })?;
+        Ok(Plugin { path, sha256, pre, engine: engine.clone(), cache })
+    }
+
+    /// The file it came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// SHA-256 (hex) of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether the compiled code came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
+    pub(crate) fn pre(&self) -> &ProcessorWorldPre<HostState> {
+        &self.pre
+    }
+
+    pub(crate) fn engine(&self) -> &PluginEngine {
+        &self.engine
+    }
+}
+
+/// Says what the component exports instead, when it is not a processor.
+fn check_world(engine: &PluginEngine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let exports: Vec<&str> = ty.exports(engine.engine()).map(|(name, _)| name).collect();
+    if exports.contains(&PROCESSOR_EXPORT) {
+        return Ok(());
+    }
+    Err(match exports.iter().find(|name| name.starts_with("kinesis:processor/processor@")) {
+        Some(other) => format!("it exports {other}, but this host speaks {PROCESSOR_EXPORT}"),
+        None if exports.is_empty() => "it exports nothing".into(),
+        None => format!("it exports {} instead", exports.join(", ")),
+    })
+}
+
+/// wasmtime errors carry a context chain; the first line (with its cause)
+/// is what a user needs.
+pub(crate) fn first_line(e: &wasmtime::Error) -> String {
+    let full = format!("{e:#}");
+    full.lines().next().unwrap_or_default().to_string()
+}

@@ -1,0 +1,266 @@
+//! Per-instance store data: the WASI sandbox, resource limits, and the host
+//! side of `kinesis:processor/host` (output, logs, clock).
+
+use super::bindings::kinesis::processor::{host, types};
+use super::bindings::{LogLevel, OutputBatch};
+use super::error::BudgetExceeded;
+use super::limits::PluginLimits;
+use super::output::PluginOutput;
+use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The time source behind the `now-millis` import.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// Wall-clock time.
+    System,
+    /// A clock the caller sets, e.g. `host test` replaying recorded arrival times.
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    /// A manual clock starting at `millis`, plus the handle that moves it.
+    pub fn manual(millis: i64) -> (Clock, Arc<AtomicI64>) {
+        let handle = Arc::new(AtomicI64::new(millis));
+        (Clock::Manual(handle.clone()), handle)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_millis(&self) -> i64 {
+        match self {
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            Clock::Manual(millis) => millis.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Data of one instance's `Store`.
+pub struct HostState {
+    /// Sandboxed WASI: no files, env, args, network or inherited stdio.
+    wasi: WasiCtx,
+    /// WASI resources (streams) owned by the instance.
+    table: ResourceTable,
+    /// Memory cap, checked by wasmtime on every `memory.grow`.
+    pub(crate) memory: MemoryCap,
+    /// Output of the call in progress; released only if the call succeeds.
+    pub(crate) output: PluginOutput,
+    /// Budgets per call.
+    limits: PluginLimits,
+    /// Log lines written by the call in progress.
+    log_lines: u32,
+    /// Log lines dropped over budget during the call in progress.
+    pub(crate) logs_dropped: u32,
+    /// Source of `now-millis`.
+    clock: Clock,
+    /// `plugin@shard`, attributed to every log line.
+    label: Arc<str>,
+    /// Last bytes the plugin wrote to stderr (panic messages land here).
+    pub(crate) stderr: StderrTail,
+}
+
+impl HostState {
+    /// Fresh state for one instance.
+    pub fn new(limits: &PluginLimits, clock: Clock, label: Arc<str>) -> Self {
+        let stderr = StderrTail::default();
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            memory: MemoryCap { max_bytes: limits.memory_bytes },
+            output: PluginOutput::default(),
+            limits: limits.clone(),
+            log_lines: 0,
+            logs_dropped: 0,
+            clock,
+            label,
+            stderr,
+        }
+    }
+
+    /// Resets per-call budgets; called before every export call.
+    pub(crate) fn begin_call(&mut self) {
+        self.output.clear();
+        self.log_lines = 0;
+        self.logs_dropped = 0;
+    }
+
+    fn check_output_budget(&self) -> wasmtime::Result<()> {
+        if self.output.len() > self.limits.max_output_records || self.output.byte_len() > self.limits.max_output_bytes {
+            return Err(wasmtime::Error::new(BudgetExceeded::Output {
+                max_records: self.limits.max_output_records,
+                max_bytes: self.limits.max_output_bytes,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Caps linear memory; growing past the cap traps with a typed error
+/// (rather than `memory.grow` returning -1, which Rust turns into an abort
+/// that says nothing about why).
+#[derive(Debug, Clone)]
+pub struct MemoryCap {
+    /// Most bytes one linear memory may have.
+    max_bytes: usize,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            return Err(wasmtime::Error::new(BudgetExceeded::Memory { max_bytes: self.max_bytes }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million entries is far beyond
+        // any real processor and bounds host memory.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn emit(&mut self, key: String, data: Vec<u8>) -> wasmtime::Result<()> {
+        self.output.push(&key, &data);
+        self.check_output_budget()
+    }
+
+    fn emit_batch(&mut self, batch: OutputBatch) -> wasmtime::Result<()> {
+        let entries = batch.entries.iter().map(|e| (e.key_offset, e.key_len, e.data_offset, e.data_len));
+        if !self.output.extend_packed(&batch.payload, entries) {
+            return Err(wasmtime::Error::new(BudgetExceeded::MalformedOutput));
+        }
+        self.check_output_budget()
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        self.log_lines += 1;
+        if self.log_lines > self.limits.max_log_lines {
+            self.logs_dropped += 1;
+            // A plugin that keeps logging far past its budget is looping.
+            if self.log_lines > self.limits.max_log_lines.saturating_mul(10) {
+                return Err(wasmtime::Error::new(BudgetExceeded::Logs(self.limits.max_log_lines)));
+            }
+            return Ok(());
+        }
+        let plugin = &*self.label;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
+            LogLevel::Info => tracing::info!(target: "plugin", plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
+            LogLevel::Error => tracing::error!(target: "plugin", plugin, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn now_millis(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.clock.now_millis())
+    }
+}
+
+/// How much of a plugin's stderr is kept for error messages.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// A stderr that never fails and keeps only the last few KiB.
+///
+/// Rust's `eprintln!` panics when stderr errors, so a bounded pipe that
+/// errors when full would turn a chatty plugin into a crashing one.
+#[derive(Debug, Clone, Default)]
+pub struct StderrTail(Arc<Mutex<Vec<u8>>>);
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        let Ok(mut buf) = self.0.lock() else { return };
+        buf.extend_from_slice(bytes);
+        if buf.len() > STDERR_TAIL_BYTES * 2 {
+            let cut = buf.len() - STDERR_TAIL_BYTES;
+            buf.drain(..cut);
+        }
+    }
+
+    /// The last non-empty line written, e.g. a panic message; clears the tail.
+    pub fn take_last_line(&self) -> Option<String> {
+        let mut buf = self.0.lock().ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        buf.clear();
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with"));
+        // A Rust panic prints "panicked at file:line:col:" then the message.
+        let all: Vec<&str> = lines.by_ref().collect();
+        match all.as_slice() {
+            [] => None,
+            [.., at, msg] if at.contains("panicked at ") => {
+                let place = at.rsplit("panicked at ").next().unwrap_or_default().trim_end_matches(':');
+                Some(format!("{msg} (panicked at {place})"))
+            }
+            [.., last] => Some(last.to_string()),
+        }
+    }
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for StderrTail {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 * 1024)
+    }
+}

@@ -1,0 +1,283 @@
+//! `host test`: replays recorded records through a plugin offline, with a
+//! virtual clock, timers and checkpoints, exactly as `host run` would call it.
+
+use crate::batch::{BatchPacker, InputRecord};
+use crate::plugin::bindings::{ShardContext, ShutdownReason};
+use crate::plugin::{Clock, InstanceSettings, Plugin, PluginInstance, PluginLimits, PluginOutput};
+use crate::sink::WriterSink;
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use serde::Deserialize;
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// One line of a replay file (the Kinesis record fields, camelCase).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ReplayLine {
+    partition_key: String,
+    /// Text, or any JSON value (written out compactly as the data).
+    data: Option<serde_json::Value>,
+    data_base64: Option<String>,
+    #[serde(alias = "arrival")]
+    approximate_arrival_timestamp: Option<TimeValue>,
+    sequence_number: Option<String>,
+    sub_sequence_number: Option<u64>,
+}
+
+/// A time as epoch milliseconds or ISO-8601 text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TimeValue {
+    Millis(i64),
+    Text(String),
+}
+
+/// Reads JSON-lines records. Lines without an arrival time take the previous
+/// record's (the first takes `start_millis`); sequence numbers are generated
+/// in order when absent. Errors name the line.
+pub fn read_records(reader: impl BufRead, source: &str, start_millis: i64) -> anyhow::Result<Vec<InputRecord>> {
+    let mut records = Vec::new();
+    let mut arrival = start_millis;
+    for (index, line) in reader.lines().enumerate() {
+        let at = || format!("{source}:{}", index + 1);
+        let line = line.with_context(at)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: ReplayLine = serde_json::from_str(&line).with_context(|| {
+            format!("{}: not a record (expected {{\"partitionKey\": …, \"data\": …}})", at())
+        })?;
+        let data = match (parsed.data, parsed.data_base64) {
+            (Some(serde_json::Value::String(text)), None) => text.into_bytes(),
+            (Some(value), None) => value.to_string().into_bytes(),
+            (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .with_context(|| format!("{}: `dataBase64` is not valid base64", at()))?,
+            (None, None) => bail!("{}: a record needs `data` or `dataBase64`", at()),
+            (Some(_), Some(_)) => bail!("{}: give `data` or `dataBase64`, not both", at()),
+        };
+        if let Some(time) = parsed.approximate_arrival_timestamp {
+            arrival = match time {
+                TimeValue::Millis(ms) => ms,
+                TimeValue::Text(text) => kinesis_processor_sdk::time::parse_timestamp_millis(text.as_bytes())
+                    .with_context(|| format!("{}: arrival time {text:?} is not ISO-8601", at()))?,
+            };
+        }
+        let sequence_number = parsed.sequence_number.unwrap_or_else(|| format!("49{:054}", records.len() + 1));
+        records.push(InputRecord {
+            partition_key: parsed.partition_key,
+            data,
+            sequence_number,
+            sub_sequence_number: parsed.sub_sequence_number.unwrap_or(0),
+            arrival_millis: arrival,
+        });
+    }
+    Ok(records)
+}
+
+/// How a replay runs.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// The plugin's JSON config.
+    pub config: String,
+    /// Resource caps per instance.
+    pub limits: PluginLimits,
+    /// Records per `process` call.
+    pub batch_size: usize,
+    /// Virtual time between timer calls (ms).
+    pub timer_interval_millis: i64,
+    /// Virtual time the clock runs on after the last record, firing timers (ms).
+    pub drain_millis: i64,
+    /// How the instance is shut down at the end.
+    pub end: ShutdownReason,
+    /// Checkpoint, drop the instance and restore a new one every N batches:
+    /// the same final output proves snapshot/restore loses nothing.
+    pub restart_every: Option<usize>,
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Records fed to the plugin.
+    pub records: usize,
+    /// `process` calls.
+    pub batches: usize,
+    /// `on-timer` calls.
+    pub timer_calls: usize,
+    /// Output records written to the sink.
+    pub emitted: u64,
+    /// Instances restored from a checkpoint (`restart_every`).
+    pub restarts: usize,
+    /// One line per failed call.
+    pub failures: Vec<String>,
+}
+
+/// Most timer calls fired in one gap between records; a longer gap jumps.
+const MAX_TICKS_PER_GAP: i64 = 10_000;
+
+/// Replays `records` through a fresh instance of `plugin`, writing output to
+/// `sink` and each failure to `diagnostics` as it happens.
+pub fn replay<W: Write>(
+    plugin: Arc<Plugin>,
+    records: &[InputRecord],
+    options: &ReplayOptions,
+    sink: &mut WriterSink<W>,
+    diagnostics: &mut dyn FnMut(&str),
+) -> anyhow::Result<ReplayReport> {
+    let start = records.first().map_or(0, |r| r.arrival_millis);
+    let (clock, time) = Clock::manual(start);
+    let settings = InstanceSettings {
+        config: options.config.clone(),
+        context: ShardContext {
+            stream_name: "replay".into(),
+            shard_id: "shardId-000000000000".into(),
+            application: "host-test".into(),
+        },
+        limits: options.limits.clone(),
+        clock,
+    };
+    let instance = PluginInstance::start(plugin.clone(), settings.clone(), None)?;
+    let interval = options.timer_interval_millis.max(1);
+    let mut replayer = Replayer {
+        instance,
+        sink,
+        diagnostics,
+        time,
+        interval,
+        next_tick: start + interval,
+        report: ReplayReport::default(),
+    };
+    let batch_size = options.batch_size.max(1);
+    let mut packer = BatchPacker::default();
+    let mut now = start;
+    for (index, chunk) in records.chunks(batch_size).enumerate() {
+        let batch_time = chunk.iter().map(|r| r.arrival_millis).max().unwrap_or(now).max(now);
+        replayer.advance_to(batch_time)?;
+        now = batch_time;
+        let first = index * batch_size;
+        let label = format!("batch {} (records {}..{})", index + 1, first + 1, first + chunk.len());
+        let batch = packer.pack(chunk, 0).with_context(|| label.clone())?;
+        replayer.report.batches += 1;
+        replayer.report.records += chunk.len();
+        match replayer.instance.process(batch) {
+            Ok(processed) => {
+                replayer.emit(&processed.output)?;
+                if let Some(failure) = processed.failure {
+                    replayer.fail(format!("{label}: {failure}"));
+                }
+            }
+            Err(e) => replayer.fail(format!("{label}: {e}")),
+        }
+        match replayer.instance.checkpoint() {
+            Ok(state) if options.restart_every.is_some_and(|n| n > 0 && (index + 1) % n == 0) => {
+                // Shut down as a hot swap or restart would, then continue on
+                // a fresh instance restored from the snapshot.
+                let fresh = PluginInstance::start(plugin.clone(), settings.clone(), Some(state))?;
+                let old = std::mem::replace(&mut replayer.instance, fresh);
+                replayer.emit(&old.shutdown(ShutdownReason::Requested)?)?;
+                replayer.report.restarts += 1;
+            }
+            Ok(_) => {}
+            Err(e) => replayer.fail(format!("{label}: checkpoint: {e}")),
+        }
+    }
+    replayer.advance_to(now + options.drain_millis)?;
+    let Replayer { instance, sink, mut report, diagnostics, .. } = replayer;
+    match instance.shutdown(options.end) {
+        Ok(output) => sink.write(&output).context("cannot write output")?,
+        Err(e) => {
+            let line = format!("shutdown: {e}");
+            diagnostics(&line);
+            report.failures.push(line);
+        }
+    }
+    sink.flush().context("cannot write output")?;
+    report.emitted = sink.written();
+    Ok(report)
+}
+
+/// The moving parts of one replay.
+struct Replayer<'a, W: Write> {
+    instance: PluginInstance,
+    sink: &'a mut WriterSink<W>,
+    diagnostics: &'a mut dyn FnMut(&str),
+    /// The virtual clock the plugin reads.
+    time: Arc<AtomicI64>,
+    /// Timer period (ms).
+    interval: i64,
+    /// When the next timer call is due.
+    next_tick: i64,
+    report: ReplayReport,
+}
+
+impl<W: Write> Replayer<'_, W> {
+    fn emit(&mut self, output: &PluginOutput) -> anyhow::Result<()> {
+        self.sink.write(output).context("cannot write output")
+    }
+
+    fn fail(&mut self, line: String) {
+        (self.diagnostics)(&line);
+        self.report.failures.push(line);
+    }
+
+    /// Fires every timer due up to `until`, as a wall clock would have,
+    /// then sets the clock to `until`.
+    fn advance_to(&mut self, until: i64) -> anyhow::Result<()> {
+        if (until - self.next_tick) / self.interval > MAX_TICKS_PER_GAP {
+            self.next_tick = until - (until - self.next_tick) % self.interval;
+        }
+        while self.next_tick <= until {
+            let tick = self.next_tick;
+            self.time.store(tick, Ordering::Relaxed);
+            self.report.timer_calls += 1;
+            match self.instance.on_timer(tick) {
+                Ok(output) => self.emit(&output)?,
+                Err(e) => self.fail(format!("timer at {}: {e}", fmt_time(tick))),
+            }
+            self.next_tick += self.interval;
+        }
+        self.time.store(until, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn fmt_time(millis: i64) -> String {
+    kinesis_processor_sdk::time::format_timestamp_millis(millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_text_json_and_base64_records() {
+        let input = r#"{"partitionKey": "8.8.8.8", "data": "2018-07-29T22:35:46.694763", "approximateArrivalTimestamp": "2018-07-29T22:35:47Z"}
+{"partitionKey": "a01", "data": {"name": "ruan"}}
+
+{"partitionKey": "b", "dataBase64": "/w==", "arrival": 7, "sequenceNumber": "42"}
+"#;
+        let records = read_records(input.as_bytes(), "in.jsonl", 0).expect("valid");
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].arrival_millis, 1_532_903_747_000);
+        assert_eq!(records[1].data, br#"{"name":"ruan"}"#);
+        assert_eq!(records[1].arrival_millis, 1_532_903_747_000, "inherits the previous arrival");
+        assert_eq!(records[2].data, vec![0xff]);
+        assert_eq!(records[2].sequence_number, "42");
+        assert!(records[0].sequence_number < records[1].sequence_number);
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        for (input, needle) in [
+            ("{\"data\": \"x\"}", "in.jsonl:1: not a record"),
+            ("{\"partitionKey\": \"k\"}", "in.jsonl:1: a record needs `data`"),
+            ("\n{\"partitionKey\": \"k\", \"dataBase64\": \"%%\"}", "in.jsonl:2: `dataBase64` is not valid base64"),
+            ("{\"partitionKey\": \"k\", \"data\": \"x\", \"arrival\": \"soon\"}", "is not ISO-8601"),
+        ] {
+            let err = read_records(input.as_bytes(), "in.jsonl", 0).expect_err(input);
+            assert!(format!("{err:#}").contains(needle), "{input}: {err:#}");
+        }
+    }
+}

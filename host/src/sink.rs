@@ -1,0 +1,91 @@
+//! Where plugin output goes. Plain text prints each record's data as a line
+//! (UTF-8, else `base64:`…); JSON lines carry key and data.
+
+use crate::plugin::PluginOutput;
+use base64::Engine as _;
+use std::io::Write;
+
+/// How output records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One line per record: its data.
+    #[default]
+    Plain,
+    /// One JSON object per record: `{"key":…,"data":…}` (`data_base64` when not UTF-8).
+    Json,
+}
+
+/// Writes output records to any `Write` (stdout, a file).
+pub struct WriterSink<W: Write> {
+    out: W,
+    format: OutputFormat,
+    /// Records written so far.
+    written: u64,
+}
+
+impl<W: Write> WriterSink<W> {
+    /// A sink over `out`.
+    pub fn new(out: W, format: OutputFormat) -> Self {
+        WriterSink { out, format, written: 0 }
+    }
+
+    /// Writes every record of one call's output.
+    pub fn write(&mut self, output: &PluginOutput) -> std::io::Result<()> {
+        for (key, data) in output.iter() {
+            match self.format {
+                OutputFormat::Plain => match std::str::from_utf8(data) {
+                    Ok(text) => writeln!(self.out, "{text}")?,
+                    Err(_) => writeln!(self.out, "base64:{}", base64::engine::general_purpose::STANDARD.encode(data))?,
+                },
+                OutputFormat::Json => {
+                    let line = match std::str::from_utf8(data) {
+                        Ok(text) => serde_json::json!({ "key": key, "data": text }),
+                        Err(_) => serde_json::json!({
+                            "key": key,
+                            "data_base64": base64::engine::general_purpose::STANDARD.encode(data),
+                        }),
+                    };
+                    writeln!(self.out, "{line}")?;
+                }
+            }
+        }
+        self.written += output.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes buffered lines.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The underlying writer.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_plain_and_json() {
+        let mut output = PluginOutput::default();
+        output.push("a", b"hello");
+        output.push("b", &[0xff]);
+        let mut plain = WriterSink::new(Vec::new(), OutputFormat::Plain);
+        plain.write(&output).expect("write");
+        assert_eq!(String::from_utf8_lossy(&plain.into_inner()), "hello\nbase64:/w==\n");
+        let mut json = WriterSink::new(Vec::new(), OutputFormat::Json);
+        json.write(&output).expect("write");
+        assert_eq!(
+            String::from_utf8_lossy(&json.into_inner()),
+            "{\"data\":\"hello\",\"key\":\"a\"}\n{\"data_base64\":\"/w==\",\"key\":\"b\"}\n"
+        );
+    }
+}
