@@ -1,9 +1,9 @@
 //! Records as the host holds them, and their packing into the WIT batch
-//! layout: one payload buffer plus a flat index entry per record, so a batch
-//! crosses into the sandbox as two bulk copies.
+//! layout: one payload buffer plus a 40-byte index entry per record, so a
+//! batch crosses into the sandbox as two bulk copies.
 
-use crate::plugin::bindings::{RecordBatch, RecordEntry};
-use kinesis_processor_sdk::RecordEntry as EntryFields;
+use crate::plugin::bindings::RecordBatch;
+use kinesis_processor_sdk::RecordEntry;
 
 /// One Kinesis record, owned by the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,15 +28,9 @@ pub struct BatchTooLarge {
     pub records: usize,
 }
 
-/// Packs `records` into `payload` and `entries` (cleared first).
-///
-/// Generic over the entry type so the plugin path (wasmtime bindings) and
-/// native code (the SDK's type, for the benchmark baseline) share one packer.
-pub fn pack_into<E: From<EntryFields>>(
-    records: &[InputRecord],
-    payload: &mut Vec<u8>,
-    entries: &mut Vec<E>,
-) -> Result<(), BatchTooLarge> {
+/// Packs `records` into `payload` and `index` (both cleared first); the
+/// plugin path and native code (the benchmark baseline) share this packer.
+pub fn pack_into(records: &[InputRecord], payload: &mut Vec<u8>, index: &mut Vec<u8>) -> Result<(), BatchTooLarge> {
     let total: usize =
         records.iter().map(|r| r.partition_key.len() + r.data.len() + r.sequence_number.len()).sum();
     if total > u32::MAX as usize {
@@ -44,8 +38,8 @@ pub fn pack_into<E: From<EntryFields>>(
     }
     payload.clear();
     payload.reserve(total);
-    entries.clear();
-    entries.reserve(records.len());
+    index.clear();
+    index.reserve(records.len() * RecordEntry::ENCODED_LEN);
     let put = |payload: &mut Vec<u8>, bytes: &[u8]| {
         let offset = payload.len() as u32;
         payload.extend_from_slice(bytes);
@@ -55,7 +49,7 @@ pub fn pack_into<E: From<EntryFields>>(
         let (partition_key_offset, partition_key_len) = put(payload, record.partition_key.as_bytes());
         let (data_offset, data_len) = put(payload, &record.data);
         let (sequence_number_offset, sequence_number_len) = put(payload, record.sequence_number.as_bytes());
-        entries.push(E::from(EntryFields {
+        RecordEntry {
             partition_key_offset,
             partition_key_len,
             data_offset,
@@ -64,7 +58,8 @@ pub fn pack_into<E: From<EntryFields>>(
             sequence_number_len,
             sub_sequence_number: record.sub_sequence_number,
             approximate_arrival_millis: record.arrival_millis,
-        }));
+        }
+        .encode(index);
     }
     Ok(())
 }
@@ -77,14 +72,14 @@ pub struct BatchPacker {
 
 impl Default for BatchPacker {
     fn default() -> Self {
-        BatchPacker { batch: RecordBatch { payload: Vec::new(), entries: Vec::new(), millis_behind_latest: 0 } }
+        BatchPacker { batch: RecordBatch { payload: Vec::new(), index: Vec::new(), millis_behind_latest: 0 } }
     }
 }
 
 impl BatchPacker {
     /// Packs `records` and returns the batch to hand to the plugin.
     pub fn pack(&mut self, records: &[InputRecord], millis_behind_latest: i64) -> Result<&RecordBatch, BatchTooLarge> {
-        pack_into::<RecordEntry>(records, &mut self.batch.payload, &mut self.batch.entries)?;
+        pack_into(records, &mut self.batch.payload, &mut self.batch.index)?;
         self.batch.millis_behind_latest = millis_behind_latest;
         Ok(&self.batch)
     }
@@ -113,9 +108,9 @@ mod tests {
                 arrival_millis: 6,
             },
         ];
-        let (mut payload, mut entries) = (Vec::new(), Vec::<EntryFields>::new());
-        pack_into(&records, &mut payload, &mut entries).expect("fits");
-        let batch = Batch::new(&payload, &entries, 0);
+        let (mut payload, mut index) = (Vec::new(), Vec::new());
+        pack_into(&records, &mut payload, &mut index).expect("fits");
+        let batch = Batch::new(&payload, &index, 0);
         let back: Vec<InputRecord> = batch
             .iter()
             .map(|r| InputRecord {

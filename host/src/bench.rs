@@ -6,7 +6,7 @@ use crate::batch::{pack_into, BatchPacker, InputRecord};
 use crate::plugin::bindings::ShardContext;
 use crate::plugin::{Clock, InstanceSettings, Plugin, PluginInstance, PluginLimits};
 use anyhow::{bail, Context};
-use kinesis_processor_sdk::{Batch, Output, Processor, RecordEntry};
+use kinesis_processor_sdk::{Batch, Output, Processor};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,15 +45,17 @@ impl BenchRow {
     }
 }
 
-/// Seed-000-like records: 16 IPs as partition keys, UTC ISO-8601 timestamps
-/// 10 ms apart as data, padded with spaces to `record_size` bytes.
+/// Seed-000-like records: 16 IPs as partition keys; data is an access-log
+/// line beginning with its UTC ISO-8601 timestamp (10 ms apart), cut or
+/// filled to `record_size` bytes.
 pub fn make_records(count: usize, record_size: usize) -> Vec<InputRecord> {
     let start = 1_532_903_746_000i64; // 2018-07-29T22:35:46Z, the seed's day
     (0..count)
         .map(|i| {
             let time = start + i as i64 * 10;
             let mut data = kinesis_processor_sdk::time::format_timestamp_millis(time).into_bytes();
-            data.resize(record_size.max(data.len()), b' ');
+            data.extend_from_slice(format!(" GET /api/v1/items/{i} 200 5120 \"Mozilla/5.0 (X11; Linux x86_64)\" ").as_bytes());
+            data.resize(record_size.max(25), b'x');
             InputRecord {
                 partition_key: format!("10.0.0.{}", i % 16),
                 data,
@@ -108,15 +110,15 @@ pub fn run_wasm(
 pub fn run_native(config: &str, records: &[InputRecord], batch_size: usize) -> anyhow::Result<(Duration, usize)> {
     let mut counter = counter::Counter::init(config, &Default::default())
         .map_err(|e| anyhow::anyhow!("native counter rejected the config: {e}"))?;
-    let (mut payload, mut entries) = (Vec::new(), Vec::<RecordEntry>::new());
+    let (mut payload, mut index) = (Vec::new(), Vec::new());
     let mut out = Output::new();
     let mut pass = |records: &[InputRecord]| -> anyhow::Result<usize> {
         let mut outputs = 0;
         for chunk in records.chunks(batch_size) {
-            pack_into(chunk, &mut payload, &mut entries)?;
+            pack_into(chunk, &mut payload, &mut index)?;
             out.clear();
             counter
-                .process(&Batch::new(&payload, &entries, 0), &mut out)
+                .process(&Batch::new(&payload, &index, 0), &mut out)
                 .map_err(|e| anyhow::anyhow!("native counter failed: {e}"))?;
             outputs += out.len();
         }

@@ -80,7 +80,7 @@ impl PluginInstance {
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Processed, PluginError> {
         let (result, mut output) = self.call("process", |b, s| b.kinesis_processor_processor().call_process(s, batch))?;
         let Err(e) = result else { return Ok(Processed { output, failure: None }) };
-        let batch_len = batch.entries.len();
+        let batch_len = batch.index.len() / kinesis_processor_sdk::RecordEntry::ENCODED_LEN;
         let record_index = match e.record_index {
             Some(i) if (i as usize) < batch_len => Some(i),
             Some(i) => {

@@ -1,5 +1,6 @@
 //! What a plugin emitted during one call, held until the call succeeds.
 
+use kinesis_processor_sdk::OutputEntry;
 use std::ops::Range;
 
 /// Output records of one call: keys and data in one buffer plus ranges, the
@@ -21,13 +22,19 @@ impl PluginOutput {
         self.entries.push((key_start..data_start, data_start..self.payload.len()));
     }
 
-    /// Appends records from a packed batch; `false` (and nothing appended)
-    /// if an entry points outside the payload or a key is not UTF-8.
-    pub fn extend_packed(&mut self, payload: &[u8], entries: impl ExactSizeIterator<Item = (u32, u32, u32, u32)>) -> bool {
+    /// Appends records from a packed `output-batch` (payload plus 16-byte
+    /// entries); `false` (and nothing appended) if the index is ragged, an
+    /// entry points outside the payload, or a key is not UTF-8.
+    pub fn extend_packed(&mut self, payload: &[u8], index: &[u8]) -> bool {
+        if index.len() % OutputEntry::ENCODED_LEN != 0 {
+            return false;
+        }
         let base = self.payload.len();
         let before = self.entries.len();
-        self.entries.reserve(entries.len());
-        for (key_offset, key_len, data_offset, data_len) in entries {
+        self.entries.reserve(index.len() / OutputEntry::ENCODED_LEN);
+        for chunk in index.chunks_exact(OutputEntry::ENCODED_LEN) {
+            let Ok(bytes) = chunk.try_into() else { return false };
+            let OutputEntry { key_offset, key_len, data_offset, data_len } = OutputEntry::decode(bytes);
             let key = key_offset as usize..key_offset as usize + key_len as usize;
             let data = data_offset as usize..data_offset as usize + data_len as usize;
             let valid = payload.get(key.clone()).is_some_and(|k| std::str::from_utf8(k).is_ok())
@@ -80,9 +87,17 @@ mod tests {
     fn packed_output_is_validated() {
         let mut out = PluginOutput::default();
         out.push("k", b"v");
-        assert!(out.extend_packed(b"abXY", [(0, 2, 2, 2)].into_iter()));
-        assert!(!out.extend_packed(b"ab", [(0, 1, 1, 5)].into_iter()), "data past the payload");
-        assert!(!out.extend_packed(b"\xff\x00", [(0, 1, 1, 1)].into_iter()), "non-UTF-8 key");
+        let index = |entries: &[(u32, u32, u32, u32)]| {
+            let mut bytes = Vec::new();
+            for &(key_offset, key_len, data_offset, data_len) in entries {
+                OutputEntry { key_offset, key_len, data_offset, data_len }.encode(&mut bytes);
+            }
+            bytes
+        };
+        assert!(out.extend_packed(b"abXY", &index(&[(0, 2, 2, 2)])));
+        assert!(!out.extend_packed(b"ab", &index(&[(0, 1, 1, 5)])), "data past the payload");
+        assert!(!out.extend_packed(b"\xff\x00", &index(&[(0, 1, 1, 1)])), "non-UTF-8 key");
+        assert!(!out.extend_packed(b"ab", &[0; 15]), "ragged index");
         let got: Vec<_> = out.iter().collect();
         assert_eq!(got, vec![("k", &b"v"[..]), ("ab", &b"XY"[..])]);
     }

@@ -146,8 +146,7 @@ impl host::Host for HostState {
     }
 
     fn emit_batch(&mut self, batch: OutputBatch) -> wasmtime::Result<()> {
-        let entries = batch.entries.iter().map(|e| (e.key_offset, e.key_len, e.data_offset, e.data_len));
-        if !self.output.extend_packed(&batch.payload, entries) {
+        if !self.output.extend_packed(&batch.payload, &batch.index) {
             return Err(wasmtime::Error::new(BudgetExceeded::MalformedOutput));
         }
         self.check_output_budget()

@@ -99,7 +99,7 @@ impl BufferedCounter {
                     write_count_head(buf, window, &key, Some(count));
                     buf.extend_from_slice(b",\"kind\":\"final\"}");
                 });
-                self.closed.add(window, &key, count);
+                self.closed.add(window, key.as_bytes(), count);
             }
         }
         // Closed windows were emitted; their change marks mean nothing.
@@ -174,7 +174,7 @@ impl Processor for BufferedCounter {
         // Open windows are held, not emitted: their change marks are not needed.
         self.open.drain_changed(|_, _, _| {});
         late.drain_changed(|window, key, n| {
-            let total = if self.closed.has_window(window) { Some(self.closed.add(window, key, n)) } else { None };
+            let total = if self.closed.has_window(window) { Some(self.closed.add(window, key.as_bytes(), n)) } else { None };
             out.emit_with(key, |buf| {
                 write_count_head(buf, window, key, total);
                 buf.extend_from_slice(format!(",\"kind\":\"correction\",\"late\":{n}}}").as_bytes());

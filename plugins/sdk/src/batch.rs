@@ -1,5 +1,6 @@
 //! Zero-copy views of a record batch as the host packs it: one payload buffer
-//! plus a fixed-size index entry per record (see `record-entry` in the WIT).
+//! plus a 40-byte index entry per record (`record-entry` in the WIT, in its
+//! canonical-ABI layout, little-endian). Fields are read in place.
 
 /// Index entry of one record, mirroring the WIT `record-entry`.
 ///
@@ -25,31 +26,71 @@ pub struct RecordEntry {
     pub approximate_arrival_millis: i64,
 }
 
+impl RecordEntry {
+    /// Bytes per entry in a packed index.
+    pub const ENCODED_LEN: usize = 40;
+
+    /// Appends this entry's packed form to `index`.
+    pub fn encode(&self, index: &mut Vec<u8>) {
+        let mut bytes = [0u8; Self::ENCODED_LEN];
+        bytes[0..4].copy_from_slice(&self.partition_key_offset.to_le_bytes());
+        bytes[4..8].copy_from_slice(&self.partition_key_len.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.data_offset.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.data_len.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.sequence_number_offset.to_le_bytes());
+        bytes[20..24].copy_from_slice(&self.sequence_number_len.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.sub_sequence_number.to_le_bytes());
+        bytes[32..40].copy_from_slice(&self.approximate_arrival_millis.to_le_bytes());
+        index.extend_from_slice(&bytes);
+    }
+
+    /// Reads an entry from its packed form.
+    pub fn decode(bytes: &[u8; Self::ENCODED_LEN]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        RecordEntry {
+            partition_key_offset: u32_at(0),
+            partition_key_len: u32_at(4),
+            data_offset: u32_at(8),
+            data_len: u32_at(12),
+            sequence_number_offset: u32_at(16),
+            sequence_number_len: u32_at(20),
+            sub_sequence_number: u64_at(24),
+            approximate_arrival_millis: u64_at(32) as i64,
+        }
+    }
+}
+
 /// A batch of consecutive records from one shard, borrowed from the host's buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
     /// All strings and bytes of the batch, concatenated.
     payload: &'a [u8],
-    /// One entry per record, in sequence order.
-    entries: &'a [RecordEntry],
+    /// One packed [`RecordEntry`] per record, in sequence order.
+    index: &'a [u8],
     /// How far behind the shard's tip this batch is (0 when caught up).
     millis_behind_latest: i64,
 }
 
 impl<'a> Batch<'a> {
-    /// Wraps packed buffers; out-of-range offsets read as empty, never panic.
-    pub fn new(payload: &'a [u8], entries: &'a [RecordEntry], millis_behind_latest: i64) -> Self {
-        Batch { payload, entries, millis_behind_latest }
+    /// Wraps packed buffers. A trailing partial entry is ignored and
+    /// out-of-range offsets read as empty: a bad batch never panics.
+    pub fn new(payload: &'a [u8], index: &'a [u8], millis_behind_latest: i64) -> Self {
+        Batch { payload, index, millis_behind_latest }
     }
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len() / RecordEntry::ENCODED_LEN
     }
 
     /// True when the batch holds no record.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// Milliseconds this batch is behind the tip of the shard.
@@ -59,13 +100,20 @@ impl<'a> Batch<'a> {
 
     /// The record at `index`, if any.
     pub fn get(&self, index: usize) -> Option<Record<'a>> {
-        self.entries.get(index).map(|entry| Record { payload: self.payload, entry })
+        let start = index.checked_mul(RecordEntry::ENCODED_LEN)?;
+        let bytes = self.index.get(start..start + RecordEntry::ENCODED_LEN)?;
+        let bytes: &[u8; RecordEntry::ENCODED_LEN] = bytes.try_into().ok()?;
+        Some(Record { payload: self.payload, entry: RecordEntry::decode(bytes) })
     }
 
     /// The records in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Record<'a>> + 'a {
         let payload = self.payload;
-        self.entries.iter().map(move |entry| Record { payload, entry })
+        self.index.chunks_exact(RecordEntry::ENCODED_LEN).map(move |chunk| {
+            // `chunks_exact` yields exactly ENCODED_LEN bytes.
+            let bytes: &[u8; RecordEntry::ENCODED_LEN] = chunk.try_into().unwrap_or(&[0; RecordEntry::ENCODED_LEN]);
+            Record { payload, entry: RecordEntry::decode(bytes) }
+        })
     }
 }
 
@@ -73,7 +121,7 @@ impl<'a> Batch<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     payload: &'a [u8],
-    entry: &'a RecordEntry,
+    entry: RecordEntry,
 }
 
 impl<'a> Record<'a> {
@@ -87,6 +135,11 @@ impl<'a> Record<'a> {
     pub fn partition_key(&self) -> &'a str {
         std::str::from_utf8(self.slice(self.entry.partition_key_offset, self.entry.partition_key_len))
             .unwrap_or_default()
+    }
+
+    /// The partition key's bytes, without the UTF-8 check.
+    pub fn partition_key_bytes(&self) -> &'a [u8] {
+        self.slice(self.entry.partition_key_offset, self.entry.partition_key_len)
     }
 
     /// The record's data bytes.
@@ -116,7 +169,7 @@ impl<'a> Record<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct BatchBuilder {
     payload: Vec<u8>,
-    entries: Vec<RecordEntry>,
+    index: Vec<u8>,
     next_sequence: u64,
 }
 
@@ -150,7 +203,7 @@ impl BatchBuilder {
         let (partition_key_offset, partition_key_len) = put(partition_key.as_bytes());
         let (data_offset, data_len) = put(data);
         let (sequence_number_offset, sequence_number_len) = put(sequence_number.as_bytes());
-        self.entries.push(RecordEntry {
+        RecordEntry {
             partition_key_offset,
             partition_key_len,
             data_offset,
@@ -159,19 +212,20 @@ impl BatchBuilder {
             sequence_number_len,
             sub_sequence_number,
             approximate_arrival_millis: arrival_millis,
-        });
+        }
+        .encode(&mut self.index);
         self
     }
 
     /// Removes all records, keeping the allocations.
     pub fn clear(&mut self) {
         self.payload.clear();
-        self.entries.clear();
+        self.index.clear();
     }
 
     /// A view of the records pushed so far.
     pub fn batch(&self) -> Batch<'_> {
-        Batch::new(&self.payload, &self.entries, 0)
+        Batch::new(&self.payload, &self.index, 0)
     }
 }
 
@@ -199,8 +253,32 @@ mod tests {
 
     #[test]
     fn out_of_range_entries_read_empty() {
-        let entries = [RecordEntry { data_offset: 10, data_len: 5, ..Default::default() }];
-        let batch = Batch::new(b"short", &entries, 0);
+        let mut index = Vec::new();
+        RecordEntry { data_offset: 10, data_len: 5, ..Default::default() }.encode(&mut index);
+        index.extend_from_slice(&[1, 2, 3]);
+        let batch = Batch::new(b"short", &index, 0);
+        assert_eq!(batch.len(), 1, "the partial entry is ignored");
         assert_eq!(batch.get(0).map(|r| r.data()), Some(&b""[..]));
+        assert!(batch.get(1).is_none());
+    }
+
+    #[test]
+    fn entries_round_trip_in_the_canonical_layout() {
+        let entry = RecordEntry {
+            partition_key_offset: 1,
+            partition_key_len: 2,
+            data_offset: 3,
+            data_len: 4,
+            sequence_number_offset: 5,
+            sequence_number_len: 6,
+            sub_sequence_number: 7,
+            approximate_arrival_millis: -8,
+        };
+        let mut index = Vec::new();
+        entry.encode(&mut index);
+        assert_eq!(index.len(), RecordEntry::ENCODED_LEN);
+        assert_eq!(&index[24..32], &7u64.to_le_bytes());
+        let bytes: &[u8; RecordEntry::ENCODED_LEN] = index.as_slice().try_into().expect("40 bytes");
+        assert_eq!(RecordEntry::decode(bytes), entry);
     }
 }

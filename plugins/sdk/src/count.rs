@@ -18,12 +18,16 @@ struct Cell {
 /// Counts keyed by (window start, key).
 #[derive(Debug, Default, Clone)]
 pub struct WindowCounts {
-    /// Key text → dense id, so cells hold a `u32` instead of a string.
-    key_ids: FxHashMap<Box<str>, u32>,
-    /// Dense id → key text.
+    /// Key bytes → dense id: the one hash lookup per counted record.
+    key_ids: FxHashMap<Box<[u8]>, u32>,
+    /// Dense id → key text (validated UTF-8, once per new key).
     keys: Vec<Box<str>>,
-    /// Window start (ms) → key id → cell; ordered so windows close in time order.
-    windows: BTreeMap<i64, FxHashMap<u32, Cell>>,
+    /// Dense id → that key's (window, cell) pairs, newest last: records
+    /// mostly hit the newest window, so a search from the back ends at once.
+    cells: Vec<Vec<(i64, Cell)>>,
+    /// Window start (ms) → ids of keys counted in it; ordered so windows
+    /// close in time order. Touched only when a (window, key) pair is new.
+    windows: BTreeMap<i64, Vec<u32>>,
     /// Cells changed since the last drain, in first-touch order.
     changed: Vec<(i64, u32)>,
 }
@@ -37,32 +41,49 @@ impl WindowCounts {
         Self::default()
     }
 
-    fn key_id(&mut self, key: &str) -> u32 {
+    fn key_id(&mut self, key: &[u8]) -> u32 {
         if let Some(&id) = self.key_ids.get(key) {
             return id;
         }
         let id = self.keys.len() as u32;
-        self.keys.push(key.into());
+        self.keys.push(String::from_utf8_lossy(key).into());
         self.key_ids.insert(key.into(), id);
+        self.cells.push(Vec::new());
         id
     }
 
-    /// Adds `n` to (window, key) and returns the new count.
-    pub fn add(&mut self, window_start: i64, key: &str, n: u64) -> u64 {
+    fn cell_mut(&mut self, window_start: i64, id: u32) -> &mut Cell {
+        let list = &mut self.cells[id as usize];
+        let pos = match list.iter().rposition(|(w, _)| *w == window_start) {
+            Some(pos) => pos,
+            None => {
+                list.push((window_start, Cell::default()));
+                self.windows.entry(window_start).or_default().push(id);
+                list.len() - 1
+            }
+        };
+        &mut list[pos].1
+    }
+
+    /// Adds `n` to (window, key) and returns the new count. Keys are bytes
+    /// (a partition key straight from the batch); non-UTF-8 keys are shown
+    /// with replacement characters.
+    pub fn add(&mut self, window_start: i64, key: &[u8], n: u64) -> u64 {
         let id = self.key_id(key);
-        let cell = self.windows.entry(window_start).or_default().entry(id).or_default();
+        let cell = self.cell_mut(window_start, id);
         cell.count += n;
+        let count = cell.count;
         if !cell.changed {
             cell.changed = true;
             self.changed.push((window_start, id));
         }
-        cell.count
+        count
     }
 
     /// The count of (window, key), if the window is held.
     pub fn get(&self, window_start: i64, key: &str) -> Option<u64> {
-        let id = self.key_ids.get(key)?;
-        self.windows.get(&window_start)?.get(id).map(|c| c.count)
+        let id = *self.key_ids.get(key.as_bytes())?;
+        self.cells[id as usize].iter().find(|(w, _)| *w == window_start).map(|(_, c)| c.count)
     }
 
     /// True when the window is held.
@@ -76,7 +97,8 @@ impl WindowCounts {
         let mut changed = std::mem::take(&mut self.changed);
         changed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.keys[a.1 as usize].cmp(&self.keys[b.1 as usize])));
         for &(window, id) in &changed {
-            if let Some(cell) = self.windows.get_mut(&window).and_then(|w| w.get_mut(&id)) {
+            let list = &mut self.cells[id as usize];
+            if let Some((_, cell)) = list.iter_mut().rev().find(|(w, _)| *w == window) {
                 cell.changed = false;
                 f(window, &self.keys[id as usize], cell.count);
             }
@@ -91,13 +113,18 @@ impl WindowCounts {
         let kept = self.windows.split_off(&start);
         let removed = std::mem::replace(&mut self.windows, kept);
         self.changed.retain(|(window, _)| *window >= start);
-        removed.into_iter().map(|(window, cells)| (window, self.sorted_cells(&cells))).collect()
-    }
-
-    fn sorted_cells(&self, cells: &FxHashMap<u32, Cell>) -> Vec<(String, u64)> {
-        let mut out: Vec<(String, u64)> =
-            cells.iter().map(|(&id, cell)| (self.keys[id as usize].to_string(), cell.count)).collect();
-        out.sort_unstable();
+        let mut out = Vec::with_capacity(removed.len());
+        for (window, ids) in removed {
+            let mut cells = Vec::with_capacity(ids.len());
+            for id in ids {
+                let list = &mut self.cells[id as usize];
+                if let Some(pos) = list.iter().position(|(w, _)| *w == window) {
+                    cells.push((self.keys[id as usize].to_string(), list.remove(pos).1.count));
+                }
+            }
+            cells.sort_unstable();
+            out.push((window, cells));
+        }
         out
     }
 
@@ -113,7 +140,20 @@ impl WindowCounts {
 
     /// All counts, for a snapshot (windows in order, keys sorted).
     pub fn to_snapshot(&self) -> Vec<WindowSnapshot> {
-        self.windows.iter().map(|(&window, cells)| (window, self.sorted_cells(cells))).collect()
+        self.windows
+            .iter()
+            .map(|(&window, ids)| {
+                let mut cells: Vec<(String, u64)> = ids
+                    .iter()
+                    .filter_map(|&id| {
+                        let cell = self.cells[id as usize].iter().find(|(w, _)| *w == window)?;
+                        Some((self.keys[id as usize].to_string(), cell.1.count))
+                    })
+                    .collect();
+                cells.sort_unstable();
+                (window, cells)
+            })
+            .collect()
     }
 
     /// Counts from a snapshot; nothing is marked changed.
@@ -121,8 +161,8 @@ impl WindowCounts {
         let mut counts = WindowCounts::new();
         for (window, cells) in windows {
             for (key, count) in cells {
-                let id = counts.key_id(&key);
-                counts.windows.entry(window).or_default().insert(id, Cell { count, changed: false });
+                let id = counts.key_id(key.as_bytes());
+                counts.cell_mut(window, id).count += count;
             }
         }
         counts
@@ -160,21 +200,21 @@ mod tests {
     #[test]
     fn counts_and_drains_changes_in_order() {
         let mut counts = WindowCounts::new();
-        counts.add(60_000, "b", 1);
-        counts.add(0, "a", 1);
-        counts.add(60_000, "b", 2);
+        counts.add(60_000, b"b", 1);
+        counts.add(0, b"a", 1);
+        counts.add(60_000, b"b", 2);
         let mut seen = Vec::new();
         counts.drain_changed(|w, k, c| seen.push((w, k.to_string(), c)));
         assert_eq!(seen, vec![(0, "a".into(), 1), (60_000, "b".into(), 3)]);
         counts.drain_changed(|_, _, _| panic!("nothing changed since"));
-        assert_eq!(counts.add(0, "a", 1), 2);
+        assert_eq!(counts.add(0, b"a", 1), 2);
     }
 
     #[test]
     fn splits_closed_windows_and_round_trips() {
         let mut counts = WindowCounts::new();
         for (w, k) in [(0, "x"), (0, "y"), (60_000, "x"), (120_000, "x")] {
-            counts.add(w, k, 1);
+            counts.add(w, k.as_bytes(), 1);
         }
         let snapshot = counts.to_snapshot();
         let closed = counts.split_off_before(120_000);

@@ -2,7 +2,7 @@
 
 use crate::wit::exports::kinesis::processor::processor::Guest;
 use crate::wit::kinesis::processor::{host, types};
-use crate::{Batch, LogLevel, Output, ProcessError, Processor, RecordEntry, ShardContext, ShutdownReason};
+use crate::{Batch, LogLevel, Output, ProcessError, Processor, ShardContext, ShutdownReason};
 use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -11,8 +11,8 @@ thread_local! {
     /// The shard's processor, created by `init`. A component instance serves
     /// one shard and is single-threaded, so one slot is all there is.
     static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
-    /// Reused across calls so steady-state batches allocate nothing here.
-    static SCRATCH: RefCell<(Vec<RecordEntry>, Output)> = RefCell::new((Vec::new(), Output::new()));
+    /// Reused across calls so steady-state calls allocate nothing here.
+    static SCRATCH: RefCell<Output> = RefCell::new(Output::new());
 }
 
 /// Implements the exported interface for processor type `P`.
@@ -25,7 +25,7 @@ fn with_processor<P: Processor, R>(f: impl FnOnce(&mut P, &mut Output) -> R) -> 
             .and_then(|boxed| boxed.downcast_mut::<P>())
             // The host always calls `init` first; anything else is a host bug.
             .expect("processor called before a successful init");
-        SCRATCH.with_borrow_mut(|(_, out)| {
+        SCRATCH.with_borrow_mut(|out| {
             out.clear();
             let result = f(processor, out);
             flush(out);
@@ -39,22 +39,12 @@ fn flush(out: &mut Output) {
     if out.is_empty() {
         return;
     }
-    let entries = out
-        .packed()
-        .1
-        .iter()
-        .map(|e| types::OutputEntry {
-            key_offset: e.key_offset,
-            key_len: e.key_len,
-            data_offset: e.data_offset,
-            data_len: e.data_len,
-        })
-        .collect();
-    // Lend the payload to the call instead of copying it, then keep its
-    // allocation for the next call.
-    let batch = types::OutputBatch { payload: std::mem::take(&mut out.payload), entries };
+    // Lend the buffers to the call instead of copying them, then keep their
+    // allocations for the next call.
+    let batch = types::OutputBatch { payload: std::mem::take(&mut out.payload), index: std::mem::take(&mut out.index) };
     host::emit_batch(&batch);
     out.payload = batch.payload;
+    out.index = batch.index;
 }
 
 fn to_wit_error(e: ProcessError) -> types::ProcessError {
@@ -81,25 +71,8 @@ impl<P: Processor> Guest for Glue<P> {
     }
 
     fn process(batch: types::RecordBatch) -> Result<(), types::ProcessError> {
-        let entries = SCRATCH.with_borrow_mut(|(entries, _)| {
-            let mut taken = std::mem::take(entries);
-            taken.clear();
-            taken.extend(batch.entries.iter().map(|e| RecordEntry {
-                partition_key_offset: e.partition_key_offset,
-                partition_key_len: e.partition_key_len,
-                data_offset: e.data_offset,
-                data_len: e.data_len,
-                sequence_number_offset: e.sequence_number_offset,
-                sequence_number_len: e.sequence_number_len,
-                sub_sequence_number: e.sub_sequence_number,
-                approximate_arrival_millis: e.approximate_arrival_millis,
-            }));
-            taken
-        });
-        let view = Batch::new(&batch.payload, &entries, batch.millis_behind_latest);
-        let result = with_processor::<P, _>(|p, out| p.process(&view, out));
-        SCRATCH.with_borrow_mut(|(slot, _)| *slot = entries);
-        result.map_err(to_wit_error)
+        let view = Batch::new(&batch.payload, &batch.index, batch.millis_behind_latest);
+        with_processor::<P, _>(|p, out| p.process(&view, out)).map_err(to_wit_error)
     }
 
     fn on_timer(now_millis: i64) -> Result<(), types::ProcessError> {

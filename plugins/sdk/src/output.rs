@@ -1,7 +1,8 @@
 //! Output records, packed the way the host receives them: one payload buffer
 //! and an index entry per record, sent in one host call after each export call.
 
-/// Index entry of one output record, mirroring the WIT `output-entry`.
+/// Index entry of one output record, mirroring the WIT `output-entry`
+/// (packed little-endian, 16 bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutputEntry {
     /// Offset of the UTF-8 key in the payload.
@@ -14,6 +15,24 @@ pub struct OutputEntry {
     pub data_len: u32,
 }
 
+impl OutputEntry {
+    /// Bytes per entry in a packed index.
+    pub const ENCODED_LEN: usize = 16;
+
+    /// Appends this entry's packed form to `index`.
+    pub fn encode(&self, index: &mut Vec<u8>) {
+        for field in [self.key_offset, self.key_len, self.data_offset, self.data_len] {
+            index.extend_from_slice(&field.to_le_bytes());
+        }
+    }
+
+    /// Reads an entry from its packed form.
+    pub fn decode(bytes: &[u8; Self::ENCODED_LEN]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        OutputEntry { key_offset: u32_at(0), key_len: u32_at(4), data_offset: u32_at(8), data_len: u32_at(12) }
+    }
+}
+
 /// Collects what a processor emits during one call.
 ///
 /// The host releases a call's output to the sink only if the call succeeds,
@@ -22,8 +41,8 @@ pub struct OutputEntry {
 pub struct Output {
     /// Keys and data, concatenated.
     pub(crate) payload: Vec<u8>,
-    /// One entry per emitted record.
-    entries: Vec<OutputEntry>,
+    /// One packed [`OutputEntry`] per emitted record.
+    pub(crate) index: Vec<u8>,
 }
 
 impl Output {
@@ -45,42 +64,40 @@ impl Output {
         self.payload.extend_from_slice(key.as_bytes());
         let data_offset = self.payload.len() as u32;
         write(&mut self.payload);
-        self.entries.push(OutputEntry {
-            key_offset,
-            key_len: key.len() as u32,
-            data_offset,
-            data_len: self.payload.len() as u32 - data_offset,
-        });
+        OutputEntry { key_offset, key_len: key.len() as u32, data_offset, data_len: self.payload.len() as u32 - data_offset }
+            .encode(&mut self.index);
     }
 
     /// Number of records emitted.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len() / OutputEntry::ENCODED_LEN
     }
 
     /// True when nothing was emitted.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
     }
 
     /// The emitted records as (key, data), in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.entries.iter().map(|e| {
-            let key = &self.payload[e.key_offset as usize..(e.key_offset + e.key_len) as usize];
-            let data = &self.payload[e.data_offset as usize..(e.data_offset + e.data_len) as usize];
+        self.index.chunks_exact(OutputEntry::ENCODED_LEN).map(|chunk| {
+            let e = OutputEntry::decode(chunk.try_into().unwrap_or(&[0; OutputEntry::ENCODED_LEN]));
+            // Entries were written by `emit_with` and always lie inside the payload.
+            let key = self.payload.get(e.key_offset as usize..(e.key_offset + e.key_len) as usize).unwrap_or_default();
+            let data = self.payload.get(e.data_offset as usize..(e.data_offset + e.data_len) as usize).unwrap_or_default();
             (std::str::from_utf8(key).unwrap_or_default(), data)
         })
     }
 
-    /// The packed buffers, for the glue that hands them to the host.
-    pub fn packed(&self) -> (&[u8], &[OutputEntry]) {
-        (&self.payload, &self.entries)
+    /// The packed buffers (payload, index), as the host receives them.
+    pub fn packed(&self) -> (&[u8], &[u8]) {
+        (&self.payload, &self.index)
     }
 
     /// Forgets all records, keeping the allocations for the next call.
     pub fn clear(&mut self) {
         self.payload.clear();
-        self.entries.clear();
+        self.index.clear();
     }
 }
 

@@ -1,7 +1,7 @@
 //! Choosing what to count and when a record happened, from a processor's
 //! JSON config: shared by every processor that groups records by key and time.
 
-use crate::time::parse_timestamp_millis;
+use crate::time::{parse_leading_timestamp, parse_timestamp_millis};
 use crate::Record;
 use serde::Deserialize;
 
@@ -17,7 +17,8 @@ pub enum KeySelector {
 /// Where a record's event time comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimeSelector {
-    /// The data itself when it is an ISO-8601 timestamp, else arrival time.
+    /// The data itself when it is, or begins with, an ISO-8601 timestamp
+    /// (seed 000's records; log lines), else arrival time.
     DataOrArrival,
     /// A top-level JSON field: an ISO-8601 string or epoch milliseconds; the
     /// arrival time when the field is absent.
@@ -99,19 +100,20 @@ impl Selector {
         matches!(self.key, KeySelector::JsonField(_)) || matches!(self.time, TimeSelector::JsonField(_))
     }
 
-    /// Calls `f` with the record's key and event time.
+    /// Calls `f` with the record's key (as bytes: a partition key is passed
+    /// straight from the batch, unvalidated) and event time.
     pub fn with_key_and_time<R>(
         &self,
         record: &Record<'_>,
-        f: impl FnOnce(&str, i64) -> R,
+        f: impl FnOnce(&[u8], i64) -> R,
     ) -> Result<R, SelectError> {
         let arrival = record.approximate_arrival_millis();
         if !self.needs_json() {
             let time = match self.time {
-                TimeSelector::DataOrArrival => parse_timestamp_millis(record.data()).unwrap_or(arrival),
+                TimeSelector::DataOrArrival => parse_leading_timestamp(record.data()).unwrap_or(arrival),
                 _ => arrival,
             };
-            return Ok(f(record.partition_key(), time));
+            return Ok(f(record.partition_key_bytes(), time));
         }
         let json: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(record.data()).ok();
         let field = |name: &str| json.as_ref().and_then(|map| map.get(name));
@@ -121,14 +123,14 @@ impl Selector {
                 Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(arrival),
                 _ => arrival,
             },
-            TimeSelector::DataOrArrival => parse_timestamp_millis(record.data()).unwrap_or(arrival),
+            TimeSelector::DataOrArrival => parse_leading_timestamp(record.data()).unwrap_or(arrival),
             TimeSelector::Arrival => arrival,
         };
         match &self.key {
-            KeySelector::PartitionKey => Ok(f(record.partition_key(), time)),
+            KeySelector::PartitionKey => Ok(f(record.partition_key_bytes(), time)),
             KeySelector::JsonField(name) => match field(name) {
-                Some(serde_json::Value::String(s)) => Ok(f(s, time)),
-                Some(serde_json::Value::Number(n)) => Ok(f(&n.to_string(), time)),
+                Some(serde_json::Value::String(s)) => Ok(f(s.as_bytes(), time)),
+                Some(serde_json::Value::Number(n)) => Ok(f(n.to_string().as_bytes(), time)),
                 _ => Err(SelectError::MissingKey(name.clone())),
             },
         }
@@ -155,7 +157,7 @@ mod tests {
         let got: Vec<(String, i64)> = b
             .batch()
             .iter()
-            .map(|r| sel.with_key_and_time(&r, |k, t| (k.to_string(), t)).expect("selects"))
+            .map(|r| sel.with_key_and_time(&r, |k, t| (String::from_utf8_lossy(k).into_owned(), t)).expect("selects"))
             .collect();
         assert_eq!(got, vec![("8.8.8.8".into(), 1_532_903_746_694), ("8.8.8.9".into(), 7)]);
     }
@@ -170,7 +172,7 @@ mod tests {
         let batch = b.batch();
         let pick = |i: usize| {
             let r = batch.get(i).expect("record");
-            sel.with_key_and_time(&r, |k, t| (k.to_string(), t))
+            sel.with_key_and_time(&r, |k, t| (String::from_utf8_lossy(k).into_owned(), t))
         };
         assert_eq!(pick(0), Ok(("ruan".into(), 1_561_231_227_000)));
         assert_eq!(pick(1), Ok(("7".into(), 9)));

@@ -17,6 +17,28 @@ const MS_PER_DAY: i64 = 86_400_000;
 /// `None` for anything else, so callers can fall back to arrival time.
 pub fn parse_timestamp_millis(text: &[u8]) -> Option<i64> {
     let text = text.trim_ascii();
+    match parse_timestamp_prefix(text)? {
+        (millis, used) if used == text.len() => Some(millis),
+        _ => None,
+    }
+}
+
+/// Parses data that is, or begins with, an ISO-8601 timestamp: a log line
+/// such as `2018-07-29T22:35:46Z GET /index.html 200`. The timestamp must be
+/// followed by the end, whitespace, or one of `,;|`. Only the prefix is read,
+/// so long records cost no more than short ones.
+pub fn parse_leading_timestamp(data: &[u8]) -> Option<i64> {
+    let text = data.trim_ascii_start();
+    let (millis, used) = parse_timestamp_prefix(text)?;
+    match text.get(used) {
+        None => Some(millis),
+        Some(b) if b.is_ascii_whitespace() || matches!(b, b',' | b';' | b'|') => Some(millis),
+        Some(_) => None,
+    }
+}
+
+/// Parses a timestamp at the start of `text`; returns it and the bytes used.
+fn parse_timestamp_prefix(text: &[u8]) -> Option<(i64, usize)> {
     if text.len() < 16 {
         return None;
     }
@@ -68,26 +90,33 @@ pub fn parse_timestamp_millis(text: &[u8]) -> Option<i64> {
         }
     }
     let offset_minutes = match text.get(pos) {
-        None => 0,
-        Some(b'Z' | b'z') if pos + 1 == text.len() => 0,
+        Some(b'Z' | b'z') => {
+            pos += 1;
+            0
+        }
         Some(&sign @ (b'+' | b'-')) => {
-            let rest = &text[pos + 1..];
-            let (hours, minutes) = match rest.len() {
-                5 if rest[2] == b':' => (digits(pos + 1..pos + 3)?, digits(pos + 4..pos + 6)?),
-                4 => (digits(pos + 1..pos + 3)?, digits(pos + 3..pos + 5)?),
-                2 => (digits(pos + 1..pos + 3)?, 0),
-                _ => return None,
+            let hours = digits(pos + 1..pos + 3)?;
+            let (minutes, used) = if text.get(pos + 3) == Some(&b':') {
+                (digits(pos + 4..pos + 6)?, 6)
+            } else if let Some(m) = digits(pos + 3..pos + 5) {
+                (m, 5)
+            } else {
+                (0, 3)
             };
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            pos += used;
             let total = hours * 60 + minutes;
             if sign == b'+' { total } else { -total }
         }
-        Some(_) => return None,
+        _ => 0,
     };
     let days = days_from_civil(year, month, day);
-    Some(
-        days * MS_PER_DAY + (hour * 3600 + minute * 60 + second - offset_minutes * 60) * MS_PER_SECOND
-            + millis,
-    )
+    let millis = days * MS_PER_DAY
+        + (hour * 3600 + minute * 60 + second - offset_minutes * 60) * MS_PER_SECOND
+        + millis;
+    Some((millis, pos))
 }
 
 /// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`, or with
@@ -192,6 +221,17 @@ mod tests {
             assert_eq!(parse_timestamp_millis(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_timestamp_millis(b"2020-02-29T00:00:00"), Some(1_582_934_400_000));
+    }
+
+    #[test]
+    fn reads_timestamps_leading_a_line() {
+        let t = Some(1_532_903_746_694);
+        assert_eq!(parse_leading_timestamp(b"2018-07-29T22:35:46.694Z GET /index.html 200"), t);
+        assert_eq!(parse_leading_timestamp(b"2018-07-29T22:35:46.694763"), t);
+        assert_eq!(parse_leading_timestamp(b"2018-07-29T22:35:46.694,8.8.8.8"), t);
+        assert_eq!(parse_leading_timestamp(b"2018-07-29T22:35:46.694x"), None);
+        assert_eq!(parse_leading_timestamp(b"2018-07-29T22:35:46+0200 up"), Some(1_532_896_546_000));
+        assert_eq!(parse_leading_timestamp(b"{\"ts\": 1}"), None);
     }
 
     #[test]
