@@ -55,6 +55,9 @@ struct BufferedState {
     last_active_tick: Option<i64>,
     /// Whether records arrived since the previous timer tick.
     input_since_tick: bool,
+    /// Oldest window start whose count is still kept (retention).
+    #[serde(default)]
+    retained_from: Option<i64>,
 }
 
 /// Per-shard state of the buffered counter.
@@ -72,6 +75,9 @@ pub struct BufferedCounter {
     max_event_time: Option<i64>,
     last_active_tick: Option<i64>,
     input_since_tick: bool,
+    /// Closed windows at or after this start are kept, so a correction
+    /// for them can carry the window's total.
+    retained_from: Option<i64>,
 }
 
 fn seconds_millis(value: Option<u64>, default: u64, field: &str) -> Result<i64, String> {
@@ -106,6 +112,7 @@ impl BufferedCounter {
         self.closed.drain_changed(|_, _, _| {});
         let keep_from = first_open.saturating_sub(self.retention_windows * self.window_millis);
         self.closed.split_off_before(keep_from);
+        self.retained_from = Some(keep_from);
     }
 
 }
@@ -143,6 +150,7 @@ impl Processor for BufferedCounter {
             max_event_time: None,
             last_active_tick: None,
             input_since_tick: false,
+            retained_from: None,
         })
     }
 
@@ -174,7 +182,10 @@ impl Processor for BufferedCounter {
         // Open windows are held, not emitted: their change marks are not needed.
         self.open.drain_changed(|_, _, _| {});
         late.drain_changed(|window, key, n| {
-            let total = if self.closed.has_window(window) { Some(self.closed.add(window, key.as_bytes(), n)) } else { None };
+            // Within retention the window's total is known (even if no record
+            // made it in time and no final was emitted); past it, only the delta.
+            let retained = self.retained_from.is_some_and(|from| window >= from);
+            let total = retained.then(|| self.closed.add(window, key.as_bytes(), n));
             out.emit_with(key, |buf| {
                 write_count_head(buf, window, key, total);
                 buf.extend_from_slice(format!(",\"kind\":\"correction\",\"late\":{n}}}").as_bytes());
@@ -205,6 +216,7 @@ impl Processor for BufferedCounter {
             max_event_time: self.max_event_time,
             last_active_tick: self.last_active_tick,
             input_since_tick: self.input_since_tick,
+            retained_from: self.retained_from,
         };
         serde_json::to_vec(&state).unwrap_or_default()
     }
@@ -224,6 +236,7 @@ impl Processor for BufferedCounter {
         self.max_event_time = state.max_event_time;
         self.last_active_tick = state.last_active_tick;
         self.input_since_tick = state.input_since_tick;
+        self.retained_from = state.retained_from;
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 //! Data `trap` panics (a wasm trap), `loop` spins forever, `alloc` grows
 //! memory without end, `emit-flood` emits without end, `log-flood` logs
 //! without end, `fail` returns a non-retryable error naming that record,
-//! `retry` a retryable one, `bad-index` names a record index past the batch.
+//! `retry` a retryable one, `bad-index` names a record index past the batch,
+//! `probe-sandbox` reports what env, args, files and network it can reach.
 //! Config `{"panic_in_init": true}` panics in `init`; `{"fail_init": true}`
 //! returns an init error; `{"corrupt_snapshot": true}` writes state its
 //! `restore` rejects.
@@ -71,6 +72,17 @@ impl Processor for Faulty {
                 b"log-flood" => loop {
                     log(LogLevel::Info, "faulty: log flood");
                 },
+                b"probe-sandbox" => {
+                    // What the sandbox lets through: the host grants no env,
+                    // args, files or network, so all of these must come back empty.
+                    let env = std::env::vars().count();
+                    let args = std::env::args().count();
+                    let file = std::fs::read("/etc/passwd").is_ok() || std::fs::read_dir(".").is_ok();
+                    let net = std::net::TcpStream::connect("127.0.0.1:1").is_ok()
+                        || std::net::UdpSocket::bind("127.0.0.1:0").is_ok();
+                    let report = format!(r#"{{"env":{env},"args":{args},"file":{file},"net":{net}}}"#);
+                    out.emit("probe", report.as_bytes());
+                }
                 b"fail" => return Err(ProcessError::fatal("faulty: poison record").at_record(index)),
                 b"retry" => return Err(ProcessError::retryable("faulty: try again later").at_record(index)),
                 b"bad-index" => return Err(ProcessError::fatal("faulty: bad index").at_record(batch.len() + 10)),

@@ -1,0 +1,33 @@
+# One command per job; `make` builds everything. Needs only Rust (rustup).
+CARGO ?= cargo
+PLUGIN_DIR := target/wasm32-wasip2/plugin
+PLUGINS := echo counter buffered-counter processor-template faulty
+
+.PHONY: all build plugins host test bench wasm-target clean
+
+all: build
+
+build: plugins host
+
+# The wasm target is installed on first use.
+wasm-target:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+# Components land in $(PLUGIN_DIR)/<name>.wasm (dashes become underscores).
+plugins: wasm-target
+	$(CARGO) build --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
+
+host:
+	$(CARGO) build --release -p host
+
+# Unit tests of every crate, then the host's integration tests, which run the
+# real plugin components.
+test: plugins
+	$(CARGO) test --workspace
+
+bench: plugins
+	$(CARGO) build --release -p host
+	target/release/host bench --plugin $(PLUGIN_DIR)/counter.wasm
+
+clean:
+	$(CARGO) clean
