@@ -57,13 +57,15 @@ impl CompiledCache {
         content_sha256: &str,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let path = self.entry_path(engine, content_sha256);
-        if path.is_file() {
-            // SAFETY: wasmtime requires that the file be produced by
-            // `Component::serialize` of a compatible engine. Only this host
-            // writes into this directory, by atomic rename, under a name that
-            // includes the engine's compatibility hash; wasmtime additionally
-            // checks the header and version.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+        // Read into memory rather than `deserialize_file`'s mmap: a mapped
+        // file truncated in place by anyone else would crash the host (SIGBUS).
+        if let Ok(bytes) = std::fs::read(&path) {
+            // SAFETY: wasmtime requires bytes produced by `Component::serialize`
+            // of a compatible engine. Only this host writes into this
+            // directory, by atomic rename, under a name that includes the
+            // engine's compatibility hash; wasmtime also checks the header and
+            // version and rejects anything else, which lands in the `Err` arm.
+            match unsafe { Component::deserialize(engine, &bytes) } {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
                 Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compiled cache entry: {e}"),
             }

@@ -95,7 +95,8 @@ impl Processor for Faulty {
 
     fn snapshot(&self) -> Vec<u8> {
         if self.config.corrupt_snapshot {
-            return b"\xffcorrupt".to_vec();
+            // Not 8 bytes, so `restore` cannot read it as a count.
+            return b"\xffbad".to_vec();
         }
         self.seen.to_le_bytes().to_vec()
     }
