@@ -130,6 +130,41 @@ pub fn run_native(config: &str, records: &[InputRecord], batch_size: usize) -> a
     Ok((started.elapsed(), outputs))
 }
 
+/// Checks, before anything is timed, that the plugin emits exactly what the
+/// native counter emits for the same records: the comparison only means
+/// something if both do the same work.
+pub fn verify_same_output(
+    plugin: &Arc<Plugin>,
+    config: &str,
+    limits: &PluginLimits,
+    records: &[InputRecord],
+) -> anyhow::Result<()> {
+    let records = &records[..records.len().min(20_000)];
+    let settings = InstanceSettings {
+        config: config.to_string(),
+        context: ShardContext { stream_name: "bench".into(), shard_id: "shardId-000000000000".into(), application: "bench".into() },
+        limits: limits.clone(),
+        clock: Clock::System,
+    };
+    let mut instance = PluginInstance::start(plugin.clone(), settings, None)?;
+    let mut counter = counter::Counter::init(config, &Default::default())
+        .map_err(|e| anyhow::anyhow!("native counter rejected the config: {e}"))?;
+    let mut packer = BatchPacker::default();
+    let (mut payload, mut index) = (Vec::new(), Vec::new());
+    for chunk in records.chunks(100) {
+        let wasm = instance.process(packer.pack(chunk, 0)?)?.output;
+        pack_into(chunk, &mut payload, &mut index)?;
+        let mut native = Output::new();
+        counter
+            .process(&Batch::new(&payload, &index, 0), &mut native)
+            .map_err(|e| anyhow::anyhow!("native counter failed: {e}"))?;
+        if !wasm.iter().eq(native.iter()) {
+            bail!("{} does not emit what the native counter emits; `host bench` compares against the counter, so pass counter.wasm", plugin.path().display());
+        }
+    }
+    Ok(())
+}
+
 /// Measures every batch size; each figure is the best of three runs.
 pub fn run(
     plugin: &Arc<Plugin>,
@@ -139,6 +174,7 @@ pub fn run(
     batch_sizes: &[usize],
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Vec<BenchRow>> {
+    verify_same_output(plugin, config, limits, records)?;
     let mut rows = Vec::new();
     for &batch_size in batch_sizes {
         if batch_size == 0 {
@@ -154,7 +190,7 @@ pub fn run(
             .with_context(|| format!("wasm run at batch size {batch_size}"))?;
         let (native, native_outputs) = best(&mut || run_native(config, records, batch_size))?;
         if outputs != native_outputs {
-            bail!("wasm emitted {outputs} records but native {native_outputs}: the plugin is not the counter");
+            bail!("wasm emitted {outputs} records but native {native_outputs} at batch size {batch_size}");
         }
         rows.push(BenchRow { batch_size, wasm, native, records: records.len(), outputs });
     }

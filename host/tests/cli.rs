@@ -1,0 +1,88 @@
+//! The `host` binary's error paths: every bad input is one line on stderr
+//! naming what is wrong and what to do, with a non-zero exit.
+
+mod common;
+
+use common::*;
+
+fn one_error_line(run: &Run) -> &str {
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr, got:\n{}", run.stderr);
+    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+    lines[0]
+}
+
+#[test]
+fn bad_plugin_paths_and_files_are_one_line() {
+    let run = host(&["test", "--plugin", "/nonexistent/counter.wasm"], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("does not exist; build it with `make plugins`"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not a component at all").expect("write");
+    let run = host(&["test", "--plugin", garbage.to_str().unwrap_or_default()], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("is not a WebAssembly file"));
+}
+
+#[test]
+fn bad_configs_are_one_line_naming_the_setting() {
+    let counter = plugin_path("counter").display().to_string();
+    let run = host(&["test", "--plugin", &counter, "--config", "{window_seconds: 5}"], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("--config is not valid JSON"));
+
+    let run = host(&["test", "--plugin", &counter, "--config", r#"{"window_seconds": 0}"#], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("`window_seconds` must be at least 1"));
+
+    let run = host(&["test", "--plugin", &counter, "--memory-limit-mb", "0"], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("must be at least 1"));
+}
+
+#[test]
+fn bad_input_is_one_line_naming_the_line() {
+    let counter = plugin_path("counter").display().to_string();
+    let run = host(&["test", "--plugin", &counter], "{\"partitionKey\": \"a\", \"data\": \"x\"}\n{\"data\": \"no key\"}\n");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("stdin:2: not a record"));
+
+    let run = host(&["test", "--plugin", &counter, "--input", "/nonexistent/records.jsonl"], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("cannot open --input /nonexistent/records.jsonl"));
+}
+
+#[test]
+fn a_crashing_batch_is_reported_and_the_rest_still_runs() {
+    let faulty = plugin_path("faulty").display().to_string();
+    let input = "{\"partitionKey\": \"k\", \"data\": \"before\"}\n{\"partitionKey\": \"k\", \"data\": \"trap\"}\n{\"partitionKey\": \"k\", \"data\": \"after\"}\n";
+    let run = host(&["test", "--plugin", &faulty, "--batch-size", "1"], input);
+    assert_eq!(run.code, 1, "a failed batch makes the run fail");
+    assert_eq!(run.stdout, "before\nafter\n");
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].contains("batch 2 (records 2..2): plugin `faulty` crashed in `process`: faulty: trap on record 0"), "{}", errors[0]);
+}
+
+#[test]
+fn json_output_carries_keys() {
+    let echo = plugin_path("echo").display().to_string();
+    let run = host(&["test", "--plugin", &echo, "--output", "json"], "{\"partitionKey\": \"8.8.8.8\", \"data\": \"hi\"}\n");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json_lines(&run.stdout), vec![serde_json::json!({"key": "8.8.8.8", "data": "8.8.8.8 : hi"})]);
+}
+
+#[test]
+fn bench_prints_a_table_with_the_native_ratio() {
+    let counter = plugin_path("counter").display().to_string();
+    let run = host(&["bench", "--plugin", &counter, "--records", "20000", "--batch-sizes", "10,1000"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("| batch size | wasm records/s |"), "{}", run.stdout);
+    assert!(run.stdout.lines().any(|l| l.starts_with("| 1000 |")), "{}", run.stdout);
+    let echo = plugin_path("echo").display().to_string();
+    let run = host(&["bench", "--plugin", &echo, "--records", "1000", "--batch-sizes", "10"], "");
+    assert_eq!(run.code, 2, "a plugin that is not the counter has no native twin");
+    assert!(one_error_line(&run).contains("does not emit what the native counter emits"), "{}", run.stderr);
+}
