@@ -152,10 +152,15 @@ pub fn replay<W: Write>(
     let batch_size = options.batch_size.max(1);
     let mut packer = BatchPacker::default();
     let mut now = start;
+    let mut last_arrival = start;
     for (index, chunk) in records.chunks(batch_size).enumerate() {
-        let batch_time = chunk.iter().map(|r| r.arrival_millis).max().unwrap_or(now).max(now);
+        // A poller hands over records soon after the first of them arrives;
+        // the rest arrived while it worked. Timers fire for the time before
+        // the batch, so only real gaps in arrivals look like idle input.
+        let batch_time = chunk.first().map_or(now, |r| r.arrival_millis).max(now);
         replayer.advance_to(batch_time)?;
         now = batch_time;
+        last_arrival = last_arrival.max(chunk.iter().map(|r| r.arrival_millis).max().unwrap_or(now));
         let first = index * batch_size;
         let label = format!("batch {} (records {}..{})", index + 1, first + 1, first + chunk.len());
         let batch = packer.pack(chunk, 0).with_context(|| label.clone())?;
@@ -183,7 +188,7 @@ pub fn replay<W: Write>(
             Err(e) => replayer.fail(format!("{label}: checkpoint: {e}")),
         }
     }
-    replayer.advance_to(now + options.drain_millis)?;
+    replayer.advance_to(now.max(last_arrival) + options.drain_millis)?;
     let Replayer { instance, sink, mut report, diagnostics, .. } = replayer;
     match instance.shutdown(options.end) {
         Ok(output) => sink.write(&output).context("cannot write output")?,

@@ -200,3 +200,41 @@ fn seed_001_documents_echo_and_count_by_json_field() {
     }
     assert_eq!(got, per_name);
 }
+
+/// The README's quickstart files give the seed's figures.
+#[test]
+fn readme_examples_give_the_seed_figures() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let input = std::fs::read_to_string(examples.join("seed000-lagging.jsonl")).expect("example file");
+    let run = host(&["test", "--plugin", &plugin("counter"), "--batch-size", "25"], &input);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let counts = last_counts(&run.stdout);
+    assert_eq!(counts[&("2018-07-29T22:36:00Z".to_string(), "8.8.8.8".to_string())], 30);
+    assert_eq!(counts[&("2018-07-29T22:36:00Z".to_string(), "8.8.8.9".to_string())], 12);
+
+    let run = host(
+        &["test", "--plugin", &plugin("buffered-counter"), "--config", r#"{"allowed_lateness_seconds": 30}"#],
+        &input,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (finals, late) = buffered_output(&run.stdout);
+    assert!(late.is_empty());
+    assert_eq!(finals, counts, "the buffered counter's finals are the counter's last counts");
+
+    let input = std::fs::read_to_string(examples.join("seed001-documents.jsonl")).expect("example file");
+    let run = host(&["test", "--plugin", &plugin("counter"), "--config", r#"{"key_field": "name"}"#], &input);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(last_counts(&run.stdout).values().sum::<u64>(), 25);
+}
+
+/// The template a plugin author copies builds to a working component.
+#[test]
+fn the_template_keeps_its_totals_across_restarts() {
+    let input: String = ["a", "b", "a", "c", "a", "b"]
+        .iter()
+        .map(|k| format!("{{\"partitionKey\": \"{k}\", \"data\": \"x\"}}\n"))
+        .collect();
+    let run = host(&["test", "--plugin", &plugin("processor-template"), "--batch-size", "2", "--restart-every", "1"], &input);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "1\n1\n2\n1\n3\n2\n");
+}
