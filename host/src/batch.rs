@@ -3,7 +3,7 @@
 //! batch crosses into the sandbox as two bulk copies.
 
 use crate::plugin::bindings::RecordBatch;
-use kinesis_processor_sdk::RecordEntry;
+use kinesis_processor_sdk::{append_record, RecordEntry};
 
 /// One Kinesis record, owned by the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,26 +40,16 @@ pub fn pack_into(records: &[InputRecord], payload: &mut Vec<u8>, index: &mut Vec
     payload.reserve(total);
     index.clear();
     index.reserve(records.len() * RecordEntry::ENCODED_LEN);
-    let put = |payload: &mut Vec<u8>, bytes: &[u8]| {
-        let offset = payload.len() as u32;
-        payload.extend_from_slice(bytes);
-        (offset, bytes.len() as u32)
-    };
     for record in records {
-        let (partition_key_offset, partition_key_len) = put(payload, record.partition_key.as_bytes());
-        let (data_offset, data_len) = put(payload, &record.data);
-        let (sequence_number_offset, sequence_number_len) = put(payload, record.sequence_number.as_bytes());
-        RecordEntry {
-            partition_key_offset,
-            partition_key_len,
-            data_offset,
-            data_len,
-            sequence_number_offset,
-            sequence_number_len,
-            sub_sequence_number: record.sub_sequence_number,
-            approximate_arrival_millis: record.arrival_millis,
-        }
-        .encode(index);
+        append_record(
+            payload,
+            index,
+            record.partition_key.as_bytes(),
+            &record.data,
+            record.sequence_number.as_bytes(),
+            record.sub_sequence_number,
+            record.arrival_millis,
+        );
     }
     Ok(())
 }

@@ -199,9 +199,9 @@ pub fn run(
 
 /// The results as a Markdown table plus a verdict line per target.
 pub fn render(rows: &[BenchRow], record_size: usize) -> String {
-    let mut out = format!(
+    let mut out = String::from(
         "| batch size | wasm records/s | wasm ns/record | native records/s | native ns/record | wasm/native |\n\
-         |---:|---:|---:|---:|---:|---:|\n"
+         |---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
         out.push_str(&format!(

@@ -160,13 +160,13 @@ fn corrupt_state_is_refused_not_loaded() {
 
 /// Loads bytes as a plugin and returns the one-line error.
 fn load_error(engine: &PluginEngine, bytes: &[u8]) -> PluginError {
-    Plugin::from_bytes(engine, Path::new("bad.wasm"), bytes, None).err().expect("must be refused")
+    Plugin::from_bytes(engine, Path::new("bad.wasm"), bytes, None).expect_err("must be refused")
 }
 
 #[test]
 fn bad_files_are_refused_with_what_to_do() {
     let engine = PluginEngine::new().expect("engine");
-    let err = Plugin::load(&engine, Path::new("/nonexistent/counter.wasm"), None).err().expect("missing");
+    let err = Plugin::load(&engine, Path::new("/nonexistent/counter.wasm"), None).expect_err("missing");
     assert!(matches!(err, PluginError::NotFound { .. }) && err.to_string().contains("make plugins"), "{err}");
 
     let err = load_error(&engine, b"#!/bin/sh\necho not wasm\n");

@@ -54,8 +54,11 @@ fn counter_counts_seed_000_per_minute_of_the_records_own_time() {
     assert_eq!(want[&("2018-07-29T22:36:00Z".to_string(), "8.8.8.9".to_string())], 12);
 }
 
+/// Counts per (window start, key).
+type Counts = BTreeMap<(String, String), u64>;
+
 /// (final counts, late records per window and key) of buffered-counter output.
-fn buffered_output(stdout: &str) -> (BTreeMap<(String, String), u64>, BTreeMap<(String, String), u64>) {
+fn buffered_output(stdout: &str) -> (Counts, Counts) {
     let (mut finals, mut late) = (BTreeMap::new(), BTreeMap::new());
     for v in json_lines(stdout) {
         let key = (v["window_start"].as_str().unwrap_or_default().to_string(), v["key"].as_str().unwrap_or_default().to_string());

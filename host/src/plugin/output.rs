@@ -26,7 +26,7 @@ impl PluginOutput {
     /// entries); `false` (and nothing appended) if the index is ragged, an
     /// entry points outside the payload, or a key is not UTF-8.
     pub fn extend_packed(&mut self, payload: &[u8], index: &[u8]) -> bool {
-        if index.len() % OutputEntry::ENCODED_LEN != 0 {
+        if !index.len().is_multiple_of(OutputEntry::ENCODED_LEN) {
             return false;
         }
         let base = self.payload.len();

@@ -19,7 +19,9 @@
 //! window and key, and `{"…","count":31,"kind":"correction","late":1}` for
 //! late records (`count` is `null` when the window is past retention).
 
-use kinesis_processor_sdk::count::{write_count_head, WindowCounts, WindowSnapshot};
+use kinesis_processor_sdk::count::{
+    retention_windows_setting, seconds_setting, write_count_head, WindowCounts, WindowSnapshot,
+};
 use kinesis_processor_sdk::select::{Selector, SelectorConfig};
 use kinesis_processor_sdk::time::window_start;
 use kinesis_processor_sdk::{
@@ -80,14 +82,6 @@ pub struct BufferedCounter {
     retained_from: Option<i64>,
 }
 
-fn seconds_millis(value: Option<u64>, default: u64, field: &str) -> Result<i64, String> {
-    let seconds = value.unwrap_or(default);
-    if seconds > 366 * 86_400 {
-        return Err(format!("`{field}` must be at most a year ({} s)", 366 * 86_400));
-    }
-    Ok(seconds as i64 * 1000)
-}
-
 impl BufferedCounter {
     /// Moves the watermark forward (never back) and emits every window it completes.
     fn advance_watermark(&mut self, to: i64, out: &mut Output) {
@@ -130,20 +124,12 @@ impl Processor for BufferedCounter {
             event_time: config.event_time,
         }
         .selectors()?;
-        let window_millis = match config.window_seconds.unwrap_or(60) {
-            0 => return Err("`window_seconds` must be at least 1".into()),
-            s => seconds_millis(Some(s), 60, "window_seconds")?,
-        };
-        let retention_windows = match config.retention_windows.unwrap_or(1440) {
-            0 => return Err("`retention_windows` must be at least 1".into()),
-            n => n.min(1 << 30) as i64,
-        };
         Ok(BufferedCounter {
             selector: Selector::new(key, time),
-            window_millis,
-            lateness_millis: seconds_millis(config.allowed_lateness_seconds, 30, "allowed_lateness_seconds")?,
-            idle_millis: seconds_millis(config.idle_timeout_seconds, 10, "idle_timeout_seconds")?,
-            retention_windows,
+            window_millis: seconds_setting(config.window_seconds, 60, 1, "window_seconds")?,
+            lateness_millis: seconds_setting(config.allowed_lateness_seconds, 30, 0, "allowed_lateness_seconds")?,
+            idle_millis: seconds_setting(config.idle_timeout_seconds, 10, 0, "idle_timeout_seconds")?,
+            retention_windows: retention_windows_setting(config.retention_windows)?,
             open: WindowCounts::new(),
             closed: WindowCounts::new(),
             watermark: None,

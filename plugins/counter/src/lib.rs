@@ -14,7 +14,9 @@
 //! Output: one record per changed (window, key), keyed by the counted key:
 //! `{"window_start":"2018-07-29T22:36:00Z","key":"8.8.8.8","count":7}`.
 
-use kinesis_processor_sdk::count::{write_count_head, CountsState, WindowCounts};
+use kinesis_processor_sdk::count::{
+    retention_windows_setting, seconds_setting, write_count_head, CountsState, WindowCounts,
+};
 use kinesis_processor_sdk::select::{Selector, SelectorConfig};
 use kinesis_processor_sdk::time::window_start;
 use kinesis_processor_sdk::{export_processor, Batch, Output, ProcessError, Processor, ShardContext};
@@ -45,15 +47,6 @@ pub struct Counter {
     newest_window: i64,
 }
 
-/// Parses a window length in seconds into milliseconds.
-pub fn window_millis(seconds: Option<u64>, field: &str) -> Result<i64, String> {
-    match seconds.unwrap_or(60) {
-        0 => Err(format!("`{field}` must be at least 1")),
-        s if s > 366 * 86_400 => Err(format!("`{field}` must be at most a year ({} s)", 366 * 86_400)),
-        s => Ok(s as i64 * 1000),
-    }
-}
-
 impl Counter {
     /// Emits the changed counts into `out`.
     fn emit_changed(&mut self, out: &mut Output) {
@@ -79,14 +72,10 @@ impl Processor for Counter {
             event_time: config.event_time,
         }
         .selectors()?;
-        let retention_windows = match config.retention_windows.unwrap_or(1440) {
-            0 => return Err("`retention_windows` must be at least 1".into()),
-            n => n.min(1 << 30) as i64,
-        };
         Ok(Counter {
             selector: Selector::new(key, time),
-            window_millis: window_millis(config.window_seconds, "window_seconds")?,
-            retention_windows,
+            window_millis: seconds_setting(config.window_seconds, 60, 1, "window_seconds")?,
+            retention_windows: retention_windows_setting(config.retention_windows)?,
             counts: WindowCounts::new(),
             newest_window: i64::MIN,
         })

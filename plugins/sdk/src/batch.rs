@@ -65,6 +65,39 @@ impl RecordEntry {
     }
 }
 
+/// Appends one record to packed batch buffers: its strings to `payload`,
+/// its entry to `index`. The one packer used by the host and [`BatchBuilder`].
+/// The caller keeps `payload` under 4 GiB (offsets are 32-bit).
+pub fn append_record(
+    payload: &mut Vec<u8>,
+    index: &mut Vec<u8>,
+    partition_key: &[u8],
+    data: &[u8],
+    sequence_number: &[u8],
+    sub_sequence_number: u64,
+    approximate_arrival_millis: i64,
+) {
+    let mut put = |bytes: &[u8]| {
+        let offset = payload.len() as u32;
+        payload.extend_from_slice(bytes);
+        (offset, bytes.len() as u32)
+    };
+    let (partition_key_offset, partition_key_len) = put(partition_key);
+    let (data_offset, data_len) = put(data);
+    let (sequence_number_offset, sequence_number_len) = put(sequence_number);
+    RecordEntry {
+        partition_key_offset,
+        partition_key_len,
+        data_offset,
+        data_len,
+        sequence_number_offset,
+        sequence_number_len,
+        sub_sequence_number,
+        approximate_arrival_millis,
+    }
+    .encode(index);
+}
+
 /// A batch of consecutive records from one shard, borrowed from the host's buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
@@ -195,25 +228,15 @@ impl BatchBuilder {
         sequence_number: &str,
         sub_sequence_number: u64,
     ) -> &mut Self {
-        let mut put = |bytes: &[u8]| {
-            let offset = self.payload.len() as u32;
-            self.payload.extend_from_slice(bytes);
-            (offset, bytes.len() as u32)
-        };
-        let (partition_key_offset, partition_key_len) = put(partition_key.as_bytes());
-        let (data_offset, data_len) = put(data);
-        let (sequence_number_offset, sequence_number_len) = put(sequence_number.as_bytes());
-        RecordEntry {
-            partition_key_offset,
-            partition_key_len,
-            data_offset,
-            data_len,
-            sequence_number_offset,
-            sequence_number_len,
+        append_record(
+            &mut self.payload,
+            &mut self.index,
+            partition_key.as_bytes(),
+            data,
+            sequence_number.as_bytes(),
             sub_sequence_number,
-            approximate_arrival_millis: arrival_millis,
-        }
-        .encode(&mut self.index);
+            arrival_millis,
+        );
         self
     }
 

@@ -169,6 +169,27 @@ impl WindowCounts {
     }
 }
 
+/// Longest duration a counting setting accepts: a year, in seconds.
+const MAX_SECONDS: u64 = 366 * 86_400;
+
+/// Validates a duration setting given in seconds (`default` when absent),
+/// returning milliseconds; `min` is the smallest value allowed.
+pub fn seconds_setting(value: Option<u64>, default: u64, min: u64, field: &str) -> Result<i64, String> {
+    match value.unwrap_or(default) {
+        s if s < min => Err(format!("`{field}` must be at least {min}")),
+        s if s > MAX_SECONDS => Err(format!("`{field}` must be at most a year ({MAX_SECONDS} s)")),
+        s => Ok(s as i64 * 1000),
+    }
+}
+
+/// Validates `retention_windows` (default 1440: a day of 1-minute windows).
+pub fn retention_windows_setting(value: Option<u64>) -> Result<i64, String> {
+    match value.unwrap_or(1440) {
+        0 => Err("`retention_windows` must be at least 1".into()),
+        n => Ok(n.min(1 << 30) as i64),
+    }
+}
+
 /// Writes `{"window_start":"…","key":"…","count":N` (no closing brace), the
 /// common head of every counter output record.
 pub fn write_count_head(buf: &mut Vec<u8>, window_start: i64, key: &str, count: Option<u64>) {

@@ -38,7 +38,7 @@ pub mod count;
 pub mod select;
 pub mod time;
 
-pub use batch::{Batch, BatchBuilder, Record, RecordEntry};
+pub use batch::{append_record, Batch, BatchBuilder, Record, RecordEntry};
 pub use output::{Output, OutputEntry};
 
 /// Where an instance runs (one instance per shard).
