@@ -23,6 +23,18 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Consume a Kinesis stream: every shard through its own plugin
+    /// instance, with durable checkpoints.
+    Run(RunArgs),
+    /// Create, list, describe or delete streams.
+    #[command(subcommand)]
+    Stream(StreamCommand),
+    /// Put records: seed 000's IP sources, seed 001's JSON documents, or a
+    /// steady rate.
+    Produce(ProduceArgs),
+    /// Serve a Kinesis-compatible endpoint in-process (no AWS account, no
+    /// Docker): for the AWS CLI, boto3, and `host run --endpoint-url`.
+    Local(LocalArgs),
     /// Replay records from a JSON-lines file through a plugin offline and
     /// print what it emits: how plugin authors test before deploying.
     Test(TestArgs),
@@ -178,4 +190,212 @@ pub struct BenchArgs {
     /// at least 2M records/s, at batch sizes of 100 and more).
     #[arg(long)]
     pub check: bool,
+}
+
+/// Which AWS account, region and endpoint (the usual AWS conventions).
+#[derive(Debug, Clone, Args)]
+pub struct AwsArgs {
+    /// AWS region, e.g. eu-west-1.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+
+    /// Named profile from the AWS config files.
+    #[arg(long, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+
+    /// A Kinesis-compatible endpoint, e.g. http://localhost:4567 (any
+    /// credentials are accepted there).
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsArgs {
+    /// The connection options.
+    pub fn options(&self) -> crate::kinesis::AwsOptions {
+        crate::kinesis::AwsOptions {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
+}
+
+/// Start positions by their AWS names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StartAt {
+    Latest,
+    TrimHorizon,
+    AtTimestamp,
+    AtSequenceNumber,
+    AfterSequenceNumber,
+}
+
+/// `host run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
+    /// The stream to consume.
+    #[arg(long)]
+    pub stream: String,
+
+    /// Application name: checkpoints are kept per application, stream and shard.
+    #[arg(long, default_value = "host")]
+    pub application: String,
+
+    /// Where shards without a checkpoint start.
+    #[arg(long, value_enum, default_value_t = StartAt::Latest)]
+    pub start_position: StartAt,
+
+    /// For AT_TIMESTAMP: ISO-8601 time or epoch milliseconds.
+    #[arg(long, value_name = "TIME")]
+    pub start_timestamp: Option<String>,
+
+    /// For AT/AFTER_SEQUENCE_NUMBER.
+    #[arg(long, value_name = "SEQUENCE")]
+    pub start_sequence_number: Option<String>,
+
+    /// Records per GetRecords call (1–10000).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub batch_size: i32,
+
+    /// Wait between polls of a caught-up shard, in milliseconds (no wait while behind).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub idle_time_ms: u64,
+
+    /// The checkpoint store (SQLite).
+    #[arg(long, value_name = "FILE", default_value = "checkpoints.db")]
+    pub checkpoint_db: PathBuf,
+
+    /// Commit a checkpoint every N batches.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub checkpoint_every: u32,
+
+    /// Where plugin output goes: `stdout`, `file:PATH`, or `kinesis:STREAM`.
+    #[arg(long, value_name = "SINK", default_value = "stdout")]
+    pub sink: String,
+
+    /// Output format for stdout and file sinks.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Plain)]
+    pub output: OutputFormat,
+
+    /// Period of the plugin's timer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub timer_interval_ms: u64,
+
+    /// Stop (cleanly, checkpointed) after this many records.
+    #[arg(long, value_name = "N")]
+    pub max_records: Option<u64>,
+
+    /// Stop once no shard has read a record for this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_exit: Option<f64>,
+
+    /// Seconds between status lines on stderr (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub status_interval: f64,
+
+    /// Seconds between re-reads of the shard list (resharding).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub shard_sync_interval: f64,
+}
+
+/// `host stream …`.
+#[derive(Debug, Subcommand)]
+pub enum StreamCommand {
+    /// Create a stream.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        shards: i32,
+        /// Wait until it is ACTIVE.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// List streams.
+    List {
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Show a stream's status and shards.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Delete a stream.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+}
+
+/// `host produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
+    /// The stream to put to.
+    #[arg(long)]
+    pub stream: String,
+
+    /// Seed 000 producer: `IP:INTERVAL_SECONDS[:LAG_SECONDS]`, repeatable.
+    /// Each puts its current UTC time every interval, sent LAG seconds after
+    /// stamping. Default: 8.8.8.8:2 and 8.8.8.9:5.
+    #[arg(long = "source", value_name = "IP:INTERVAL[:LAG]")]
+    pub sources: Vec<crate::kinesis::producer::Source>,
+
+    /// Seed 001 producer: put N JSON documents {"number","name","age"}.
+    #[arg(long, value_name = "N", conflicts_with_all = ["sources", "rate"])]
+    pub documents: Option<u64>,
+
+    /// Seconds between documents.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+
+    /// Load producer: this many records per second (16 IP keys, timestamped data).
+    #[arg(long, value_name = "PER_SECOND", conflicts_with = "sources")]
+    pub rate: Option<f64>,
+
+    /// Stop after this many records in total.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+}
+
+/// `host local`.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long, default_value_t = 4567)]
+    pub port: u16,
+
+    /// Keep streams and records in this directory across restarts (in
+    /// memory when absent).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Most open shards across all streams.
+    #[arg(long, default_value_t = 256)]
+    pub shard_limit: u32,
+
+    /// Throttle like AWS (1 MB/s or 1000 records/s in, 5 reads/s per shard).
+    #[arg(long)]
+    pub enforce_limits: bool,
+
+    /// Seconds before a shard iterator expires.
+    #[arg(long, default_value_t = 300)]
+    pub iterator_ttl_seconds: u64,
 }

@@ -3,7 +3,11 @@
 
 use anyhow::Context;
 use clap::Parser;
-use host::cli::{BenchArgs, Cli, Command, EndReason, PluginArgs, TestArgs};
+use host::cli::{
+    BenchArgs, Cli, Command, EndReason, LocalArgs, PluginArgs, ProduceArgs, RunArgs, StartAt, StreamCommand, TestArgs,
+};
+use host::kinesis::reader::StartPosition;
+use std::time::Duration;
 use host::plugin::bindings::ShutdownReason;
 use host::plugin::{Plugin, PluginEngine};
 use host::replay::{read_records, replay, ReplayOptions};
@@ -14,13 +18,20 @@ use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // The AWS credential chain warns about every provider it tries; our own
+    // error says what is missing, so its chatter is hidden unless asked for.
+    let directives = if cli.log.contains("aws_config") { cli.log.clone() } else { format!("{},aws_config=error", cli.log) };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Test(args) => test(args),
         Command::Bench(args) => bench(args),
+        Command::Run(args) => block_on(run(args)),
+        Command::Stream(command) => block_on(stream(command)),
+        Command::Produce(args) => block_on(produce(args)),
+        Command::Local(args) => block_on(local(args)),
     };
     match result {
         Ok(code) => code,
@@ -94,4 +105,196 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     print!("{}", host::bench::render(&rows, args.record_size));
     let met = rows.iter().all(host::bench::BenchRow::meets_targets);
     Ok(if args.check && !met { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Runs an async command on a multi-threaded runtime.
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(future)
+}
+
+/// Sets `stop` on the first SIGINT or SIGTERM; a second SIGINT exits at once.
+fn stop_on_signals(stop: tokio::sync::watch::Sender<bool>) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+        eprintln!("stopping: finishing the batches in flight and checkpointing (Ctrl-C again to quit now)");
+        let _ = stop.send(true);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+}
+
+fn start_position(args: &RunArgs) -> anyhow::Result<StartPosition> {
+    let sequence = || {
+        args.start_sequence_number
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--start-position {:?} needs --start-sequence-number", args.start_position))
+    };
+    Ok(match args.start_position {
+        StartAt::Latest => StartPosition::Latest,
+        StartAt::TrimHorizon => StartPosition::TrimHorizon,
+        StartAt::AtSequenceNumber => StartPosition::AtSequenceNumber(sequence()?),
+        StartAt::AfterSequenceNumber => StartPosition::AfterSequenceNumber(sequence()?),
+        StartAt::AtTimestamp => {
+            let text = args
+                .start_timestamp
+                .as_deref()
+                .context("--start-position AT_TIMESTAMP needs --start-timestamp (ISO-8601 or epoch ms)")?;
+            let millis = text
+                .parse::<i64>()
+                .ok()
+                .or_else(|| kinesis_processor_sdk::time::parse_timestamp_millis(text.as_bytes()))
+                .with_context(|| format!("--start-timestamp {text:?} is neither ISO-8601 nor epoch milliseconds"))?;
+            StartPosition::AtTimestamp(millis)
+        }
+    })
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    if !(value.is_finite() && value >= 0.0) {
+        anyhow::bail!("{flag} must be a non-negative number of seconds");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = args.plugin.config_json()?;
+    let limits = args.plugin.limits()?;
+    let start = start_position(&args)?;
+    let store = host::checkpoint::CheckpointStore::open(&args.checkpoint_db)?;
+    let client = host::kinesis::connect(&args.aws.options()).await?;
+    let sink = match args.sink.split_once(':') {
+        None if args.sink == "stdout" => host::sink::Sink::stdout(args.output),
+        Some(("file", path)) => host::sink::Sink::file(std::path::Path::new(path), args.output)?,
+        Some(("kinesis", stream)) if !stream.is_empty() => {
+            host::sink::Sink::Stream { client: client.clone(), stream: stream.to_string() }
+        }
+        _ => anyhow::bail!("--sink {:?} must be `stdout`, `file:PATH` or `kinesis:STREAM`", args.sink),
+    };
+    let (_engine, plugin) = tokio::task::block_in_place(|| load_plugin(&args.plugin))?;
+    let status_interval = seconds(args.status_interval, "--status-interval")?;
+    let consumer = host::consumer::ConsumerConfig {
+        application: args.application.clone(),
+        stream: args.stream.clone(),
+        start,
+        batch_size: args.batch_size,
+        idle_time: Duration::from_millis(args.idle_time_ms),
+        timer_interval: Duration::from_millis(args.timer_interval_ms.max(1)),
+        checkpoint_every: args.checkpoint_every.max(1),
+        max_records: args.max_records,
+        idle_exit: args.idle_exit.map(|s| seconds(s, "--idle-exit")).transpose()?,
+        shard_sync_interval: seconds(args.shard_sync_interval, "--shard-sync-interval")?.max(Duration::from_millis(100)),
+        status_interval: if status_interval.is_zero() { Duration::from_secs(86_400 * 365) } else { status_interval },
+        plugin_config: config,
+        limits,
+    };
+    let (stop, _) = tokio::sync::watch::channel(false);
+    stop_on_signals(stop.clone());
+    let report = host::consumer::run(client, plugin, store, std::sync::Arc::new(sink), consumer, stop, |line| {
+        eprintln!("status: {line}")
+    })
+    .await?;
+    eprintln!("stopped after {} records; checkpoints in {}", report.records, args.checkpoint_db.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stream(command: StreamCommand) -> anyhow::Result<ExitCode> {
+    use host::kinesis::admin;
+    match command {
+        StreamCommand::Create { name, shards, wait, aws } => {
+            let client = host::kinesis::connect(&aws.options()).await?;
+            if admin::create(&client, &name, shards).await? {
+                println!("stream {name} created with {shards} shard(s)");
+            } else {
+                println!("stream {name} already exists");
+            }
+            if wait {
+                admin::wait_active(&client, &name, Duration::from_secs(300)).await?;
+                println!("stream {name} is active");
+            }
+        }
+        StreamCommand::List { aws } => {
+            let client = host::kinesis::connect(&aws.options()).await?;
+            for name in admin::list(&client).await? {
+                println!("{name}");
+            }
+        }
+        StreamCommand::Describe { name, aws } => {
+            let client = host::kinesis::connect(&aws.options()).await?;
+            print!("{}", admin::describe(&client, &name).await?);
+        }
+        StreamCommand::Delete { name, aws } => {
+            let client = host::kinesis::connect(&aws.options()).await?;
+            admin::delete(&client, &name).await?;
+            println!("stream {name} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    use host::kinesis::producer::{produce, ProducePlan, Source};
+    let client = host::kinesis::connect(&args.aws.options()).await?;
+    let plan = if let Some(count) = args.documents {
+        ProducePlan::Documents { count, interval: seconds(args.interval, "--interval")? }
+    } else if let Some(per_second) = args.rate {
+        ProducePlan::Rate { per_second }
+    } else if args.sources.is_empty() {
+        ProducePlan::Sources(vec![
+            Source { ip: "8.8.8.8".into(), interval: Duration::from_secs(2), lag: Duration::ZERO },
+            Source { ip: "8.8.8.9".into(), interval: Duration::from_secs(5), lag: Duration::ZERO },
+        ])
+    } else {
+        ProducePlan::Sources(args.sources.clone())
+    };
+    // Fail fast, with the fix, when the stream is not there.
+    host::kinesis::admin::shards(&client, &args.stream).await?;
+    let duration = args.duration.map(|d| seconds(d, "--duration")).transpose()?;
+    let echo = !matches!(plan, ProducePlan::Rate { .. });
+    let put = produce(&client, &args.stream, plan, args.count, duration, move |r| {
+        if echo {
+            println!("{} : {}", r.partition_key, String::from_utf8_lossy(&r.data));
+        }
+    })
+    .await?;
+    eprintln!("put {put} records to {}", args.stream);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
+    let endpoint = host::local::LocalKinesis::start(host::local::LocalOptions {
+        port: args.port,
+        data_dir: args.data_dir.clone(),
+        shard_limit: args.shard_limit,
+        enforce_limits: args.enforce_limits,
+        iterator_ttl_seconds: args.iterator_ttl_seconds,
+        ..Default::default()
+    })
+    .await?;
+    eprintln!(
+        "Kinesis endpoint on {} ({}); use --endpoint-url {} (any credentials). Ctrl-C stops.",
+        endpoint.endpoint_url(),
+        match &args.data_dir {
+            Some(dir) => format!("data in {}", dir.display()),
+            None => "in memory".to_string(),
+        },
+        endpoint.endpoint_url()
+    );
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    endpoint.stop().await;
+    Ok(ExitCode::SUCCESS)
 }

@@ -180,7 +180,7 @@ pub fn replay<W: Write>(
                 // Shut down as a hot swap or restart would, then continue on
                 // a fresh instance restored from the snapshot.
                 let fresh = PluginInstance::start(plugin.clone(), settings.clone(), Some(state))?;
-                let old = std::mem::replace(&mut replayer.instance, fresh);
+                let mut old = std::mem::replace(&mut replayer.instance, fresh);
                 replayer.emit(&old.shutdown(ShutdownReason::Requested)?)?;
                 replayer.report.restarts += 1;
             }
@@ -189,7 +189,7 @@ pub fn replay<W: Write>(
         }
     }
     replayer.advance_to(now.max(last_arrival) + options.drain_millis)?;
-    let Replayer { instance, sink, mut report, diagnostics, .. } = replayer;
+    let Replayer { mut instance, sink, mut report, diagnostics, .. } = replayer;
     match instance.shutdown(options.end) {
         Ok(output) => sink.write(&output).context("cannot write output")?,
         Err(e) => {

@@ -89,3 +89,57 @@ mod tests {
         );
     }
 }
+
+/// Where `host run` sends plugin output. Output of a batch is written (and
+/// flushed) before the batch's checkpoint is committed: at-least-once.
+pub enum Sink {
+    /// Lines on stdout or in a file.
+    Writer(std::sync::Mutex<WriterSink<Box<dyn Write + Send>>>),
+    /// Records put to another Kinesis stream, keyed by the output key.
+    Stream { client: aws_sdk_kinesis::Client, stream: String },
+}
+
+impl Sink {
+    /// Lines on stdout.
+    pub fn stdout(format: OutputFormat) -> Self {
+        Sink::Writer(std::sync::Mutex::new(WriterSink::new(Box::new(std::io::stdout()), format)))
+    }
+
+    /// Lines appended to a file.
+    pub fn file(path: &std::path::Path, format: OutputFormat) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open the output file {}", path.display()))?;
+        let out: Box<dyn Write + Send> = Box::new(std::io::BufWriter::new(file));
+        Ok(Sink::Writer(std::sync::Mutex::new(WriterSink::new(out, format))))
+    }
+
+    /// Writes one call's output durably (flushed, or accepted by Kinesis).
+    pub async fn write(&self, output: &PluginOutput) -> anyhow::Result<()> {
+        if output.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Sink::Writer(writer) => {
+                let mut writer = writer.lock().map_err(|_| anyhow::anyhow!("output lock poisoned"))?;
+                writer.write(output)?;
+                writer.flush()?;
+                Ok(())
+            }
+            Sink::Stream { client, stream } => {
+                let records: Vec<crate::kinesis::producer::Outgoing> = output
+                    .iter()
+                    .map(|(key, data)| crate::kinesis::producer::Outgoing {
+                        // Kinesis needs a 1–256 character key.
+                        partition_key: if key.is_empty() { "-".into() } else { key.chars().take(256).collect() },
+                        data: data.to_vec(),
+                    })
+                    .collect();
+                crate::kinesis::producer::put_all(client, stream, &records).await
+            }
+        }
+    }
+}

@@ -50,6 +50,10 @@ pub enum PluginError {
     #[error("plugin `{plugin}` failed{}: {message}{}", record_index.map(|i| format!(" at record {i}")).unwrap_or_default(), if *retryable { " (retryable)" } else { "" })]
     Failed { plugin: String, retryable: bool, message: String, record_index: Option<u32> },
 
+    /// A call after `shutdown` (a host bug, reported rather than hidden).
+    #[error("plugin `{plugin}` was already shut down")]
+    ShutDown { plugin: String },
+
     /// The plugin trapped, ran out of time or memory, or exceeded a budget.
     /// The instance was discarded and rebuilt from its last checkpoint.
     #[error("plugin `{plugin}` {cause} in `{call}`{}; {recovery}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]

@@ -45,6 +45,8 @@ pub struct PluginInstance {
     committed: Option<State>,
     /// Epoch ticks per call (the call timeout).
     deadline_ticks: u64,
+    /// Set by `shutdown`: no call may follow.
+    shut_down: bool,
 }
 
 /// How a `process` call ended without a trap.
@@ -62,7 +64,7 @@ impl PluginInstance {
     pub fn start(plugin: Arc<Plugin>, settings: InstanceSettings, state: Option<State>) -> Result<Self, PluginError> {
         let deadline_ticks = plugin.engine().deadline_ticks(settings.limits.call_timeout);
         let (live, info) = instantiate(&plugin, &settings, state.as_ref(), deadline_ticks)?;
-        Ok(PluginInstance { plugin, settings, live: Some(live), info, committed: state, deadline_ticks })
+        Ok(PluginInstance { plugin, settings, live: Some(live), info, committed: state, deadline_ticks, shut_down: false })
     }
 
     /// Name and state version the plugin reported.
@@ -120,10 +122,13 @@ impl PluginInstance {
         self.committed.as_ref()
     }
 
-    /// Last call: lets the plugin flush (on shard end) and drops the instance.
-    pub fn shutdown(mut self, reason: ShutdownReason) -> Result<PluginOutput, PluginError> {
-        let (_, output) = self.call("shutdown", |b, s| b.kinesis_processor_processor().call_shutdown(s, reason))?;
-        Ok(output)
+    /// Last call: lets the plugin flush (on shard end), then drops the
+    /// store; any later call fails with [`PluginError::ShutDown`].
+    pub fn shutdown(&mut self, reason: ShutdownReason) -> Result<PluginOutput, PluginError> {
+        let result = self.call("shutdown", |b, s| b.kinesis_processor_processor().call_shutdown(s, reason));
+        self.shut_down = true;
+        self.live = None;
+        Ok(result?.1)
     }
 
     fn failed(&self, retryable: bool, message: String, record_index: Option<u32>) -> PluginError {
@@ -136,6 +141,9 @@ impl PluginInstance {
         name: &'static str,
         f: impl FnOnce(&ProcessorWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<(R, PluginOutput), PluginError> {
+        if self.shut_down {
+            return Err(PluginError::ShutDown { plugin: self.info.name.clone() });
+        }
         if self.live.is_none() {
             let (live, info) = instantiate(&self.plugin, &self.settings, self.committed.as_ref(), self.deadline_ticks)?;
             self.live = Some(live);

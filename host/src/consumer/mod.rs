@@ -1,0 +1,202 @@
+//! `host run`: one worker per shard, started when the shard's parents have
+//! been read to their end, re-synced as the stream reshards, with a status
+//! line and an orderly shutdown.
+
+mod worker;
+
+use crate::checkpoint::CheckpointStore;
+use crate::kinesis::admin;
+use crate::kinesis::reader::StartPosition;
+use crate::plugin::{Plugin, PluginLimits};
+use crate::sink::Sink;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use worker::ShardOutcome;
+
+/// Everything `host run` is told.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Names this consumer's checkpoints (several apps can read one stream).
+    pub application: String,
+    pub stream: String,
+    /// Where a shard without a checkpoint starts (children of a reshard
+    /// always start at their beginning).
+    pub start: StartPosition,
+    /// Records per GetRecords call (1–10,000).
+    pub batch_size: i32,
+    /// Wait between polls once caught up; no wait while behind.
+    pub idle_time: Duration,
+    /// Period of the plugin's timer.
+    pub timer_interval: Duration,
+    /// Commit a checkpoint every this many batches.
+    pub checkpoint_every: u32,
+    /// Stop after this many records in total.
+    pub max_records: Option<u64>,
+    /// Stop once every shard has been idle (caught up, nothing new) this long.
+    pub idle_exit: Option<Duration>,
+    /// How often the stream's shard list is re-read.
+    pub shard_sync_interval: Duration,
+    /// How often the status line is printed.
+    pub status_interval: Duration,
+    /// The plugin's JSON config.
+    pub plugin_config: String,
+    pub limits: PluginLimits,
+}
+
+/// Counters shared by the workers and the status line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Records processed (and checkpointed or about to be) in this run.
+    pub records: AtomicU64,
+    /// Per shard: millis behind latest at the last read.
+    pub behind: Mutex<BTreeMap<String, i64>>,
+    /// Per shard: when it last read any record (for `--idle-exit`).
+    pub last_record: Mutex<BTreeMap<String, Instant>>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub records: u64,
+    /// Shards read to their end (closed by a reshard).
+    pub shards_ended: Vec<String>,
+}
+
+/// Everything a worker needs, shared.
+pub(crate) struct Shared {
+    pub client: aws_sdk_kinesis::Client,
+    pub plugin: Arc<Plugin>,
+    pub store: CheckpointStore,
+    pub sink: Arc<Sink>,
+    pub config: ConsumerConfig,
+    pub progress: Arc<Progress>,
+    /// Set to stop: workers finish the batch in flight, checkpoint and shut down.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Runs until `stop` is set, `max_records` or `idle_exit` is reached, or
+/// every shard has ended. A failing shard stops the run with its error.
+pub async fn run(
+    client: aws_sdk_kinesis::Client,
+    plugin: Arc<Plugin>,
+    store: CheckpointStore,
+    sink: Arc<Sink>,
+    config: ConsumerConfig,
+    stop: watch::Sender<bool>,
+    mut status: impl FnMut(String),
+) -> anyhow::Result<RunReport> {
+    let progress = Arc::new(Progress::default());
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        plugin,
+        store: store.clone(),
+        sink,
+        config: config.clone(),
+        progress: progress.clone(),
+        stop: stop.subscribe(),
+    });
+    let mut workers: JoinSet<(String, anyhow::Result<ShardOutcome>)> = JoinSet::new();
+    let mut running: HashSet<String> = HashSet::new();
+    let mut ended: HashSet<String> = HashSet::new();
+    let mut report = RunReport::default();
+    let mut first_error: Option<anyhow::Error> = None;
+    let started = Instant::now();
+    let mut next_sync = Instant::now();
+    let mut status_tick = tokio::time::interval(config.status_interval);
+    status_tick.tick().await;
+    let mut last_status = (Instant::now(), 0u64);
+    let mut stop_rx = stop.subscribe();
+    let mut shard_count = 0usize;
+
+    loop {
+        if !*stop_rx.borrow() && Instant::now() >= next_sync {
+            let shards = admin::shards(&client, &config.stream).await?;
+            shard_count = shards.len();
+            let known: HashSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
+            for shard in &shards {
+                let id = shard.shard_id().to_string();
+                if running.contains(&id) || ended.contains(&id) {
+                    continue;
+                }
+                let checkpoint = store.load(&config.application, &config.stream, &id)?;
+                if checkpoint.as_ref().is_some_and(|c| c.shard_end) {
+                    ended.insert(id);
+                    continue;
+                }
+                // A child starts only after its parents were read to the end
+                // (or have aged out of the stream entirely).
+                let parents: Vec<&str> =
+                    [shard.parent_shard_id(), shard.adjacent_parent_shard_id()].into_iter().flatten().collect();
+                if parents.iter().any(|p| known.contains(p) && !ended.contains(*p)) {
+                    continue;
+                }
+                let has_parent = parents.iter().any(|p| known.contains(p));
+                running.insert(id.clone());
+                let shared = shared.clone();
+                workers.spawn(async move {
+                    let outcome = worker::run_shard(shared, id.clone(), checkpoint, has_parent).await;
+                    (id, outcome)
+                });
+            }
+            next_sync = Instant::now() + config.shard_sync_interval;
+        }
+        if running.is_empty() && (*stop_rx.borrow() || (shard_count > 0 && ended.len() >= shard_count)) {
+            break;
+        }
+        let sync_in = next_sync.saturating_duration_since(Instant::now());
+        tokio::select! {
+            Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                let (id, outcome) = match joined {
+                    Ok(pair) => pair,
+                    Err(e) => (String::from("?"), Err(anyhow::anyhow!("a shard worker panicked: {e}"))),
+                };
+                running.remove(&id);
+                match outcome {
+                    Ok(ShardOutcome::Ended) => {
+                        ended.insert(id.clone());
+                        report.shards_ended.push(id);
+                        next_sync = Instant::now();
+                    }
+                    Ok(ShardOutcome::Stopped) => {}
+                    Err(e) => {
+                        // One failing shard stops the run: finish the others cleanly.
+                        let _ = stop.send(true);
+                        first_error.get_or_insert(e.context(format!("shard {id}")));
+                    }
+                }
+            }
+            _ = status_tick.tick() => {
+                let records = progress.records.load(Ordering::Relaxed);
+                let rate = (records - last_status.1) as f64 / last_status.0.elapsed().as_secs_f64().max(1e-3);
+                last_status = (Instant::now(), records);
+                let behind = progress.behind.lock().map(|b| b.iter().map(|(s, ms)| format!("{s} {ms} ms")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                status(format!("{records} records ({rate:.0}/s), {} shards running, behind: {}", running.len(), if behind.is_empty() { "-".into() } else { behind }));
+            }
+            _ = stop_rx.changed() => {}
+            _ = tokio::time::sleep(sync_in.max(Duration::from_millis(50))) => {}
+        }
+        let records = progress.records.load(Ordering::Relaxed);
+        if config.max_records.is_some_and(|max| records >= max) && !*stop_rx.borrow() {
+            let _ = stop.send(true);
+        }
+        if let Some(idle) = config.idle_exit {
+            let all_idle = progress.last_record.lock().map(|last| {
+                !running.is_empty()
+                    && running.iter().all(|s| last.get(s).map_or(started.elapsed() >= idle, |t| t.elapsed() >= idle))
+            });
+            if all_idle.unwrap_or(false) && !*stop_rx.borrow() {
+                let _ = stop.send(true);
+            }
+        }
+    }
+    report.records = progress.records.load(Ordering::Relaxed);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}

@@ -1,0 +1,174 @@
+//! Reading one shard: GetRecords in a loop within Kinesis' limits, with
+//! back-off and jitter when throttled, a fresh iterator (after the last
+//! record read) when one expires, and retries on network faults.
+
+use super::client::{describe_error, error_code, is_transient};
+use crate::batch::InputRecord;
+use anyhow::bail;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::Client;
+use std::time::Duration;
+
+/// Where to start reading a shard (the AWS iterator types).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPosition {
+    /// Only records written from now on.
+    Latest,
+    /// The oldest record still retained.
+    TrimHorizon,
+    /// The first record at or after this time (ms since the epoch).
+    AtTimestamp(i64),
+    /// The record with this sequence number.
+    AtSequenceNumber(String),
+    /// The record after this sequence number (how checkpoints resume).
+    AfterSequenceNumber(String),
+}
+
+/// Most records GetRecords returns per call.
+pub const MAX_BATCH: i32 = 10_000;
+
+/// Exponential back-off with jitter: 100 ms doubling per attempt up to 5 s,
+/// then a random point in the upper half, so shards do not retry in step.
+pub fn backoff(attempt: u32) -> Duration {
+    let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    Duration::from_millis(rand::random_range(cap / 2..=cap))
+}
+
+/// One GetRecords worth of a shard.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    /// Records in sequence order (possibly none).
+    pub records: Vec<InputRecord>,
+    /// How far behind the tip the shard still is.
+    pub millis_behind_latest: i64,
+    /// The shard is closed and every record has been read.
+    pub shard_ended: bool,
+}
+
+/// Reads one shard from a start position onwards.
+pub struct ShardReader {
+    client: Client,
+    stream: String,
+    shard_id: String,
+    /// Next iterator; `None` once the shard has ended.
+    iterator: Option<String>,
+    /// Where a fresh iterator must start (moves past every record read).
+    resume: StartPosition,
+    /// Records per GetRecords call.
+    limit: i32,
+}
+
+impl ShardReader {
+    /// Gets the first iterator. Fails with the reason if the stream or
+    /// shard does not exist or the position is invalid.
+    pub async fn open(
+        client: Client,
+        stream: &str,
+        shard_id: &str,
+        start: StartPosition,
+        limit: i32,
+    ) -> anyhow::Result<Self> {
+        let mut reader = ShardReader {
+            client,
+            stream: stream.to_string(),
+            shard_id: shard_id.to_string(),
+            iterator: None,
+            resume: start,
+            limit: limit.clamp(1, MAX_BATCH),
+        };
+        reader.iterator = Some(reader.fresh_iterator().await?);
+        Ok(reader)
+    }
+
+    /// The shard being read.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    async fn fresh_iterator(&self) -> anyhow::Result<String> {
+        let mut attempt = 0;
+        loop {
+            let request = self.client.get_shard_iterator().stream_name(&self.stream).shard_id(&self.shard_id);
+            let request = match &self.resume {
+                StartPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+                StartPosition::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+                StartPosition::AtTimestamp(ms) => request
+                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(DateTime::from_millis(*ms)),
+                StartPosition::AtSequenceNumber(seq) => request
+                    .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                    .starting_sequence_number(seq),
+                StartPosition::AfterSequenceNumber(seq) => request
+                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                    .starting_sequence_number(seq),
+            };
+            match request.send().await {
+                Ok(out) => match out.shard_iterator() {
+                    Some(it) => return Ok(it.to_string()),
+                    None => bail!("the endpoint returned no shard iterator for {}", self.shard_id),
+                },
+                Err(e) if is_transient(&e) && attempt < 8 => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => match error_code(&e) {
+                    Some("ResourceNotFoundException") => bail!(
+                        "stream `{}` or shard {} does not exist; create the stream with `host stream create` or check --region/--endpoint-url",
+                        self.stream,
+                        self.shard_id
+                    ),
+                    _ => bail!("cannot start reading {} at {:?}: {}", self.shard_id, self.resume, describe_error(&e)),
+                },
+            }
+        }
+    }
+
+    /// Reads the next batch. Throttling and network faults are retried with
+    /// back-off (a warning every few attempts); an expired iterator is
+    /// replaced by one after the last record read.
+    pub async fn next_batch(&mut self) -> anyhow::Result<ReadBatch> {
+        let mut attempt = 0u32;
+        loop {
+            let Some(iterator) = self.iterator.clone() else {
+                return Ok(ReadBatch { shard_ended: true, ..ReadBatch::default() });
+            };
+            match self.client.get_records().shard_iterator(iterator).limit(self.limit).send().await {
+                Ok(out) => {
+                    let records: Vec<InputRecord> = out
+                        .records()
+                        .iter()
+                        .map(|r| InputRecord {
+                            partition_key: r.partition_key().unwrap_or_default().to_string(),
+                            data: r.data().as_ref().to_vec(),
+                            sequence_number: r.sequence_number().to_string(),
+                            sub_sequence_number: 0,
+                            arrival_millis: r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or(0),
+                        })
+                        .collect();
+                    if let Some(last) = records.last() {
+                        self.resume = StartPosition::AfterSequenceNumber(last.sequence_number.clone());
+                    }
+                    self.iterator = out.next_shard_iterator().map(str::to_string);
+                    return Ok(ReadBatch {
+                        records,
+                        millis_behind_latest: out.millis_behind_latest().unwrap_or(0),
+                        shard_ended: self.iterator.is_none(),
+                    });
+                }
+                Err(e) if error_code(&e) == Some("ExpiredIteratorException") => {
+                    tracing::info!(shard = %self.shard_id, "shard iterator expired; resuming after the last record read");
+                    self.iterator = Some(self.fresh_iterator().await?);
+                }
+                Err(e) if is_transient(&e) => {
+                    attempt += 1;
+                    if attempt % 5 == 0 {
+                        tracing::warn!(shard = %self.shard_id, attempt, "still retrying GetRecords: {}", describe_error(&e));
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => bail!("cannot read {}: {}", self.shard_id, describe_error(&e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! An embedded Kinesis-compatible endpoint (the `ferrokinesis` emulator,
+//! in-process): `host local`, and the integration tests' Kinesis.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How the embedded endpoint behaves.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Persist streams and records here (WAL + snapshots); in memory when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Most open shards across all streams.
+    pub shard_limit: u32,
+    /// How long a new stream stays CREATING, in milliseconds.
+    pub create_stream_ms: u64,
+    /// How long a reshard keeps the stream UPDATING, in milliseconds.
+    pub update_stream_ms: u64,
+    /// Throttle reads and writes like AWS does per shard.
+    pub enforce_limits: bool,
+    /// Seconds before a shard iterator expires.
+    pub iterator_ttl_seconds: u64,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            port: 4567,
+            data_dir: None,
+            shard_limit: 256,
+            create_stream_ms: 50,
+            update_stream_ms: 50,
+            enforce_limits: false,
+            iterator_ttl_seconds: 300,
+        }
+    }
+}
+
+/// A running endpoint; stopped on [`LocalKinesis::stop`] or drop.
+pub struct LocalKinesis {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl LocalKinesis {
+    /// Binds and starts serving on the current tokio runtime.
+    pub async fn start(options: LocalOptions) -> anyhow::Result<LocalKinesis> {
+        let store_options = ferrokinesis::store::StoreOptions {
+            create_stream_ms: options.create_stream_ms,
+            delete_stream_ms: options.create_stream_ms,
+            update_stream_ms: options.update_stream_ms,
+            shard_limit: options.shard_limit,
+            enforce_limits: options.enforce_limits,
+            iterator_ttl_seconds: options.iterator_ttl_seconds,
+            durable: options.data_dir.clone().map(|state_dir| ferrokinesis::store::DurableStateOptions {
+                state_dir,
+                snapshot_interval_secs: 30,
+                max_retained_bytes: None,
+            }),
+            ..Default::default()
+        };
+        if let Some(dir) = &options.data_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create --data-dir {}", dir.display()))?;
+        }
+        let (app, _store) = ferrokinesis::create_app(store_options);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{} (is another endpoint running there?)", options.port))?;
+        let addr = listener.local_addr()?;
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(ferrokinesis::serve_plain_http(listener, app, async {
+            let _ = stopped.await;
+        }));
+        Ok(LocalKinesis { addr, shutdown: Some(shutdown), server: Some(server) })
+    }
+
+    /// `http://127.0.0.1:PORT`, for `--endpoint-url`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and waits for open connections to close.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for LocalKinesis {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
