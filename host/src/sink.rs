@@ -138,7 +138,7 @@ impl Sink {
                         data: data.to_vec(),
                     })
                     .collect();
-                crate::kinesis::producer::put_all(client, stream, &records).await
+                crate::kinesis::producer::put_all(client, stream, &records).await.map(|_| ())
             }
         }
     }

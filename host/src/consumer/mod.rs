@@ -57,12 +57,20 @@ pub struct Progress {
     pub behind: Mutex<BTreeMap<String, i64>>,
     /// Per shard: when it last read any record (for `--idle-exit`).
     pub last_record: Mutex<BTreeMap<String, Instant>>,
+    /// GetRecords calls retried after throttling or network faults.
+    pub retried_reads: AtomicU64,
+    /// Shard iterators replaced after expiring.
+    pub expired_iterators: AtomicU64,
 }
 
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct RunReport {
     pub records: u64,
+    /// Reads retried after throttling or network faults.
+    pub retried_reads: u64,
+    /// Iterators that expired and were replaced.
+    pub expired_iterators: u64,
     /// Shards read to their end (closed by a reshard).
     pub shards_ended: Vec<String>,
 }
@@ -77,6 +85,8 @@ pub(crate) struct Shared {
     pub progress: Arc<Progress>,
     /// Set to stop: workers finish the batch in flight, checkpoint and shut down.
     pub stop: watch::Receiver<bool>,
+    /// Lets a worker stop the run (`max_records` reached).
+    pub stop_tx: watch::Sender<bool>,
 }
 
 /// Runs until `stop` is set, `max_records` or `idle_exit` is reached, or
@@ -99,6 +109,7 @@ pub async fn run(
         config: config.clone(),
         progress: progress.clone(),
         stop: stop.subscribe(),
+        stop_tx: stop.clone(),
     });
     let mut workers: JoinSet<(String, anyhow::Result<ShardOutcome>)> = JoinSet::new();
     let mut running: HashSet<String> = HashSet::new();
@@ -195,6 +206,8 @@ pub async fn run(
         }
     }
     report.records = progress.records.load(Ordering::Relaxed);
+    report.retried_reads = progress.retried_reads.load(Ordering::Relaxed);
+    report.expired_iterators = progress.expired_iterators.load(Ordering::Relaxed);
     match first_error {
         Some(e) => Err(e),
         None => Ok(report),

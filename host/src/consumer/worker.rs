@@ -89,7 +89,11 @@ pub(crate) async fn run_shard(
             worker.finish(ShutdownReason::Requested).await?;
             return Ok(ShardOutcome::Stopped);
         }
+        let before = reader.stats;
         let batch = reader.next_batch().await?;
+        let progress = &shared.progress;
+        progress.retried_reads.fetch_add(reader.stats.retried - before.retried, Ordering::Relaxed);
+        progress.expired_iterators.fetch_add(reader.stats.expired_iterators - before.expired_iterators, Ordering::Relaxed);
         if let Ok(mut behind) = shared.progress.behind.lock() {
             behind.insert(worker.shard_id.clone(), batch.millis_behind_latest);
         }
@@ -98,7 +102,14 @@ pub(crate) async fn run_shard(
                 last.insert(worker.shard_id.clone(), Instant::now());
             }
             match worker.process(batch.records, batch.millis_behind_latest).await? {
-                Ok(()) => attempts = 0,
+                Ok(()) => {
+                    attempts = 0;
+                    // The budget is checked here, per batch, so it stops the
+                    // run within one batch per shard.
+                    if config.max_records.is_some_and(|max| progress.records.load(Ordering::Relaxed) >= max) {
+                        let _ = shared.stop_tx.send(true);
+                    }
+                }
                 Err(e) => {
                     attempts += 1;
                     if attempts >= MAX_ATTEMPTS {

@@ -20,8 +20,10 @@ pub struct Outgoing {
 const MAX_PUT_RECORDS: usize = 500;
 
 /// Puts records with PutRecords, in calls of up to 500, retrying entries the
-/// service rejects (throttling) with back-off until all are in.
-pub async fn put_all(client: &Client, stream: &str, records: &[Outgoing]) -> anyhow::Result<()> {
+/// service rejects (throttling) with back-off until all are in. Returns how
+/// many entries had to be retried.
+pub async fn put_all(client: &Client, stream: &str, records: &[Outgoing]) -> anyhow::Result<u64> {
+    let mut retried = 0u64;
     for chunk in records.chunks(MAX_PUT_RECORDS) {
         let mut pending: Vec<&Outgoing> = chunk.iter().collect();
         let mut attempt = 0u32;
@@ -44,6 +46,7 @@ pub async fn put_all(client: &Client, stream: &str, records: &[Outgoing]) -> any
                         .filter(|(_, result)| result.error_code().is_some())
                         .map(|(r, _)| *r)
                         .collect();
+                    retried += failed.len() as u64;
                     pending = failed;
                 }
                 Err(e) if is_transient(&e) && attempt < 20 => {}
@@ -58,7 +61,7 @@ pub async fn put_all(client: &Client, stream: &str, records: &[Outgoing]) -> any
             }
         }
     }
-    Ok(())
+    Ok(retried)
 }
 
 /// A seed-000 source: an IP that puts its current UTC time every `interval`,

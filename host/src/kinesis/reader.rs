@@ -57,6 +57,17 @@ pub struct ShardReader {
     resume: StartPosition,
     /// Records per GetRecords call.
     limit: i32,
+    /// What this reader had to ride out, for metrics and tests.
+    pub stats: ReaderStats,
+}
+
+/// Counts of the faults a reader recovered from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// GetRecords calls retried after throttling or a network fault.
+    pub retried: u64,
+    /// Iterators replaced after they expired.
+    pub expired_iterators: u64,
 }
 
 impl ShardReader {
@@ -76,6 +87,7 @@ impl ShardReader {
             iterator: None,
             resume: start,
             limit: limit.clamp(1, MAX_BATCH),
+            stats: ReaderStats::default(),
         };
         reader.iterator = Some(reader.fresh_iterator().await?);
         Ok(reader)
@@ -158,10 +170,12 @@ impl ShardReader {
                 }
                 Err(e) if error_code(&e) == Some("ExpiredIteratorException") => {
                     tracing::info!(shard = %self.shard_id, "shard iterator expired; resuming after the last record read");
+                    self.stats.expired_iterators += 1;
                     self.iterator = Some(self.fresh_iterator().await?);
                 }
                 Err(e) if is_transient(&e) => {
                     attempt += 1;
+                    self.stats.retried += 1;
                     if attempt % 5 == 0 {
                         tracing::warn!(shard = %self.shard_id, attempt, "still retrying GetRecords: {}", describe_error(&e));
                     }

@@ -1,0 +1,312 @@
+//! `host run`'s consumer against a real Kinesis API: the `ferrokinesis`
+//! emulator in-process, driven through `aws-sdk-kinesis`. Covers multiple
+//! shards, every start position, resharding, restarts from checkpoints,
+//! throttling and expired iterators.
+
+mod common;
+
+use common::*;
+use host::checkpoint::CheckpointStore;
+use host::consumer::{ConsumerConfig, RunReport};
+use host::kinesis::producer::{put_all, Outgoing};
+use host::kinesis::reader::StartPosition;
+use host::kinesis::{admin, connect, AwsOptions};
+use host::local::{LocalKinesis, LocalOptions};
+use host::plugin::{PluginEngine, PluginLimits};
+use host::sink::{OutputFormat, Sink};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Fixture {
+    local: LocalKinesis,
+    client: aws_sdk_kinesis::Client,
+    engine: PluginEngine,
+    dir: tempfile::TempDir,
+}
+
+async fn fixture(options: LocalOptions) -> Fixture {
+    let local = LocalKinesis::start(LocalOptions { port: 0, ..options }).await.expect("emulator starts");
+    let client = connect(&AwsOptions { endpoint_url: Some(local.endpoint_url()), ..Default::default() })
+        .await
+        .expect("client");
+    Fixture { local, client, engine: PluginEngine::new().expect("engine"), dir: tempfile::tempdir().expect("tempdir") }
+}
+
+impl Fixture {
+    async fn stream(&self, name: &str, shards: i32) {
+        admin::create(&self.client, name, shards).await.expect("create");
+        admin::wait_active(&self.client, name, Duration::from_secs(10)).await.expect("active");
+    }
+
+    /// Puts `n` records numbered from `from`, spread over 16 keys.
+    async fn put_numbered(&self, stream: &str, from: u64, n: u64) {
+        let records: Vec<Outgoing> =
+            (from..from + n).map(|i| Outgoing { partition_key: format!("key-{}", i % 16), data: format!("n-{i}").into_bytes() }).collect();
+        put_all(&self.client, stream, &records).await.expect("put");
+    }
+
+    fn config(&self, stream: &str, plugin_config: &str) -> ConsumerConfig {
+        ConsumerConfig {
+            application: "test".into(),
+            stream: stream.into(),
+            start: StartPosition::TrimHorizon,
+            batch_size: 100,
+            idle_time: Duration::from_millis(50),
+            timer_interval: Duration::from_millis(200),
+            checkpoint_every: 1,
+            max_records: None,
+            idle_exit: Some(Duration::from_millis(1500)),
+            shard_sync_interval: Duration::from_millis(300),
+            status_interval: Duration::from_secs(3600),
+            plugin_config: plugin_config.into(),
+            limits: PluginLimits::default(),
+        }
+    }
+
+    fn store(&self) -> CheckpointStore {
+        CheckpointStore::open(&self.dir.path().join("checkpoints.db")).expect("store")
+    }
+
+    fn out_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("out.jsonl")
+    }
+
+    /// Runs the consumer with `plugin` until it stops by itself.
+    async fn run(&self, plugin: &str, config: ConsumerConfig) -> anyhow::Result<RunReport> {
+        let plugin = load(&self.engine, plugin);
+        let sink = Sink::file(&self.out_path(), OutputFormat::Json).expect("sink");
+        let (stop, _) = tokio::sync::watch::channel(false);
+        host::consumer::run(self.client.clone(), plugin, self.store(), Arc::new(sink), config, stop, |_| {}).await
+    }
+}
+
+/// Echo outputs as (key, record number) in file order.
+fn echoed(path: &Path) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    json_lines(&text)
+        .iter()
+        .map(|v| {
+            let data = v["data"].as_str().unwrap_or_default();
+            let n = data.rsplit("n-").next().and_then(|n| n.parse().ok()).unwrap_or(u64::MAX);
+            (v["key"].as_str().unwrap_or_default().to_string(), n)
+        })
+        .collect()
+}
+
+/// Checks that every record in `expected` was echoed exactly once and that
+/// per key (hence per shard) they came in order.
+fn assert_exactly_once_in_order(got: &[(String, u64)], expected: impl Iterator<Item = u64>) {
+    let mut seen = BTreeMap::new();
+    for (_, n) in got {
+        *seen.entry(*n).or_insert(0) += 1;
+    }
+    let want: BTreeMap<u64, i32> = expected.map(|n| (n, 1)).collect();
+    assert_eq!(seen, want, "every record exactly once");
+    let mut last_per_key: BTreeMap<&str, u64> = BTreeMap::new();
+    for (key, n) in got {
+        if let Some(prev) = last_per_key.insert(key, *n) {
+            assert!(prev < *n, "{key}: {prev} before {n}: out of order");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_every_shard_of_a_multi_shard_stream() {
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("multi", 4).await;
+    f.put_numbered("multi", 0, 800).await;
+    let report = f.run("echo", f.config("multi", "{}")).await.expect("runs");
+    assert_eq!(report.records, 800);
+    assert_exactly_once_in_order(&echoed(&f.out_path()), 0..800);
+    let checkpoints = f.store().list("test", "multi").expect("list");
+    assert_eq!(checkpoints.len(), 4, "one checkpoint per shard");
+    f.local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_resume_from_the_checkpoint_with_state_restored() {
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("resume", 2).await;
+    f.put_numbered("resume", 0, 300).await;
+    let mut config = f.config("resume", r#"{"event_time": "arrival"}"#);
+    config.max_records = Some(100);
+    config.batch_size = 50;
+    let first = f.run("counter", config.clone()).await.expect("first run");
+    assert!(first.records >= 100 && first.records < 300, "stopped early: {}", first.records);
+    f.put_numbered("resume", 300, 100).await;
+    config.max_records = None;
+    let second = f.run("counter", config).await.expect("second run");
+    assert_eq!(first.records + second.records, 400, "nothing read twice, nothing lost");
+    // The counter's state carried over: the last count per key is the total.
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for v in json_lines(&std::fs::read_to_string(f.out_path()).unwrap_or_default()) {
+        let data: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap_or_default()).expect("counter json");
+        let key = data["key"].as_str().unwrap_or_default().to_string();
+        let count = data["count"].as_u64().unwrap_or_default();
+        let entry = last.entry(key).or_insert(0);
+        *entry = (*entry).max(count);
+    }
+    assert_eq!(last.values().sum::<u64>(), 400, "{last:?}");
+    assert!(last.values().all(|&c| c == 25), "16 keys x 25: {last:?}");
+    f.local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_start_position() {
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("positions", 1).await;
+    f.put_numbered("positions", 0, 10).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let middle = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.put_numbered("positions", 10, 10).await;
+    // Sequence numbers of records 0..20, from a TRIM_HORIZON read.
+    let mut reader = host::kinesis::reader::ShardReader::open(f.client.clone(), "positions", "shardId-000000000000", StartPosition::TrimHorizon, 100)
+        .await
+        .expect("reader");
+    let all = reader.next_batch().await.expect("batch").records;
+    assert_eq!(all.len(), 20);
+    let seq5 = all[5].sequence_number.clone();
+
+    let run_from = |app: &'static str, start: StartPosition| {
+        let mut config = f.config("positions", "{}");
+        config.application = app.into();
+        config.start = start;
+        config
+    };
+    let cases: Vec<(&str, StartPosition, Vec<u64>)> = vec![
+        ("trim", StartPosition::TrimHorizon, (0..20).collect()),
+        ("at-ts", StartPosition::AtTimestamp(middle), (10..20).collect()),
+        ("at-seq", StartPosition::AtSequenceNumber(seq5.clone()), (5..20).collect()),
+        ("after-seq", StartPosition::AfterSequenceNumber(seq5), (6..20).collect()),
+    ];
+    for (app, start, want) in cases {
+        let _ = std::fs::remove_file(f.out_path());
+        f.run("echo", run_from(app, start)).await.expect("runs");
+        let got: Vec<u64> = echoed(&f.out_path()).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(got, want, "{app}");
+    }
+    // LATEST: only what is written after the consumer started.
+    let _ = std::fs::remove_file(f.out_path());
+    let config = run_from("latest", StartPosition::Latest);
+    let consumer = f.run("echo", config);
+    let producer = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        f.put_numbered("positions", 20, 5).await;
+    };
+    let (result, ()) = tokio::join!(consumer, producer);
+    result.expect("runs");
+    let got: Vec<u64> = echoed(&f.out_path()).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(got, (20..25).collect::<Vec<_>>(), "LATEST");
+    f.local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_and_a_merge_during_consumption_lose_nothing_and_keep_parents_first() {
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("reshard", 2).await;
+    f.put_numbered("reshard", 0, 200).await;
+    let mut config = f.config("reshard", "{}");
+    config.idle_exit = Some(Duration::from_secs(4));
+    let consumer = f.run("echo", config);
+    let resharder = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Split shard 0 at the middle of its hash range.
+        let shards = admin::shards(&f.client, "reshard").await.expect("shards");
+        let range = shards[0].hash_key_range().expect("range");
+        let start: u128 = range.starting_hash_key().parse().expect("hash");
+        let end: u128 = range.ending_hash_key().parse().expect("hash");
+        f.client
+            .split_shard()
+            .stream_name("reshard")
+            .shard_to_split(shards[0].shard_id())
+            .new_starting_hash_key((start + (end - start) / 2).to_string())
+            .send()
+            .await
+            .expect("split");
+        admin::wait_active(&f.client, "reshard", Duration::from_secs(10)).await.expect("active");
+        f.put_numbered("reshard", 200, 200).await;
+        // Merge the two children back together.
+        let open: Vec<_> = admin::shards(&f.client, "reshard")
+            .await
+            .expect("shards")
+            .into_iter()
+            .filter(|s| s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_none())
+            .collect();
+        let children: Vec<_> = open.iter().filter(|s| s.parent_shard_id().is_some()).collect();
+        assert_eq!(children.len(), 2, "the split made two children");
+        let mut ordered = children.clone();
+        ordered.sort_by_key(|s| s.hash_key_range().map(|r| r.starting_hash_key().parse::<u128>().unwrap_or(0)));
+        f.client
+            .merge_shards()
+            .stream_name("reshard")
+            .shard_to_merge(ordered[0].shard_id())
+            .adjacent_shard_to_merge(ordered[1].shard_id())
+            .send()
+            .await
+            .expect("merge");
+        admin::wait_active(&f.client, "reshard", Duration::from_secs(10)).await.expect("active");
+        f.put_numbered("reshard", 400, 200).await;
+    };
+    let (report, ()) = tokio::join!(consumer, resharder);
+    let report = report.expect("runs");
+    assert_exactly_once_in_order(&echoed(&f.out_path()), 0..600);
+    assert_eq!(report.records, 600);
+    // The closed shards are checkpointed as ended; their children were read after them.
+    let checkpoints = f.store().list("test", "reshard").expect("list");
+    let ended: Vec<&str> = checkpoints.iter().filter(|(_, c)| c.shard_end).map(|(s, _)| s.as_str()).collect();
+    assert_eq!(ended.len(), 3, "the split parent and both merged children ended: {checkpoints:?}");
+    f.local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_writes_are_retried_and_nothing_is_lost() {
+    // With AWS limits on, a shard takes 1000 records/s: 3000 at once are
+    // partly rejected, and the rejected entries must be retried until all are in.
+    let f = fixture(LocalOptions { enforce_limits: true, ..LocalOptions::default() }).await;
+    f.stream("throttled", 1).await;
+    let records: Vec<Outgoing> =
+        (0..3000u64).map(|i| Outgoing { partition_key: format!("key-{}", i % 16), data: format!("n-{i}").into_bytes() }).collect();
+    let retried = put_all(&f.client, "throttled", &records).await.expect("all put eventually");
+    assert!(retried > 0, "the emulator must have throttled the writes");
+    let mut config = f.config("throttled", "{}");
+    config.batch_size = 500;
+    let report = f.run("echo", config).await.expect("runs");
+    assert_eq!(report.records, 3000);
+    let got = echoed(&f.out_path());
+    let mut numbers: Vec<u64> = got.iter().map(|(_, n)| *n).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..3000).collect::<Vec<_>>(), "every record exactly once");
+    f.local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_iterators_resume_after_the_last_record() {
+    let f = fixture(LocalOptions { iterator_ttl_seconds: 1, ..LocalOptions::default() }).await;
+    f.stream("expiring", 1).await;
+    f.put_numbered("expiring", 0, 50).await;
+    let mut config = f.config("expiring", "{}");
+    // Idle longer than the iterator lives, so every idle poll finds it expired.
+    config.idle_time = Duration::from_millis(1500);
+    config.idle_exit = Some(Duration::from_secs(5));
+    let consumer = f.run("echo", config);
+    let more = async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        f.put_numbered("expiring", 50, 50).await;
+    };
+    let (report, ()) = tokio::join!(consumer, more);
+    let report = report.expect("runs");
+    assert!(report.expired_iterators > 0, "iterators must have expired");
+    assert_exactly_once_in_order(&echoed(&f.out_path()), 0..100);
+    f.local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_stream_is_a_clear_error() {
+    let f = fixture(LocalOptions::default()).await;
+    let err = f.run("echo", f.config("nope", "{}")).await.expect_err("missing stream");
+    assert!(format!("{err:#}").contains("stream `nope` does not exist; create it with `host stream create nope"), "{err:#}");
+    f.local.stop().await;
+}
