@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Consume a Kinesis stream: every shard through its own plugin
     /// instance, with durable checkpoints.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
     Stream(StreamCommand),
@@ -37,10 +37,10 @@ pub enum Command {
     Local(LocalArgs),
     /// Replay records from a JSON-lines file through a plugin offline and
     /// print what it emits: how plugin authors test before deploying.
-    Test(TestArgs),
+    Test(Box<TestArgs>),
     /// Measure records/s through a plugin per batch size, beside the same
     /// counting compiled natively, and print the table.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 /// Which plugin, with which config and limits.

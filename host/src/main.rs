@@ -26,9 +26,9 @@ fn main() -> ExitCode {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let result = match cli.command {
-        Command::Test(args) => test(args),
-        Command::Bench(args) => bench(args),
-        Command::Run(args) => block_on(run(args)),
+        Command::Test(args) => test(*args),
+        Command::Bench(args) => bench(*args),
+        Command::Run(args) => block_on(run(*args)),
         Command::Stream(command) => block_on(stream(command)),
         Command::Produce(args) => block_on(produce(args)),
         Command::Local(args) => block_on(local(args)),

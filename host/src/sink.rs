@@ -69,27 +69,6 @@ impl<W: Write> WriterSink<W> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_plain_and_json() {
-        let mut output = PluginOutput::default();
-        output.push("a", b"hello");
-        output.push("b", &[0xff]);
-        let mut plain = WriterSink::new(Vec::new(), OutputFormat::Plain);
-        plain.write(&output).expect("write");
-        assert_eq!(String::from_utf8_lossy(&plain.into_inner()), "hello\nbase64:/w==\n");
-        let mut json = WriterSink::new(Vec::new(), OutputFormat::Json);
-        json.write(&output).expect("write");
-        assert_eq!(
-            String::from_utf8_lossy(&json.into_inner()),
-            "{\"data\":\"hello\",\"key\":\"a\"}\n{\"data_base64\":\"/w==\",\"key\":\"b\"}\n"
-        );
-    }
-}
-
 /// Where `host run` sends plugin output. Output of a batch is written (and
 /// flushed) before the batch's checkpoint is committed: at-least-once.
 pub enum Sink {
@@ -141,5 +120,26 @@ impl Sink {
                 crate::kinesis::producer::put_all(client, stream, &records).await.map(|_| ())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_plain_and_json() {
+        let mut output = PluginOutput::default();
+        output.push("a", b"hello");
+        output.push("b", &[0xff]);
+        let mut plain = WriterSink::new(Vec::new(), OutputFormat::Plain);
+        plain.write(&output).expect("write");
+        assert_eq!(String::from_utf8_lossy(&plain.into_inner()), "hello\nbase64:/w==\n");
+        let mut json = WriterSink::new(Vec::new(), OutputFormat::Json);
+        json.write(&output).expect("write");
+        assert_eq!(
+            String::from_utf8_lossy(&json.into_inner()),
+            "{\"data\":\"hello\",\"key\":\"a\"}\n{\"data_base64\":\"/w==\",\"key\":\"b\"}\n"
+        );
     }
 }

@@ -176,7 +176,7 @@ impl ShardReader {
                 Err(e) if is_transient(&e) => {
                     attempt += 1;
                     self.stats.retried += 1;
-                    if attempt % 5 == 0 {
+                    if attempt.is_multiple_of(5) {
                         tracing::warn!(shard = %self.shard_id, attempt, "still retrying GetRecords: {}", describe_error(&e));
                     }
                     tokio::time::sleep(backoff(attempt)).await;

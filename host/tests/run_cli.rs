@@ -1,0 +1,190 @@
+//! `host run`, `host produce` and `host stream` as processes against the
+//! emulator (in this test process): crash recovery with kill -9, seed 000
+//! end to end, and the errors a user sees.
+
+mod common;
+
+use common::*;
+use host::local::{LocalKinesis, LocalOptions};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn spawn_host(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .env("HOST_CACHE_DIR", cache_dir())
+        .env_remove("HOST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("host starts")
+}
+
+async fn wait(child: Child) -> Run {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn emulator() -> LocalKinesis {
+    LocalKinesis::start(LocalOptions { port: 0, ..LocalOptions::default() }).await.expect("emulator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, out) = (dir.path().join("cp.db"), dir.path().join("out.jsonl"));
+    let (db, out) = (db.to_str().unwrap_or_default().to_string(), format!("file:{}", out.display()));
+    let created = host(&["stream", "create", "crash", "--shards", "2", "--wait", "--endpoint-url", &url], "");
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let echo = plugin_path("echo").display().to_string();
+    let run_args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["run", "--plugin", &echo, "--stream", "crash", "--endpoint-url", &url, "--start-position", "TRIM_HORIZON",
+            "--checkpoint-db", &db, "--sink", &out, "--output", "json", "--batch-size", "25", "--idle-time-ms", "50", "--status-interval", "0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    // A steady producer: 1500 records over about 3 s.
+    let producer = spawn_host(&["produce", "--stream", "crash", "--endpoint-url", &url, "--rate", "500", "--count", "1500"]);
+    let args = run_args(&[]);
+    let mut consumer = spawn_host(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    consumer.kill().expect("kill -9");
+    let killed = wait(consumer).await;
+    assert_ne!(killed.code, 0, "it was killed mid-stream");
+    let produced = wait(producer).await;
+    assert_eq!(produced.code, 0, "{}", produced.stderr);
+    let args = run_args(&["--idle-exit", "2"]);
+    let restarted = wait(spawn_host(&args.iter().map(String::as_str).collect::<Vec<_>>())).await;
+    assert_eq!(restarted.code, 0, "{}", restarted.stderr);
+
+    // Every record is there; a record appears twice only if its batch was
+    // processed but not yet checkpointed at the kill: at most one batch per shard.
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default();
+    let lines = json_lines(&text);
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for v in &lines {
+        *seen.entry(v["data"].as_str().unwrap_or_default().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 1500, "every produced record was processed");
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    assert!(duplicates <= 2 * 25, "at most one batch per shard again, got {duplicates}");
+    local.stop().await;
+}
+
+/// Parses `host produce` lines `IP : TIMESTAMP` into (window start, ip) counts.
+fn produced_counts(stdout: &str, window_ms: i64) -> BTreeMap<(String, String), u64> {
+    let mut counts = BTreeMap::new();
+    for line in stdout.lines() {
+        let Some((ip, stamp)) = line.split_once(" : ") else { continue };
+        let t = kinesis_processor_sdk::time::parse_timestamp_millis(stamp.as_bytes()).expect("timestamp");
+        let w = kinesis_processor_sdk::time::format_timestamp_millis(t - t.rem_euclid(window_ms));
+        *counts.entry((w, ip.to_string())).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_end_to_end_with_a_lagging_producer() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(host(&["stream", "create", "seed", "--shards", "1", "--wait", "--endpoint-url", &url], "").code, 0);
+    // Seed 000 sped up 10x: 8.8.8.8 every 0.2 s, 8.8.8.9 every 0.5 s and 1.5 s late;
+    // 5-second windows stand in for minutes.
+    let config = r#"{"window_seconds": 5, "allowed_lateness_seconds": 3, "idle_timeout_seconds": 1}"#;
+    let started = Instant::now();
+    let producer = spawn_host(&["produce", "--stream", "seed", "--endpoint-url", &url, "--source", "8.8.8.8:0.2", "--source", "8.8.8.9:0.5:1.5", "--duration", "8"]);
+    let consumers: Vec<Child> = [("counter", r#"{"window_seconds": 5}"#), ("buffered-counter", config)]
+        .iter()
+        .map(|(plugin, config)| {
+            let db = dir.path().join(format!("{plugin}.db"));
+            spawn_host(&[
+                "run", "--plugin", &plugin_path(plugin).display().to_string(), "--config", config, "--stream", "seed",
+                "--endpoint-url", &url, "--checkpoint-db", db.to_str().unwrap_or_default(), "--application", plugin,
+                "--start-position", "TRIM_HORIZON", "--idle-time-ms", "200", "--timer-interval-ms", "250", "--idle-exit", "6",
+                "--status-interval", "1",
+            ])
+        })
+        .collect();
+    let produced = wait(producer).await;
+    assert_eq!(produced.code, 0, "{}", produced.stderr);
+    let mut runs = Vec::new();
+    for child in consumers {
+        runs.push(wait(child).await);
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let want = produced_counts(&produced.stdout, 5000);
+    assert!(want.values().sum::<u64>() >= 50, "the producers ran: {want:?}");
+
+    let (counter, buffered) = (&runs[0], &runs[1]);
+    assert_eq!(counter.code, 0, "{}", counter.stderr);
+    assert!(counter.stderr.contains("status: ") && counter.stderr.contains("behind: shardId-000000000000"), "{}", counter.stderr);
+    let mut last = BTreeMap::new();
+    for v in json_lines(&counter.stdout) {
+        last.insert((v["window_start"].as_str().unwrap_or_default().to_string(), v["key"].as_str().unwrap_or_default().to_string()), v["count"].as_u64().unwrap_or(0));
+    }
+    assert_eq!(last, want, "the counter's last counts are what was produced");
+
+    assert_eq!(buffered.code, 0, "{}", buffered.stderr);
+    let mut finals = BTreeMap::new();
+    for v in json_lines(&buffered.stdout) {
+        let key = (v["window_start"].as_str().unwrap_or_default().to_string(), v["key"].as_str().unwrap_or_default().to_string());
+        let n = if v["kind"] == "final" { v["count"].as_u64() } else { v["late"].as_u64() };
+        *finals.entry(key).or_insert(0) += n.unwrap_or(0);
+    }
+    assert_eq!(finals, want, "finals (+ any corrections) are what was produced, each window once");
+    local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_errors_are_one_line() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let echo = plugin_path("echo").display().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--plugin", &echo, "--stream", "missing", "--endpoint-url", &url, "--checkpoint-db", &db], "stream `missing` does not exist"),
+        (vec!["run", "--plugin", &echo, "--stream", "s", "--endpoint-url", "http://127.0.0.1:1", "--checkpoint-db", &db], "cannot reach the Kinesis endpoint (connection refused)"),
+        (vec!["run", "--plugin", &echo, "--stream", "s", "--endpoint-url", &url, "--checkpoint-db", &db, "--sink", "s3:bucket"], "--sink \"s3:bucket\" must be"),
+        (vec!["run", "--plugin", &echo, "--stream", "s", "--endpoint-url", &url, "--checkpoint-db", &db, "--start-position", "AT_TIMESTAMP"], "needs --start-timestamp"),
+        (vec!["produce", "--stream", "missing", "--endpoint-url", &url, "--count", "1"], "stream `missing` does not exist"),
+        (vec!["stream", "delete", "missing", "--endpoint-url", &url], "stream `missing` does not exist"),
+    ];
+    for (args, needle) in cases {
+        let run = wait(spawn_host(&args)).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, got {}", run.stderr);
+        assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{args:?}: {}", lines[0]);
+    }
+    // Missing credentials against real AWS (no endpoint): said before any call.
+    let run = wait({
+        let mut c = Command::new(env!("CARGO_BIN_EXE_host"));
+        c.args(["stream", "list", "--region", "eu-west-1"])
+            .env("HOME", dir.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn")
+    })
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("no AWS credentials found") && run.stderr.contains("aws configure"), "{}", run.stderr);
+    local.stop().await;
+}
