@@ -23,7 +23,7 @@ host:
 # Unit tests of every crate, then the host's integration tests, which run the
 # real plugin components.
 test: plugins
-	$(CARGO) test --workspace
+	host/tests/with-kinesis-mock.sh $(CARGO) test --workspace
 
 bench: plugins
 	$(CARGO) build --release -p host

@@ -19,38 +19,107 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Which emulator a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emulator {
+    /// `ferrokinesis`, in this process.
+    Ferrokinesis,
+    /// kinesis-mock (npm `kinesis-local`) at `KINESIS_MOCK_URL`, started by
+    /// `make test` (host/tests/with-kinesis-mock.sh).
+    KinesisMock,
+}
+
 struct Fixture {
-    local: LocalKinesis,
+    /// The in-process emulator, when that is the target.
+    local: Option<LocalKinesis>,
     client: aws_sdk_kinesis::Client,
     engine: PluginEngine,
     dir: tempfile::TempDir,
+    /// Appended to stream names: kinesis-mock is shared by parallel tests.
+    suffix: String,
+}
+
+/// The fixture, or `None` when kinesis-mock is not running outside CI.
+async fn fixture_on(emulator: Emulator, options: LocalOptions) -> Option<Fixture> {
+    let (local, url) = match emulator {
+        Emulator::Ferrokinesis => {
+            let local = LocalKinesis::start(LocalOptions { port: 0, ..options }).await.expect("emulator starts");
+            let url = local.endpoint_url();
+            (Some(local), url)
+        }
+        Emulator::KinesisMock => match std::env::var("KINESIS_MOCK_URL") {
+            Ok(url) => (None, url),
+            Err(_) if std::env::var_os("CI").is_some() => panic!("CI must run kinesis-mock: use `make test`"),
+            Err(_) => {
+                eprintln!("skipped: kinesis-mock is not running (KINESIS_MOCK_URL unset); `make test` starts it");
+                return None;
+            }
+        },
+    };
+    let client = connect(&AwsOptions { endpoint_url: Some(url), ..Default::default() }).await.expect("client");
+    let suffix = format!(
+        "-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() % 1_000_000_000).unwrap_or(0)
+    );
+    Some(Fixture { local, client, engine: PluginEngine::new().expect("engine"), dir: tempfile::tempdir().expect("tempdir"), suffix })
 }
 
 async fn fixture(options: LocalOptions) -> Fixture {
-    let local = LocalKinesis::start(LocalOptions { port: 0, ..options }).await.expect("emulator starts");
-    let client = connect(&AwsOptions { endpoint_url: Some(local.endpoint_url()), ..Default::default() })
-        .await
-        .expect("client");
-    Fixture { local, client, engine: PluginEngine::new().expect("engine"), dir: tempfile::tempdir().expect("tempdir") }
+    fixture_on(Emulator::Ferrokinesis, options).await.expect("ferrokinesis always runs")
+}
+
+/// Declares a behaviour test for both emulators.
+macro_rules! on_both_emulators {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ferrokinesis() {
+                if let Some(f) = fixture_on(Emulator::Ferrokinesis, LocalOptions::default()).await {
+                    super::$name(f).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kinesis_mock() {
+                if let Some(f) = fixture_on(Emulator::KinesisMock, LocalOptions::default()).await {
+                    super::$name(f).await;
+                }
+            }
+        }
+    };
 }
 
 impl Fixture {
+    /// The stream's real name (with this fixture's suffix).
+    fn name(&self, stream: &str) -> String {
+        format!("{stream}{}", self.suffix)
+    }
+
     async fn stream(&self, name: &str, shards: i32) {
-        admin::create(&self.client, name, shards).await.expect("create");
-        admin::wait_active(&self.client, name, Duration::from_secs(10)).await.expect("active");
+        let name = self.name(name);
+        admin::create(&self.client, &name, shards).await.expect("create");
+        admin::wait_active(&self.client, &name, Duration::from_secs(20)).await.expect("active");
+    }
+
+    async fn stop(self) {
+        if let Some(local) = self.local {
+            local.stop().await;
+        }
     }
 
     /// Puts `n` records numbered from `from`, spread over 16 keys.
     async fn put_numbered(&self, stream: &str, from: u64, n: u64) {
         let records: Vec<Outgoing> =
             (from..from + n).map(|i| Outgoing { partition_key: format!("key-{}", i % 16), data: format!("n-{i}").into_bytes() }).collect();
-        put_all(&self.client, stream, &records).await.expect("put");
+        put_all(&self.client, &self.name(stream), &records).await.expect("put");
     }
 
     fn config(&self, stream: &str, plugin_config: &str) -> ConsumerConfig {
         ConsumerConfig {
             application: "test".into(),
-            stream: stream.into(),
+            stream: self.name(stream),
             start: StartPosition::TrimHorizon,
             batch_size: 100,
             idle_time: Duration::from_millis(50),
@@ -112,22 +181,20 @@ fn assert_exactly_once_in_order(got: &[(String, u64)], expected: impl Iterator<I
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_every_shard_of_a_multi_shard_stream() {
-    let f = fixture(LocalOptions::default()).await;
+on_both_emulators!(reads_every_shard_of_a_multi_shard_stream);
+async fn reads_every_shard_of_a_multi_shard_stream(f: Fixture) {
     f.stream("multi", 4).await;
     f.put_numbered("multi", 0, 800).await;
     let report = f.run("echo", f.config("multi", "{}")).await.expect("runs");
     assert_eq!(report.records, 800);
     assert_exactly_once_in_order(&echoed(&f.out_path()), 0..800);
-    let checkpoints = f.store().list("test", "multi").expect("list");
+    let checkpoints = f.store().list("test", &f.name("multi")).expect("list");
     assert_eq!(checkpoints.len(), 4, "one checkpoint per shard");
-    f.local.stop().await;
+    f.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarts_resume_from_the_checkpoint_with_state_restored() {
-    let f = fixture(LocalOptions::default()).await;
+on_both_emulators!(restarts_resume_from_the_checkpoint_with_state_restored);
+async fn restarts_resume_from_the_checkpoint_with_state_restored(f: Fixture) {
     f.stream("resume", 2).await;
     f.put_numbered("resume", 0, 300).await;
     let mut config = f.config("resume", r#"{"event_time": "arrival"}"#);
@@ -150,12 +217,11 @@ async fn restarts_resume_from_the_checkpoint_with_state_restored() {
     }
     assert_eq!(last.values().sum::<u64>(), 400, "{last:?}");
     assert!(last.values().all(|&c| c == 25), "16 keys x 25: {last:?}");
-    f.local.stop().await;
+    f.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_start_position() {
-    let f = fixture(LocalOptions::default()).await;
+on_both_emulators!(every_start_position);
+async fn every_start_position(f: Fixture) {
     f.stream("positions", 1).await;
     f.put_numbered("positions", 0, 10).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -163,7 +229,8 @@ async fn every_start_position() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     f.put_numbered("positions", 10, 10).await;
     // Sequence numbers of records 0..20, from a TRIM_HORIZON read.
-    let mut reader = host::kinesis::reader::ShardReader::open(f.client.clone(), "positions", "shardId-000000000000", StartPosition::TrimHorizon, 100)
+    let shard = admin::shards(&f.client, &f.name("positions")).await.expect("shards")[0].shard_id().to_string();
+    let mut reader = host::kinesis::reader::ShardReader::open(f.client.clone(), &f.name("positions"), &shard, StartPosition::TrimHorizon, 100)
         .await
         .expect("reader");
     let all = reader.next_batch().await.expect("batch").records;
@@ -200,12 +267,11 @@ async fn every_start_position() {
     result.expect("runs");
     let got: Vec<u64> = echoed(&f.out_path()).into_iter().map(|(_, n)| n).collect();
     assert_eq!(got, (20..25).collect::<Vec<_>>(), "LATEST");
-    f.local.stop().await;
+    f.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_split_and_a_merge_during_consumption_lose_nothing_and_keep_parents_first() {
-    let f = fixture(LocalOptions::default()).await;
+on_both_emulators!(a_split_and_a_merge_during_consumption_lose_nothing_and_keep_parents_first);
+async fn a_split_and_a_merge_during_consumption_lose_nothing_and_keep_parents_first(f: Fixture) {
     f.stream("reshard", 2).await;
     f.put_numbered("reshard", 0, 200).await;
     let mut config = f.config("reshard", "{}");
@@ -214,22 +280,23 @@ async fn a_split_and_a_merge_during_consumption_lose_nothing_and_keep_parents_fi
     let resharder = async {
         tokio::time::sleep(Duration::from_millis(600)).await;
         // Split shard 0 at the middle of its hash range.
-        let shards = admin::shards(&f.client, "reshard").await.expect("shards");
+        let stream = f.name("reshard");
+        let shards = admin::shards(&f.client, &stream).await.expect("shards");
         let range = shards[0].hash_key_range().expect("range");
         let start: u128 = range.starting_hash_key().parse().expect("hash");
         let end: u128 = range.ending_hash_key().parse().expect("hash");
         f.client
             .split_shard()
-            .stream_name("reshard")
+            .stream_name(&stream)
             .shard_to_split(shards[0].shard_id())
             .new_starting_hash_key((start + (end - start) / 2).to_string())
             .send()
             .await
             .expect("split");
-        admin::wait_active(&f.client, "reshard", Duration::from_secs(10)).await.expect("active");
+        admin::wait_active(&f.client, &stream, Duration::from_secs(20)).await.expect("active");
         f.put_numbered("reshard", 200, 200).await;
         // Merge the two children back together.
-        let open: Vec<_> = admin::shards(&f.client, "reshard")
+        let open: Vec<_> = admin::shards(&f.client, &stream)
             .await
             .expect("shards")
             .into_iter()
@@ -241,13 +308,13 @@ async fn a_split_and_a_merge_during_consumption_lose_nothing_and_keep_parents_fi
         ordered.sort_by_key(|s| s.hash_key_range().map(|r| r.starting_hash_key().parse::<u128>().unwrap_or(0)));
         f.client
             .merge_shards()
-            .stream_name("reshard")
+            .stream_name(&stream)
             .shard_to_merge(ordered[0].shard_id())
             .adjacent_shard_to_merge(ordered[1].shard_id())
             .send()
             .await
             .expect("merge");
-        admin::wait_active(&f.client, "reshard", Duration::from_secs(10)).await.expect("active");
+        admin::wait_active(&f.client, &stream, Duration::from_secs(20)).await.expect("active");
         f.put_numbered("reshard", 400, 200).await;
     };
     let (report, ()) = tokio::join!(consumer, resharder);
@@ -255,10 +322,10 @@ async fn a_split_and_a_merge_during_consumption_lose_nothing_and_keep_parents_fi
     assert_exactly_once_in_order(&echoed(&f.out_path()), 0..600);
     assert_eq!(report.records, 600);
     // The closed shards are checkpointed as ended; their children were read after them.
-    let checkpoints = f.store().list("test", "reshard").expect("list");
+    let checkpoints = f.store().list("test", &f.name("reshard")).expect("list");
     let ended: Vec<&str> = checkpoints.iter().filter(|(_, c)| c.shard_end).map(|(s, _)| s.as_str()).collect();
     assert_eq!(ended.len(), 3, "the split parent and both merged children ended: {checkpoints:?}");
-    f.local.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +336,7 @@ async fn throttled_writes_are_retried_and_nothing_is_lost() {
     f.stream("throttled", 1).await;
     let records: Vec<Outgoing> =
         (0..3000u64).map(|i| Outgoing { partition_key: format!("key-{}", i % 16), data: format!("n-{i}").into_bytes() }).collect();
-    let retried = put_all(&f.client, "throttled", &records).await.expect("all put eventually");
+    let retried = put_all(&f.client, &f.name("throttled"), &records).await.expect("all put eventually");
     assert!(retried > 0, "the emulator must have throttled the writes");
     let mut config = f.config("throttled", "{}");
     config.batch_size = 500;
@@ -279,7 +346,7 @@ async fn throttled_writes_are_retried_and_nothing_is_lost() {
     let mut numbers: Vec<u64> = got.iter().map(|(_, n)| *n).collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (0..3000).collect::<Vec<_>>(), "every record exactly once");
-    f.local.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,13 +367,13 @@ async fn expired_iterators_resume_after_the_last_record() {
     let report = report.expect("runs");
     assert!(report.expired_iterators > 0, "iterators must have expired");
     assert_exactly_once_in_order(&echoed(&f.out_path()), 0..100);
-    f.local.stop().await;
+    f.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_stream_is_a_clear_error() {
-    let f = fixture(LocalOptions::default()).await;
+on_both_emulators!(a_missing_stream_is_a_clear_error);
+async fn a_missing_stream_is_a_clear_error(f: Fixture) {
     let err = f.run("echo", f.config("nope", "{}")).await.expect_err("missing stream");
-    assert!(format!("{err:#}").contains("stream `nope` does not exist; create it with `host stream create nope"), "{err:#}");
-    f.local.stop().await;
+    let name = f.name("nope");
+    assert!(format!("{err:#}").contains(&format!("stream `{name}` does not exist; create it with `host stream create {name}")), "{err:#}");
+    f.stop().await;
 }
