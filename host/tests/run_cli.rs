@@ -188,3 +188,32 @@ async fn user_errors_are_one_line() {
     assert!(run.stderr.contains("no AWS credentials found") && run.stderr.contains("aws configure"), "{}", run.stderr);
     local.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_with_everything_checkpointed() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    let out = format!("file:{}", dir.path().join("out.txt").display());
+    assert_eq!(host(&["stream", "create", "term", "--shards", "2", "--wait", "--endpoint-url", &url], "").code, 0);
+    assert_eq!(host(&["produce", "--stream", "term", "--endpoint-url", &url, "--rate", "1000", "--count", "500"], "").code, 0);
+    let echo = plugin_path("echo").display().to_string();
+    let args = ["run", "--plugin", &echo, "--stream", "term", "--endpoint-url", &url, "--start-position", "TRIM_HORIZON",
+        "--checkpoint-db", &db, "--sink", &out, "--batch-size", "50", "--idle-time-ms", "100", "--status-interval", "0"];
+    let consumer = spawn_host(&args);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let term = Command::new("kill").args(["-TERM", &consumer.id().to_string()]).status().expect("kill -TERM");
+    assert!(term.success());
+    let stopped = tokio::time::timeout(Duration::from_secs(15), wait(consumer)).await.expect("stops promptly");
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    assert!(stopped.stderr.contains("stopping: finishing the batches in flight"), "{}", stopped.stderr);
+    assert!(stopped.stderr.contains("stopped after 500 records"), "{}", stopped.stderr);
+    // Everything was checkpointed: a restart finds nothing new to do.
+    let mut again: Vec<&str> = args.to_vec();
+    again.extend(["--idle-exit", "1"]);
+    let restarted = wait(spawn_host(&again)).await;
+    assert!(restarted.stderr.contains("stopped after 0 records"), "{}", restarted.stderr);
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap_or_default().lines().count(), 500);
+    local.stop().await;
+}
