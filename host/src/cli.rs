@@ -32,6 +32,9 @@ pub enum Command {
     /// Put records: seed 000's IP sources, seed 001's JSON documents, or a
     /// steady rate.
     Produce(ProduceArgs),
+    /// Measure `host run` end to end on the in-process emulator, beside a
+    /// bare GetRecords loop and seed 000's boto3 worker in the same run.
+    BenchStream(BenchStreamArgs),
     /// Serve a Kinesis-compatible endpoint in-process (no AWS account, no
     /// Docker): for the AWS CLI, boto3, and `host run --endpoint-url`.
     Local(LocalArgs),
@@ -398,4 +401,36 @@ pub struct LocalArgs {
     /// Seconds before a shard iterator expires.
     #[arg(long, default_value_t = 300)]
     pub iterator_ttl_seconds: u64,
+}
+
+/// `host bench-stream`.
+#[derive(Debug, Args)]
+pub struct BenchStreamArgs {
+    /// The counter component.
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter.wasm")]
+    pub counter: PathBuf,
+
+    /// The echo component (latency run).
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/echo.wasm")]
+    pub echo: PathBuf,
+
+    /// Records in the throughput stream.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: usize,
+
+    /// Shards of the throughput stream.
+    #[arg(long, default_value_t = 4)]
+    pub shards: i32,
+
+    /// Python with boto3 for seed 000's worker (`none` skips it).
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+
+    /// Seed 000's worker, ported to boto3.
+    #[arg(long, value_name = "FILE", default_value = "host/benches/seed000_worker.py")]
+    pub seed_worker: PathBuf,
+
+    /// Seconds of steady production for the latency measurement.
+    #[arg(long, default_value_t = 10.0)]
+    pub latency_seconds: f64,
 }

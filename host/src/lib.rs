@@ -16,3 +16,4 @@ pub mod local;
 pub mod plugin;
 pub mod replay;
 pub mod sink;
+pub mod stream_bench;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use host::cli::{
-    BenchArgs, Cli, Command, EndReason, LocalArgs, PluginArgs, ProduceArgs, RunArgs, StartAt, StreamCommand, TestArgs,
+    BenchArgs, BenchStreamArgs, Cli, Command, EndReason, LocalArgs, PluginArgs, ProduceArgs, RunArgs, StartAt, StreamCommand, TestArgs,
 };
 use host::kinesis::reader::StartPosition;
 use std::time::Duration;
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Stream(command) => block_on(stream(command)),
         Command::Produce(args) => block_on(produce(args)),
         Command::Local(args) => block_on(local(args)),
+        Command::BenchStream(args) => block_on(bench_stream(args)),
     };
     match result {
         Ok(code) => code,
@@ -296,5 +297,24 @@ async fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     );
     tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
     endpoint.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_stream(args: BenchStreamArgs) -> anyhow::Result<ExitCode> {
+    let engine = PluginEngine::new()?;
+    let cache = host::plugin::CompiledCache::default_dir().map(host::plugin::CompiledCache::new);
+    let counter = Arc::new(Plugin::load(&engine, &args.counter, cache.as_ref())?);
+    let echo = Arc::new(Plugin::load(&engine, &args.echo, cache.as_ref())?);
+    let options = host::stream_bench::StreamBenchOptions {
+        records: args.records,
+        shards: args.shards,
+        counter: args.counter.clone(),
+        echo: args.echo.clone(),
+        python: (args.python != "none").then(|| args.python.clone()),
+        seed_worker: args.seed_worker.clone(),
+        latency_seconds: args.latency_seconds,
+    };
+    let report = host::stream_bench::run(&options, counter, echo, |line| eprintln!("{line}")).await?;
+    print!("{}", host::stream_bench::render(&report, args.shards));
     Ok(ExitCode::SUCCESS)
 }
