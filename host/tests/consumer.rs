@@ -377,3 +377,37 @@ async fn a_missing_stream_is_a_clear_error(f: Fixture) {
     assert!(format!("{err:#}").contains(&format!("stream `{name}` does not exist; create it with `host stream create {name}")), "{err:#}");
     f.stop().await;
 }
+
+on_both_emulators!(output_is_forwarded_to_another_stream);
+async fn output_is_forwarded_to_another_stream(f: Fixture) {
+    f.stream("source", 2).await;
+    f.stream("counts", 1).await;
+    f.put_numbered("source", 0, 160).await;
+    let plugin = load(&f.engine, "counter");
+    let sink = Sink::Stream { client: f.client.clone(), stream: f.name("counts") };
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let config = f.config("source", r#"{"event_time": "arrival"}"#);
+    host::consumer::run(f.client.clone(), plugin, f.store(), Arc::new(sink), config, stop, |_| {}).await.expect("runs");
+    // Read the forwarded counts back: keyed by the counted key, last count per key = 10.
+    let shard = admin::shards(&f.client, &f.name("counts")).await.expect("shards")[0].shard_id().to_string();
+    let mut reader = host::kinesis::reader::ShardReader::open(f.client.clone(), &f.name("counts"), &shard, StartPosition::TrimHorizon, 10_000)
+        .await
+        .expect("reader");
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        let batch = reader.next_batch().await.expect("read");
+        if batch.records.is_empty() {
+            break;
+        }
+        for record in batch.records {
+            let v: serde_json::Value = serde_json::from_slice(&record.data).expect("counter json");
+            assert_eq!(v["key"].as_str(), Some(record.partition_key.as_str()), "keyed by the counted key");
+            let count = v["count"].as_u64().unwrap_or_default();
+            let entry = last.entry(record.partition_key).or_insert(0);
+            *entry = (*entry).max(count);
+        }
+    }
+    assert_eq!(last.len(), 16);
+    assert!(last.values().all(|&c| c == 10), "{last:?}");
+    f.stop().await;
+}
