@@ -303,6 +303,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub status_interval: f64,
 
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 (off by default).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Seconds between re-reads of the shard list (resharding).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub shard_sync_interval: f64,

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod consumer;
 pub mod kinesis;
 pub mod local;
+pub mod metrics;
 pub mod plugin;
 pub mod replay;
 pub mod sink;

@@ -203,9 +203,21 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         plugin_config: config,
         limits,
     };
+    let progress = Arc::new(host::consumer::Progress::default());
+    if let Some(addr) = args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on --metrics-addr {addr}"))?;
+        let info = host::metrics::MetricsInfo {
+            stream: args.stream.clone(),
+            plugin_path: args.plugin.plugin.display().to_string(),
+            plugin_sha256: plugin.sha256().to_string(),
+        };
+        tokio::spawn(host::metrics::serve(listener, progress.clone(), info));
+    }
     let (stop, _) = tokio::sync::watch::channel(false);
     stop_on_signals(stop.clone());
-    let report = host::consumer::run(client, plugin, store, std::sync::Arc::new(sink), consumer, stop, |line| {
+    let report = host::consumer::run(client, plugin, store, Arc::new(sink), consumer, progress, stop, |line| {
         eprintln!("status: {line}")
     })
     .await?;

@@ -143,7 +143,7 @@ pub async fn run(
     run_config.max_records = Some(options.records as u64);
     let (stop, _) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    let run = consumer::run(client.clone(), counter.clone(), store, sink, run_config, stop, |_| {}).await?;
+    let run = consumer::run(client.clone(), counter.clone(), store, sink, run_config, Default::default(), stop, |_| {}).await?;
     report.host_rate = run.records as f64 / started.elapsed().as_secs_f64();
 
     match &options.python {
@@ -193,6 +193,7 @@ pub async fn run(
         CheckpointStore::open(&dir.path().join("latency.db"))?,
         sink,
         latency_config,
+        Default::default(),
         stop,
         |_| {},
     ));

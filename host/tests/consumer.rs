@@ -147,7 +147,7 @@ impl Fixture {
         let plugin = load(&self.engine, plugin);
         let sink = Sink::file(&self.out_path(), OutputFormat::Json).expect("sink");
         let (stop, _) = tokio::sync::watch::channel(false);
-        host::consumer::run(self.client.clone(), plugin, self.store(), Arc::new(sink), config, stop, |_| {}).await
+        host::consumer::run(self.client.clone(), plugin, self.store(), Arc::new(sink), config, Default::default(), stop, |_| {}).await
     }
 }
 
@@ -387,7 +387,7 @@ async fn output_is_forwarded_to_another_stream(f: Fixture) {
     let sink = Sink::Stream { client: f.client.clone(), stream: f.name("counts") };
     let (stop, _) = tokio::sync::watch::channel(false);
     let config = f.config("source", r#"{"event_time": "arrival"}"#);
-    host::consumer::run(f.client.clone(), plugin, f.store(), Arc::new(sink), config, stop, |_| {}).await.expect("runs");
+    host::consumer::run(f.client.clone(), plugin, f.store(), Arc::new(sink), config, Default::default(), stop, |_| {}).await.expect("runs");
     // Read the forwarded counts back: keyed by the counted key, last count per key = 10.
     let shard = admin::shards(&f.client, &f.name("counts")).await.expect("shards")[0].shard_id().to_string();
     let mut reader = host::kinesis::reader::ShardReader::open(f.client.clone(), &f.name("counts"), &shard, StartPosition::TrimHorizon, 10_000)

@@ -217,3 +217,49 @@ async fn sigterm_stops_cleanly_with_everything_checkpointed() {
     assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap_or_default().lines().count(), 500);
     local.stop().await;
 }
+
+/// `GET path` over plain HTTP/1.0.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("response");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_show_records_lag_and_the_plugin_hash() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    assert_eq!(host(&["stream", "create", "metered", "--shards", "2", "--wait", "--endpoint-url", &url], "").code, 0);
+    assert_eq!(host(&["produce", "--stream", "metered", "--endpoint-url", &url, "--rate", "1000", "--count", "300"], "").code, 0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let counter = plugin_path("counter");
+    let consumer = spawn_host(&[
+        "run", "--plugin", &counter.display().to_string(), "--stream", "metered", "--endpoint-url", &url,
+        "--start-position", "TRIM_HORIZON", "--checkpoint-db", &db, "--sink", "file:/dev/null",
+        "--metrics-addr", &addr, "--idle-exit", "4", "--status-interval", "0",
+    ]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let body = tokio::task::spawn_blocking(move || http_get(port, "/metrics")).await.expect("join");
+    let run = wait(consumer).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"), "{body}");
+    let total: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("host_records_processed_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(total, 300, "{body}");
+    assert!(body.contains("host_millis_behind_latest{stream=\"metered\",shard=\"shardId-000000000000\"}"), "{body}");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&counter).expect("read")))
+    };
+    assert!(body.contains(&format!("sha256=\"{sha}\"")), "the plugin's content hash is exported: {body}");
+    local.stop().await;
+}

@@ -61,6 +61,8 @@ pub struct Progress {
     pub retried_reads: AtomicU64,
     /// Shard iterators replaced after expiring.
     pub expired_iterators: AtomicU64,
+    /// Per shard: records processed.
+    pub records_by_shard: Mutex<BTreeMap<String, u64>>,
 }
 
 /// What a run did.
@@ -91,16 +93,17 @@ pub(crate) struct Shared {
 
 /// Runs until `stop` is set, `max_records` or `idle_exit` is reached, or
 /// every shard has ended. A failing shard stops the run with its error.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: aws_sdk_kinesis::Client,
     plugin: Arc<Plugin>,
     store: CheckpointStore,
     sink: Arc<Sink>,
     config: ConsumerConfig,
+    progress: Arc<Progress>,
     stop: watch::Sender<bool>,
     mut status: impl FnMut(String),
 ) -> anyhow::Result<RunReport> {
-    let progress = Arc::new(Progress::default());
     let shared = Arc::new(Shared {
         client: client.clone(),
         plugin,

@@ -192,6 +192,9 @@ impl Worker {
         }
         self.shared.sink.write(&processed.output).await?;
         self.shared.progress.records.fetch_add(count, Ordering::Relaxed);
+        if let Ok(mut by_shard) = self.shared.progress.records_by_shard.lock() {
+            *by_shard.entry(self.shard_id.clone()).or_insert(0) += count;
+        }
         self.position = last;
         self.uncommitted_batches += 1;
         if self.uncommitted_batches >= self.shared.config.checkpoint_every.max(1) {
