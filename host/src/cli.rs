@@ -295,7 +295,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_records: Option<u64>,
 
-    /// Stop once no shard has read a record for this many seconds.
+    /// Stop once every shard is caught up and has read no record for this
+    /// many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub idle_exit: Option<f64>,
 

@@ -411,3 +411,104 @@ async fn output_is_forwarded_to_another_stream(f: Fixture) {
     assert!(last.values().all(|&c| c == 10), "{last:?}");
     f.stop().await;
 }
+
+/// Reads one HTTP/1.1 message (head + Content-Length or chunked body) from
+/// `stream`, using `buf` for bytes read past it. `None` at a clean close.
+async fn read_http_message(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    use tokio::io::AsyncReadExt;
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let body_start = end + 4;
+            let total = if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()) {
+                Some(body_start + len)
+            } else if head.contains("transfer-encoding: chunked") {
+                find(&buf[body_start..], b"0\r\n\r\n").map(|i| body_start + i + 5)
+            } else {
+                Some(body_start)
+            };
+            if let Some(total) = total.filter(|t| buf.len() >= *t) {
+                let message: Vec<u8> = buf.drain(..total).collect();
+                return Ok(Some((head, message)));
+            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A proxy in front of `upstream` that answers three of every four of the
+/// first 80 GetRecords with ProvisionedThroughputExceededException (a burst,
+/// as AWS throttles past 5 reads/s per shard; neither emulator throttles
+/// reads), then lets everything through. Returns its address and how many
+/// reads it throttled.
+async fn throttling_proxy(upstream: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let throttled = Arc::new(AtomicU64::new(0));
+    let count = throttled.clone();
+    tokio::spawn(async move {
+        let reads = Arc::new(AtomicU64::new(0));
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (throttled, reads) = (count.clone(), reads.clone());
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
+                while let Ok(Some((head, request))) = read_http_message(&mut client, &mut from_client).await {
+                    if head.contains("x-amz-target: kinesis_20131202.getrecords") && { let n = reads.fetch_add(1, Ordering::Relaxed); n < 80 && n % 4 != 3 } {
+                        throttled.fetch_add(1, Ordering::Relaxed);
+                        let body = r#"{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded for shard"}"#;
+                        let response = format!(
+                            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-requestid: throttled\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if client.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    if server.write_all(&request).await.is_err() {
+                        return;
+                    }
+                    match read_http_message(&mut server, &mut from_server).await {
+                        Ok(Some((_, response))) => {
+                            if client.write_all(&response).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, throttled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_reads_back_off_and_lose_nothing() {
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("slowed", 2).await;
+    f.put_numbered("slowed", 0, 400).await;
+    let upstream = f.local.as_ref().map(|l| l.addr()).expect("in-process emulator");
+    let (proxy, throttled) = throttling_proxy(upstream).await;
+    let client = connect(&AwsOptions { endpoint_url: Some(format!("http://{proxy}")), ..Default::default() }).await.expect("client");
+    let mut config = f.config("slowed", "{}");
+    config.batch_size = 25;
+    let sink = Sink::file(&f.out_path(), OutputFormat::Json).expect("sink");
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let report = host::consumer::run(client, load(&f.engine, "echo"), f.store(), Arc::new(sink), config, Default::default(), stop, |_| {})
+        .await
+        .expect("runs");
+    assert!(throttled.load(std::sync::atomic::Ordering::Relaxed) > 0, "the proxy throttled reads");
+    assert!(report.retried_reads > 0, "the reader retried them");
+    assert_exactly_once_in_order(&echoed(&f.out_path()), 0..400);
+    f.stop().await;
+}

@@ -37,7 +37,7 @@ pub struct ConsumerConfig {
     pub checkpoint_every: u32,
     /// Stop after this many records in total.
     pub max_records: Option<u64>,
-    /// Stop once every shard has been idle (caught up, nothing new) this long.
+    /// Stop once every shard is caught up and has read nothing this long.
     pub idle_exit: Option<Duration>,
     /// How often the stream's shard list is re-read.
     pub shard_sync_interval: Duration,
@@ -63,6 +63,8 @@ pub struct Progress {
     pub expired_iterators: AtomicU64,
     /// Per shard: records processed.
     pub records_by_shard: Mutex<BTreeMap<String, u64>>,
+    /// Per shard: set while its reader backs off (see `ShardReader::retrying`).
+    pub retrying: Mutex<BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 /// What a run did.
@@ -199,10 +201,18 @@ pub async fn run(
             let _ = stop.send(true);
         }
         if let Some(idle) = config.idle_exit {
-            let all_idle = progress.last_record.lock().map(|last| {
-                !running.is_empty()
-                    && running.iter().all(|s| last.get(s).map_or(started.elapsed() >= idle, |t| t.elapsed() >= idle))
-            });
+            // Idle means caught up (the last read reached the tip) *and* quiet:
+            // a shard backing off from throttling has read nothing lately but
+            // is not idle.
+            let all_idle = match (progress.last_record.lock(), progress.behind.lock(), progress.retrying.lock()) {
+                (Ok(last), Ok(behind), Ok(retrying)) => Ok(!running.is_empty()
+                    && running.iter().all(|s| {
+                        behind.get(s) == Some(&0)
+                            && !retrying.get(s).is_some_and(|r| r.load(Ordering::Relaxed))
+                            && last.get(s).map_or(started.elapsed() >= idle, |t| t.elapsed() >= idle)
+                    })),
+                _ => Err(()),
+            };
             if all_idle.unwrap_or(false) && !*stop_rx.borrow() {
                 let _ = stop.send(true);
             }

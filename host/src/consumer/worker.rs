@@ -72,6 +72,9 @@ pub(crate) async fn run_shard(
         .context("starting the plugin panicked")??;
     tracing::info!(shard = %shard_id, start = ?start, "shard worker started");
     let mut reader = ShardReader::open(shared.client.clone(), &config.stream, &shard_id, start, config.batch_size).await?;
+    if let Ok(mut retrying) = shared.progress.retrying.lock() {
+        retrying.insert(shard_id.clone(), reader.retrying.clone());
+    }
     let mut worker = Worker {
         shared: shared.clone(),
         shard_id,
@@ -124,6 +127,9 @@ pub(crate) async fn run_shard(
                     worker.position = None;
                     worker.uncommitted_batches = 0;
                     reader = ShardReader::open(shared.client.clone(), &config.stream, &worker.shard_id, resume, config.batch_size).await?;
+                    if let Ok(mut retrying) = shared.progress.retrying.lock() {
+                        retrying.insert(worker.shard_id.clone(), reader.retrying.clone());
+                    }
                     tokio::time::sleep(crate::kinesis::reader::backoff(attempts)).await;
                     continue;
                 }

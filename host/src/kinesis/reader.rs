@@ -59,6 +59,9 @@ pub struct ShardReader {
     limit: i32,
     /// What this reader had to ride out, for metrics and tests.
     pub stats: ReaderStats,
+    /// Set while a read is backing off after throttling or a fault: the
+    /// shard is then neither caught up nor idle, whatever it last reported.
+    pub retrying: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Counts of the faults a reader recovered from.
@@ -88,6 +91,7 @@ impl ShardReader {
             resume: start,
             limit: limit.clamp(1, MAX_BATCH),
             stats: ReaderStats::default(),
+            retrying: Default::default(),
         };
         reader.iterator = Some(reader.fresh_iterator().await?);
         Ok(reader)
@@ -145,7 +149,21 @@ impl ShardReader {
             let Some(iterator) = self.iterator.clone() else {
                 return Ok(ReadBatch { shard_ended: true, ..ReadBatch::default() });
             };
-            match self.client.get_records().shard_iterator(iterator).limit(self.limit).send().await {
+            // The reader owns GetRecords retries (no SDK retries): every
+            // throttle is counted, backed off with jitter, and flagged, so a
+            // shard backing off is never taken for an idle one.
+            let no_sdk_retries = aws_sdk_kinesis::config::Builder::default()
+                .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
+            match self
+                .client
+                .get_records()
+                .shard_iterator(iterator)
+                .limit(self.limit)
+                .customize()
+                .config_override(no_sdk_retries)
+                .send()
+                .await
+            {
                 Ok(out) => {
                     let records: Vec<InputRecord> = out
                         .records()
@@ -162,6 +180,7 @@ impl ShardReader {
                         self.resume = StartPosition::AfterSequenceNumber(last.sequence_number.clone());
                     }
                     self.iterator = out.next_shard_iterator().map(str::to_string);
+                    self.retrying.store(false, std::sync::atomic::Ordering::Relaxed);
                     return Ok(ReadBatch {
                         records,
                         millis_behind_latest: out.millis_behind_latest().unwrap_or(0),
@@ -176,6 +195,7 @@ impl ShardReader {
                 Err(e) if is_transient(&e) => {
                     attempt += 1;
                     self.stats.retried += 1;
+                    self.retrying.store(true, std::sync::atomic::Ordering::Relaxed);
                     if attempt.is_multiple_of(5) {
                         tracing::warn!(shard = %self.shard_id, attempt, "still retrying GetRecords: {}", describe_error(&e));
                     }
