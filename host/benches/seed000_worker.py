@@ -48,7 +48,7 @@ def main():
             for record in response["Records"]:
                 ip_addr = record["PartitionKey"]
                 # The data is an access-log line that begins with its timestamp.
-                timestamp = parse_time(record["Data"].decode()[:24]).replace(second=0, microsecond=0)
+                timestamp = parse_time(record["Data"].decode().split(" ", 1)[0]).replace(second=0, microsecond=0)
                 time_buckets[timestamp][ip_addr] += 1
                 seen += 1
             iterators[shard] = response["NextShardIterator"]

@@ -94,6 +94,9 @@ pub(crate) async fn run_shard(
         }
         let before = reader.stats;
         let batch = reader.next_batch().await?;
+        // A full batch means more is waiting, whatever MillisBehindLatest says
+        // (emulators report 0 with a backlog): read again without a pause.
+        let caught_up = batch.millis_behind_latest == 0 && batch.records.len() < config.batch_size.max(1) as usize;
         let progress = &shared.progress;
         progress.retried_reads.fetch_add(reader.stats.retried - before.retried, Ordering::Relaxed);
         progress.expired_iterators.fetch_add(reader.stats.expired_iterators - before.expired_iterators, Ordering::Relaxed);
@@ -143,7 +146,7 @@ pub(crate) async fn run_shard(
             worker.finish(ShutdownReason::ShardEnded).await?;
             return Ok(ShardOutcome::Ended);
         }
-        if batch.millis_behind_latest == 0 {
+        if caught_up {
             // Caught up: wait before polling again (Kinesis allows 5 reads/s per shard).
             tokio::select! {
                 _ = tokio::time::sleep(config.idle_time) => {}
