@@ -207,7 +207,7 @@ impl Worker {
         self.position = last;
         self.uncommitted_batches += 1;
         if self.uncommitted_batches >= self.shared.config.checkpoint_every.max(1) {
-            self.commit(false).await?;
+            self.commit().await?;
         }
         Ok(Ok(()))
     }
@@ -227,56 +227,61 @@ impl Worker {
     }
 
     /// Snapshots the plugin and commits position + state in one transaction.
-    async fn commit(&mut self, shard_end: bool) -> anyhow::Result<()> {
+    async fn commit(&mut self) -> anyhow::Result<()> {
         let instance = self.take()?;
         let (instance, state) = blocking(instance, |i| i.checkpoint()).await?;
         self.instance = Some(instance);
         let state = state.with_context(|| format!("cannot snapshot the plugin of {}", self.shard_id))?;
-        let checkpoint = Checkpoint {
-            sequence_number: self.position.clone().or_else(|| self.committed.clone()),
-            sub_sequence_number: 0,
-            shard_end,
-            state: Some((state.version, state.bytes)),
-        };
-        let store = self.shared.store.clone();
-        let config = &self.shared.config;
-        let (app, stream, shard) = (config.application.clone(), config.stream.clone(), self.shard_id.clone());
-        tokio::task::spawn_blocking(move || store.commit(&app, &stream, &shard, &checkpoint))
-            .await
-            .context("checkpoint commit panicked")??;
+        self.store_checkpoint(false, Some((state.version, state.bytes))).await?;
         self.committed = self.position.take().or(self.committed.take());
         self.uncommitted_batches = 0;
         Ok(())
     }
 
-    /// Commits what is pending, then shuts the plugin down (its output goes out).
-    async fn finish(&mut self, reason: ShutdownReason) -> anyhow::Result<()> {
-        if self.uncommitted_batches > 0 || reason == ShutdownReason::ShardEnded {
-            if reason == ShutdownReason::ShardEnded {
-                // Flush first so the final output is written before SHARD_END is recorded.
-                let instance = self.take()?;
-                let (_, output) = blocking(instance, move |i| shutdown_output(i, reason)).await?;
-                self.shared.sink.write(&output?).await?;
-                let checkpoint = Checkpoint {
-                    sequence_number: self.position.clone().or_else(|| self.committed.clone()),
-                    sub_sequence_number: 0,
-                    shard_end: true,
-                    state: None,
-                };
-                let store = self.shared.store.clone();
-                let config = &self.shared.config;
-                let (app, stream, shard) = (config.application.clone(), config.stream.clone(), self.shard_id.clone());
-                tokio::task::spawn_blocking(move || store.commit(&app, &stream, &shard, &checkpoint))
-                    .await
-                    .context("checkpoint commit panicked")??;
-                tracing::info!(shard = %self.shard_id, "shard read to its end (SHARD_END checkpointed)");
-                return Ok(());
-            }
-            self.commit(false).await?;
+    /// Writes the shard's checkpoint (the position processed up to) to the
+    /// store. A plain fn returning an owned future, so no borrow of the
+    /// worker (and its non-`Sync` plugin instance) lives across the await.
+    fn store_checkpoint(
+        &self,
+        shard_end: bool,
+        state: Option<(u32, Vec<u8>)>,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+        let checkpoint = Checkpoint {
+            sequence_number: self.position.clone().or_else(|| self.committed.clone()),
+            sub_sequence_number: 0,
+            shard_end,
+            state,
+        };
+        let store = self.shared.store.clone();
+        let config = &self.shared.config;
+        let (app, stream, shard) = (config.application.clone(), config.stream.clone(), self.shard_id.clone());
+        async move {
+            tokio::task::spawn_blocking(move || store.commit(&app, &stream, &shard, &checkpoint))
+                .await
+                .context("checkpoint commit panicked")?
         }
+    }
+
+    /// The plugin's last call; its output goes to the sink.
+    async fn shut_down(&mut self, reason: ShutdownReason) -> anyhow::Result<()> {
         let instance = self.take()?;
         let (_, output) = blocking(instance, move |i| shutdown_output(i, reason)).await?;
         self.shared.sink.write(&output?).await
+    }
+
+    /// Commits what is pending and shuts the plugin down. At a shard's end
+    /// the plugin's final output is written before SHARD_END is recorded.
+    async fn finish(&mut self, reason: ShutdownReason) -> anyhow::Result<()> {
+        if reason == ShutdownReason::ShardEnded {
+            self.shut_down(reason).await?;
+            self.store_checkpoint(true, None).await?;
+            tracing::info!(shard = %self.shard_id, "shard read to its end (SHARD_END checkpointed)");
+            return Ok(());
+        }
+        if self.uncommitted_batches > 0 {
+            self.commit().await?;
+        }
+        self.shut_down(reason).await
     }
 }
 
