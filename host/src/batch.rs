@@ -3,7 +3,7 @@
 //! batch crosses into the sandbox as two bulk copies.
 
 use crate::plugin::bindings::RecordBatch;
-use kinesis_processor_sdk::{append_record, RecordEntry};
+use kinesis_processor_sdk::{append_record, Batch, RecordEntry};
 
 /// One Kinesis record, owned by the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,31 +54,126 @@ pub fn pack_into(records: &[InputRecord], payload: &mut Vec<u8>, index: &mut Vec
     Ok(())
 }
 
-/// Reuses one [`RecordBatch`]'s buffers across batches.
+/// A batch already in the WIT layout, as the shard reader fills it straight
+/// from a GetRecords response: no per-record allocation between the SDK's
+/// buffers and the sandbox, and one buffer per batch to hand around.
+/// Replays reuse one across batches (`repack`).
 #[derive(Debug)]
-pub struct BatchPacker {
+pub struct PackedBatch {
     batch: RecordBatch,
 }
 
-impl Default for BatchPacker {
+impl Default for PackedBatch {
     fn default() -> Self {
-        BatchPacker { batch: RecordBatch { payload: Vec::new(), index: Vec::new(), millis_behind_latest: 0 } }
+        PackedBatch { batch: RecordBatch { payload: Vec::new(), index: Vec::new(), millis_behind_latest: 0 } }
     }
 }
 
-impl BatchPacker {
-    /// Packs `records` and returns the batch to hand to the plugin.
-    pub fn pack(&mut self, records: &[InputRecord], millis_behind_latest: i64) -> Result<&RecordBatch, BatchTooLarge> {
+impl PackedBatch {
+    /// An empty batch with room for `records` records of `bytes` bytes in all.
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        let mut batch = PackedBatch::default();
+        batch.batch.payload.reserve(bytes);
+        batch.batch.index.reserve(records * RecordEntry::ENCODED_LEN);
+        batch
+    }
+
+    /// Packs owned records (replays, tests).
+    pub fn from_records(records: &[InputRecord], millis_behind_latest: i64) -> Result<Self, BatchTooLarge> {
+        let mut batch = PackedBatch::default();
+        batch.repack(records, millis_behind_latest)?;
+        Ok(batch)
+    }
+
+    /// Packs `records` in place of the batch's contents, reusing its buffers,
+    /// and returns the batch to hand to the plugin.
+    pub fn repack(&mut self, records: &[InputRecord], millis_behind_latest: i64) -> Result<&RecordBatch, BatchTooLarge> {
         pack_into(records, &mut self.batch.payload, &mut self.batch.index)?;
         self.batch.millis_behind_latest = millis_behind_latest;
         Ok(&self.batch)
+    }
+
+    /// Appends one record; fails (leaving the batch as it was) when the
+    /// payload would outgrow the layout's 32-bit offsets.
+    pub fn push(
+        &mut self,
+        partition_key: &[u8],
+        data: &[u8],
+        sequence_number: &[u8],
+        sub_sequence_number: u64,
+        arrival_millis: i64,
+    ) -> Result<(), BatchTooLarge> {
+        let grown = self.batch.payload.len() + partition_key.len() + data.len() + sequence_number.len();
+        if grown > u32::MAX as usize {
+            return Err(BatchTooLarge { records: self.len() + 1 });
+        }
+        let batch = &mut self.batch;
+        append_record(
+            &mut batch.payload,
+            &mut batch.index,
+            partition_key,
+            data,
+            sequence_number,
+            sub_sequence_number,
+            arrival_millis,
+        );
+        Ok(())
+    }
+
+    /// Sets how far behind the shard's tip the batch was read.
+    pub fn set_millis_behind_latest(&mut self, millis: i64) {
+        self.batch.millis_behind_latest = millis;
+    }
+
+    /// How far behind the shard's tip the batch was read.
+    pub fn millis_behind_latest(&self) -> i64 {
+        self.batch.millis_behind_latest
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.batch.index.len() / RecordEntry::ENCODED_LEN
+    }
+
+    /// True when the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.batch.index.is_empty()
+    }
+
+    /// The records, read in place.
+    pub fn view(&self) -> Batch<'_> {
+        Batch::new(&self.batch.payload, &self.batch.index, self.batch.millis_behind_latest)
+    }
+
+    /// The batch as it crosses into the plugin.
+    pub fn as_wit(&self) -> &RecordBatch {
+        &self.batch
+    }
+
+    /// Sequence number of the last record (the position a checkpoint after
+    /// this batch records).
+    pub fn last_sequence_number(&self) -> Option<String> {
+        self.view().get(self.len().checked_sub(1)?).map(|r| r.sequence_number().to_string())
+    }
+
+    /// Copies the records out (tests, diagnostics).
+    pub fn to_records(&self) -> Vec<InputRecord> {
+        self.view()
+            .iter()
+            .map(|r| InputRecord {
+                partition_key: String::from_utf8_lossy(r.partition_key_bytes()).into_owned(),
+                data: r.data().to_vec(),
+                sequence_number: r.sequence_number().to_string(),
+                sub_sequence_number: r.sub_sequence_number(),
+                arrival_millis: r.approximate_arrival_millis(),
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kinesis_processor_sdk::Batch;
 
     #[test]
     fn packed_batches_read_back_through_the_sdk() {

@@ -2,7 +2,7 @@
 //! counting compiled natively (the counter crate's own code, called
 //! directly), measured in the same run so the ratio is meaningful.
 
-use crate::batch::{pack_into, BatchPacker, InputRecord};
+use crate::batch::{pack_into, PackedBatch, InputRecord};
 use crate::plugin::bindings::ShardContext;
 use crate::plugin::{Clock, InstanceSettings, Plugin, PluginInstance, PluginLimits};
 use anyhow::{bail, Context};
@@ -87,11 +87,11 @@ pub fn run_wasm(
         clock: Clock::System,
     };
     let mut instance = PluginInstance::start(plugin.clone(), settings, None)?;
-    let mut packer = BatchPacker::default();
+    let mut packer = PackedBatch::default();
     let mut pass = |records: &[InputRecord]| -> anyhow::Result<usize> {
         let mut outputs = 0;
         for chunk in records.chunks(batch_size) {
-            let batch = packer.pack(chunk, 0)?;
+            let batch = packer.repack(chunk, 0)?;
             let processed = instance.process(batch)?;
             if let Some(failure) = processed.failure {
                 bail!("the plugin failed during the benchmark: {failure}");
@@ -149,10 +149,10 @@ pub fn verify_same_output(
     let mut instance = PluginInstance::start(plugin.clone(), settings, None)?;
     let mut counter = counter::Counter::init(config, &Default::default())
         .map_err(|e| anyhow::anyhow!("native counter rejected the config: {e}"))?;
-    let mut packer = BatchPacker::default();
+    let mut packer = PackedBatch::default();
     let (mut payload, mut index) = (Vec::new(), Vec::new());
     for chunk in records.chunks(100) {
-        let wasm = instance.process(packer.pack(chunk, 0)?)?.output;
+        let wasm = instance.process(packer.repack(chunk, 0)?)?.output;
         pack_into(chunk, &mut payload, &mut index)?;
         let mut native = Output::new();
         counter

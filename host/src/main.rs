@@ -320,6 +320,7 @@ async fn bench_stream(args: BenchStreamArgs) -> anyhow::Result<ExitCode> {
     let options = host::stream_bench::StreamBenchOptions {
         records: args.records,
         shards: args.shards,
+        rounds: args.rounds as usize,
         counter: args.counter.clone(),
         echo: args.echo.clone(),
         python: (args.python != "none").then(|| args.python.clone()),

@@ -1,7 +1,7 @@
 //! `host test`: replays recorded records through a plugin offline, with a
 //! virtual clock, timers and checkpoints, exactly as `host run` would call it.
 
-use crate::batch::{BatchPacker, InputRecord};
+use crate::batch::{PackedBatch, InputRecord};
 use crate::plugin::bindings::{ShardContext, ShutdownReason};
 use crate::plugin::{Clock, InstanceSettings, Plugin, PluginInstance, PluginLimits, PluginOutput};
 use crate::sink::WriterSink;
@@ -150,7 +150,7 @@ pub fn replay<W: Write>(
         report: ReplayReport::default(),
     };
     let batch_size = options.batch_size.max(1);
-    let mut packer = BatchPacker::default();
+    let mut packer = PackedBatch::default();
     let mut now = start;
     let mut last_arrival = start;
     for (index, chunk) in records.chunks(batch_size).enumerate() {
@@ -163,7 +163,7 @@ pub fn replay<W: Write>(
         last_arrival = last_arrival.max(chunk.iter().map(|r| r.arrival_millis).max().unwrap_or(now));
         let first = index * batch_size;
         let label = format!("batch {} (records {}..{})", index + 1, first + 1, first + chunk.len());
-        let batch = packer.pack(chunk, 0).with_context(|| label.clone())?;
+        let batch = packer.repack(chunk, 0).with_context(|| label.clone())?;
         replayer.report.batches += 1;
         replayer.report.records += chunk.len();
         match replayer.instance.process(batch) {

@@ -27,6 +27,8 @@ pub struct StreamBenchOptions {
     pub records: usize,
     /// Shards of the throughput stream.
     pub shards: i32,
+    /// Rounds of the throughput pair, alternating; medians are reported.
+    pub rounds: usize,
     /// The counter component (for the throughput and RSS runs).
     pub counter: PathBuf,
     /// The echo component (for the latency run).
@@ -43,8 +45,12 @@ pub struct StreamBenchOptions {
 #[derive(Debug, Default)]
 pub struct StreamBenchReport {
     pub records: usize,
+    /// Median records/s of `host run` over the rounds.
     pub host_rate: f64,
+    /// Median records/s of the bare GetRecords loop over the rounds.
     pub bare_rate: f64,
+    /// Every round's (bare, host) records/s, in order.
+    pub rounds: Vec<(f64, f64)>,
     pub python_rate: Option<f64>,
     pub python_note: Option<String>,
     pub latency_p50_ms: f64,
@@ -99,52 +105,19 @@ pub async fn run(
         put_all(&client, "throughput", chunk).await?;
     }
 
-    progress("bare GetRecords loop…");
-    let started = Instant::now();
-    let mut readers = tokio::task::JoinSet::new();
-    for shard in admin::shards(&client, "throughput").await? {
-        let client = client.clone();
-        let shard_id = shard.shard_id().to_string();
-        readers.spawn(async move {
-            let mut iterator = client
-                .get_shard_iterator()
-                .stream_name("throughput")
-                .shard_id(&shard_id)
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await?
-                .shard_iterator()
-                .map(str::to_string);
-            let mut count = 0usize;
-            while let Some(it) = iterator {
-                let out = client.get_records().shard_iterator(it).limit(10_000).send().await?;
-                count += out.records().len();
-                // Touch the data as any consumer would.
-                std::hint::black_box(out.records().iter().map(|r| r.data().as_ref().len()).sum::<usize>());
-                if out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0 {
-                    break;
-                }
-                iterator = out.next_shard_iterator().map(str::to_string);
-            }
-            anyhow::Ok(count)
-        });
+    // The two are taken in turn, round after round, so drift in the
+    // machine or the emulator (allocator state, other load) hits both alike.
+    for round in 1..=options.rounds.max(1) {
+        progress(&format!("round {round}/{}: bare GetRecords loop…", options.rounds));
+        let bare = bare_loop(&client, "throughput", options.records).await?;
+        progress(&format!("round {round}/{}: host run (counter plugin, checkpoint every batch)…", options.rounds));
+        let store = CheckpointStore::open(&dir.path().join(format!("bench-{round}.db")))?;
+        let host = host_run(&client, counter.clone(), store, options.records).await?;
+        progress(&format!("  bare {bare:.0} records/s, host {host:.0} records/s ({:.2})", host / bare));
+        report.rounds.push((bare, host));
     }
-    let mut bare_count = 0;
-    while let Some(count) = readers.join_next().await {
-        bare_count += count??;
-    }
-    report.bare_rate = bare_count as f64 / started.elapsed().as_secs_f64();
-    anyhow::ensure!(bare_count == options.records, "the bare loop read {bare_count} of {} records", options.records);
-
-    progress("host run (counter plugin, checkpoint every batch)…");
-    let store = CheckpointStore::open(&dir.path().join("bench.db"))?;
-    let sink = Arc::new(Sink::Writer(Mutex::new(WriterSink::new(Box::new(std::io::sink()), OutputFormat::Plain))));
-    let mut run_config = config("throughput", "{}");
-    run_config.max_records = Some(options.records as u64);
-    let (stop, _) = tokio::sync::watch::channel(false);
-    let started = Instant::now();
-    let run = consumer::run(client.clone(), counter.clone(), store, sink, run_config, Default::default(), stop, |_| {}).await?;
-    report.host_rate = run.records as f64 / started.elapsed().as_secs_f64();
+    report.bare_rate = median(report.rounds.iter().map(|r| r.0));
+    report.host_rate = median(report.rounds.iter().map(|r| r.1));
 
     match &options.python {
         None => report.python_note = Some("skipped (--python none)".into()),
@@ -223,6 +196,70 @@ pub async fn run(
     report.rss_16_shards_mib = rss_16_shards(&client, &url, &options.counter, dir.path()).await?;
     local.stop().await;
     Ok(report)
+}
+
+/// Records/s of a bare aws-sdk loop reading every shard of `stream` from
+/// TRIM_HORIZON to its tip, a task per shard: the floor any consumer pays.
+async fn bare_loop(client: &aws_sdk_kinesis::Client, stream: &str, expected: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut readers = tokio::task::JoinSet::new();
+    for shard in admin::shards(client, stream).await? {
+        let client = client.clone();
+        let (stream, shard_id) = (stream.to_string(), shard.shard_id().to_string());
+        readers.spawn(async move {
+            let mut iterator = client
+                .get_shard_iterator()
+                .stream_name(&stream)
+                .shard_id(&shard_id)
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await?
+                .shard_iterator()
+                .map(str::to_string);
+            let mut count = 0usize;
+            while let Some(it) = iterator {
+                let out = client.get_records().shard_iterator(it).limit(10_000).send().await?;
+                count += out.records().len();
+                // Touch the data as any consumer would.
+                std::hint::black_box(out.records().iter().map(|r| r.data().as_ref().len()).sum::<usize>());
+                if out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0 {
+                    break;
+                }
+                iterator = out.next_shard_iterator().map(str::to_string);
+            }
+            anyhow::Ok(count)
+        });
+    }
+    let mut count = 0;
+    while let Some(read) = readers.join_next().await {
+        count += read??;
+    }
+    anyhow::ensure!(count == expected, "the bare loop read {count} of {expected} records");
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Records/s of `host run`'s consumer with the counter plugin, from
+/// TRIM_HORIZON until `expected` records were processed and checkpointed.
+async fn host_run(client: &aws_sdk_kinesis::Client, counter: Arc<Plugin>, store: CheckpointStore, expected: usize) -> anyhow::Result<f64> {
+    let sink = Arc::new(Sink::Writer(Mutex::new(WriterSink::new(Box::new(std::io::sink()), OutputFormat::Plain))));
+    let mut run_config = config("throughput", "{}");
+    run_config.max_records = Some(expected as u64);
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let run = consumer::run(client.clone(), counter, store, sink, run_config, Default::default(), stop, |_| {}).await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(run.records as usize >= expected, "host run processed {} of {expected} records", run.records);
+    Ok(run.records as f64 / elapsed.as_secs_f64())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// Parses echo lines `key : <put millis>` and records now − put.
@@ -310,8 +347,9 @@ async fn rss_16_shards(
 pub fn render(r: &StreamBenchReport, shards: i32) -> String {
     let mut out = String::from("| measure | host | baseline | host / baseline | target |\n|---|---:|---:|---:|---:|\n");
     out += &format!(
-        "| records/s, {} records in {shards} shards | {:.0} | {:.0} (bare aws-sdk GetRecords loop) | {:.2} | ≥ 0.9 |\n",
+        "| records/s, {} records in {shards} shards (median of {} rounds) | {:.0} | {:.0} (bare aws-sdk GetRecords loop) | {:.2} | ≥ 0.9 |\n",
         r.records,
+        r.rounds.len(),
         r.host_rate,
         r.bare_rate,
         r.host_rate / r.bare_rate

@@ -233,7 +233,7 @@ async fn every_start_position(f: Fixture) {
     let mut reader = host::kinesis::reader::ShardReader::open(f.client.clone(), &f.name("positions"), &shard, StartPosition::TrimHorizon, 100)
         .await
         .expect("reader");
-    let all = reader.next_batch().await.expect("batch").records;
+    let all = reader.next_batch().await.expect("batch").records.to_records();
     assert_eq!(all.len(), 20);
     let seq5 = all[5].sequence_number.clone();
 
@@ -399,7 +399,7 @@ async fn output_is_forwarded_to_another_stream(f: Fixture) {
         if batch.records.is_empty() {
             break;
         }
-        for record in batch.records {
+        for record in batch.records.to_records() {
             let v: serde_json::Value = serde_json::from_slice(&record.data).expect("counter json");
             assert_eq!(v["key"].as_str(), Some(record.partition_key.as_str()), "keyed by the counted key");
             let count = v["count"].as_u64().unwrap_or_default();

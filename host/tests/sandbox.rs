@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use host::batch::{BatchPacker, InputRecord};
+use host::batch::{PackedBatch, InputRecord};
 use host::plugin::bindings::ShardContext;
 use host::plugin::{
     CacheOutcome, Clock, CompiledCache, InstanceSettings, Plugin, PluginEngine, PluginError, PluginInstance,
@@ -44,8 +44,8 @@ fn records(data: &[&str]) -> Vec<InputRecord> {
 
 /// Processes `data` as one batch, returning emitted data or the error.
 fn process(instance: &mut PluginInstance, data: &[&str]) -> Result<Vec<String>, PluginError> {
-    let mut packer = BatchPacker::default();
-    let batch = packer.pack(&records(data), 0).expect("packs");
+    let mut packer = PackedBatch::default();
+    let batch = packer.repack(&records(data), 0).expect("packs");
     let processed = instance.process(batch)?;
     if let Some(failure) = processed.failure {
         return Err(failure);
@@ -115,8 +115,8 @@ fn a_log_flood_is_stopped() {
 fn a_reported_failure_keeps_output_before_the_named_record() {
     let engine = PluginEngine::new().expect("engine");
     let mut instance = PluginInstance::start(load(&engine, "faulty"), settings("{}"), None).expect("starts");
-    let mut packer = BatchPacker::default();
-    let processed = instance.process(packer.pack(&records(&["a", "fail", "b"]), 0).expect("packs")).expect("no trap");
+    let mut packer = PackedBatch::default();
+    let processed = instance.process(packer.repack(&records(&["a", "fail", "b"]), 0).expect("packs")).expect("no trap");
     let out: Vec<_> = processed.output.iter().map(|(_, d)| d.to_vec()).collect();
     assert_eq!(out, vec![b"a".to_vec()]);
     match processed.failure {
@@ -126,7 +126,7 @@ fn a_reported_failure_keeps_output_before_the_named_record() {
         other => panic!("expected a failure at record 1, got {other:?}"),
     }
     // An index outside the batch is not believed: no output is released.
-    let processed = instance.process(packer.pack(&records(&["a", "bad-index"]), 0).expect("packs")).expect("no trap");
+    let processed = instance.process(packer.repack(&records(&["a", "bad-index"]), 0).expect("packs")).expect("no trap");
     assert!(processed.output.is_empty());
     assert!(matches!(processed.failure, Some(PluginError::Failed { record_index: None, .. })));
 }

@@ -2,9 +2,9 @@
 //! is written before the position that produced it is committed.
 
 use super::Shared;
-use crate::batch::{BatchPacker, InputRecord};
+use crate::batch::PackedBatch;
 use crate::checkpoint::Checkpoint;
-use crate::kinesis::reader::{ShardReader, StartPosition};
+use crate::kinesis::reader::{Prefetch, ReadBatch, ShardReader, StartPosition};
 use crate::plugin::bindings::{ShardContext, ShutdownReason, State};
 use crate::plugin::{Clock, InstanceSettings, PluginError, PluginInstance, PluginOutput};
 use anyhow::{bail, Context};
@@ -71,10 +71,7 @@ pub(crate) async fn run_shard(
         .await
         .context("starting the plugin panicked")??;
     tracing::info!(shard = %shard_id, start = ?start, "shard worker started");
-    let mut reader = ShardReader::open(shared.client.clone(), &config.stream, &shard_id, start, config.batch_size).await?;
-    if let Ok(mut retrying) = shared.progress.retrying.lock() {
-        retrying.insert(shard_id.clone(), reader.retrying.clone());
-    }
+    let mut reader = open_reader(&shared, &shard_id, start).await?;
     let mut worker = Worker {
         shared: shared.clone(),
         shard_id,
@@ -82,32 +79,32 @@ pub(crate) async fn run_shard(
         committed: checkpoint.and_then(|c| c.sequence_number),
         position: None,
         uncommitted_batches: 0,
-        packer: BatchPacker::default(),
     };
     let mut stop = shared.stop.clone();
     let mut next_timer = Instant::now() + config.timer_interval;
     let mut attempts = 0u32;
     loop {
-        if *stop.borrow() {
+        let read = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => None,
+            read = reader.next() => Some(read?),
+        };
+        let Some(read) = read else {
             worker.finish(ShutdownReason::Requested).await?;
             return Ok(ShardOutcome::Stopped);
-        }
-        let before = reader.stats;
-        let batch = reader.next_batch().await?;
-        // A full batch means more is waiting, whatever MillisBehindLatest says
-        // (emulators report 0 with a backlog): read again without a pause.
-        let caught_up = batch.millis_behind_latest == 0 && batch.records.len() < config.batch_size.max(1) as usize;
+        };
+        let ReadBatch { records, shard_ended, stats } = read;
         let progress = &shared.progress;
-        progress.retried_reads.fetch_add(reader.stats.retried - before.retried, Ordering::Relaxed);
-        progress.expired_iterators.fetch_add(reader.stats.expired_iterators - before.expired_iterators, Ordering::Relaxed);
-        if let Ok(mut behind) = shared.progress.behind.lock() {
-            behind.insert(worker.shard_id.clone(), batch.millis_behind_latest);
+        progress.retried_reads.fetch_add(stats.retried, Ordering::Relaxed);
+        progress.expired_iterators.fetch_add(stats.expired_iterators, Ordering::Relaxed);
+        if let Ok(mut behind) = progress.behind.lock() {
+            behind.insert(worker.shard_id.clone(), records.millis_behind_latest());
         }
-        if !batch.records.is_empty() {
-            if let Ok(mut last) = shared.progress.last_record.lock() {
+        if !records.is_empty() {
+            if let Ok(mut last) = progress.last_record.lock() {
                 last.insert(worker.shard_id.clone(), Instant::now());
             }
-            match worker.process(batch.records, batch.millis_behind_latest).await? {
+            match worker.process(records).await? {
                 Ok(()) => {
                     attempts = 0;
                     // The budget is checked here, per batch, so it stops the
@@ -122,18 +119,17 @@ pub(crate) async fn run_shard(
                         bail!("giving up after {attempts} attempts at the same batch: {e}");
                     }
                     tracing::warn!(shard = %worker.shard_id, attempt = attempts, "{e}; retrying from the last checkpoint");
-                    // The instance is back at the checkpoint's state: so must the position be.
+                    // The instance is back at the checkpoint's state: so must
+                    // the position be. Dropping the reader drops what it read ahead.
                     let resume = match &worker.committed {
                         Some(seq) => StartPosition::AfterSequenceNumber(seq.clone()),
                         None => StartPosition::TrimHorizon,
                     };
                     worker.position = None;
                     worker.uncommitted_batches = 0;
-                    reader = ShardReader::open(shared.client.clone(), &config.stream, &worker.shard_id, resume, config.batch_size).await?;
-                    if let Ok(mut retrying) = shared.progress.retrying.lock() {
-                        retrying.insert(worker.shard_id.clone(), reader.retrying.clone());
-                    }
+                    drop(reader);
                     tokio::time::sleep(crate::kinesis::reader::backoff(attempts)).await;
+                    reader = open_reader(&shared, &worker.shard_id, resume).await?;
                     continue;
                 }
             }
@@ -142,18 +138,21 @@ pub(crate) async fn run_shard(
             worker.timer().await?;
             next_timer = Instant::now() + config.timer_interval;
         }
-        if batch.shard_ended {
+        if shard_ended {
             worker.finish(ShutdownReason::ShardEnded).await?;
             return Ok(ShardOutcome::Ended);
         }
-        if caught_up {
-            // Caught up: wait before polling again (Kinesis allows 5 reads/s per shard).
-            tokio::select! {
-                _ = tokio::time::sleep(config.idle_time) => {}
-                _ = stop.changed() => {}
-            }
-        }
     }
+}
+
+/// Opens the shard at `start` and lets it read ahead of the worker.
+async fn open_reader(shared: &Shared, shard_id: &str, start: StartPosition) -> anyhow::Result<Prefetch> {
+    let config = &shared.config;
+    let reader = ShardReader::open(shared.client.clone(), &config.stream, shard_id, start, config.batch_size).await?;
+    if let Ok(mut retrying) = shared.progress.retrying.lock() {
+        retrying.insert(shard_id.to_string(), reader.retrying.clone());
+    }
+    Ok(reader.prefetch(config.idle_time))
 }
 
 /// A shard's moving parts between batches.
@@ -167,7 +166,6 @@ struct Worker {
     /// Sequence number processed up to but not yet committed.
     position: Option<String>,
     uncommitted_batches: u32,
-    packer: BatchPacker,
 }
 
 impl Worker {
@@ -177,21 +175,12 @@ impl Worker {
 
     /// Processes one batch. The outer error stops the shard (sink or store
     /// failure); the inner one is the plugin's, and the batch may be retried.
-    async fn process(&mut self, records: Vec<InputRecord>, behind: i64) -> anyhow::Result<Result<(), PluginError>> {
-        let last = records.last().map(|r| r.sequence_number.clone());
+    async fn process(&mut self, records: PackedBatch) -> anyhow::Result<Result<(), PluginError>> {
+        let last = records.last_sequence_number();
         let count = records.len() as u64;
-        let mut packer = std::mem::take(&mut self.packer);
         let instance = self.take()?;
-        let (instance, (result, packer)) = blocking(instance, move |instance| {
-            let result = match packer.pack(&records, behind) {
-                Ok(batch) => instance.process(batch),
-                Err(e) => Err(PluginError::Failed { plugin: "host".into(), retryable: false, message: e.to_string(), record_index: None }),
-            };
-            (result, packer)
-        })
-        .await?;
+        let (instance, result) = blocking(instance, move |instance| instance.process(records.as_wit())).await?;
         self.instance = Some(instance);
-        self.packer = packer;
         let processed = match result {
             Ok(processed) => processed,
             Err(trap) => return Ok(Err(trap)),

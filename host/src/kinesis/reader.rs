@@ -3,12 +3,15 @@
 //! record read) when one expires, and retries on network faults.
 
 use super::client::{describe_error, error_code, is_transient};
-use crate::batch::InputRecord;
+use crate::batch::PackedBatch;
 use anyhow::bail;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_kinesis::Client;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Where to start reading a shard (the AWS iterator types).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,12 +41,20 @@ pub fn backoff(attempt: u32) -> Duration {
 /// One GetRecords worth of a shard.
 #[derive(Debug, Default)]
 pub struct ReadBatch {
-    /// Records in sequence order (possibly none).
-    pub records: Vec<InputRecord>,
-    /// How far behind the tip the shard still is.
-    pub millis_behind_latest: i64,
+    /// Records in sequence order (possibly none), already in the WIT
+    /// layout, with how far behind the tip the shard still is.
+    pub records: PackedBatch,
     /// The shard is closed and every record has been read.
     pub shard_ended: bool,
+    /// What this read had to ride out, for metrics and tests.
+    pub stats: ReaderStats,
+}
+
+impl ReadBatch {
+    /// How far behind the tip of the shard this read was.
+    pub fn millis_behind_latest(&self) -> i64 {
+        self.records.millis_behind_latest()
+    }
 }
 
 /// Reads one shard from a start position onwards.
@@ -57,14 +68,12 @@ pub struct ShardReader {
     resume: StartPosition,
     /// Records per GetRecords call.
     limit: i32,
-    /// What this reader had to ride out, for metrics and tests.
-    pub stats: ReaderStats,
     /// Set while a read is backing off after throttling or a fault: the
     /// shard is then neither caught up nor idle, whatever it last reported.
-    pub retrying: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub retrying: Arc<AtomicBool>,
 }
 
-/// Counts of the faults a reader recovered from.
+/// Counts of the faults a read recovered from.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReaderStats {
     /// GetRecords calls retried after throttling or a network fault.
@@ -90,7 +99,6 @@ impl ShardReader {
             iterator: None,
             resume: start,
             limit: limit.clamp(1, MAX_BATCH),
-            stats: ReaderStats::default(),
             retrying: Default::default(),
         };
         reader.iterator = Some(reader.fresh_iterator().await?);
@@ -145,9 +153,10 @@ impl ShardReader {
     /// replaced by one after the last record read.
     pub async fn next_batch(&mut self) -> anyhow::Result<ReadBatch> {
         let mut attempt = 0u32;
+        let mut stats = ReaderStats::default();
         loop {
             let Some(iterator) = self.iterator.clone() else {
-                return Ok(ReadBatch { shard_ended: true, ..ReadBatch::default() });
+                return Ok(ReadBatch { shard_ended: true, stats, ..ReadBatch::default() });
             };
             // The reader owns GetRecords retries (no SDK retries): every
             // throttle is counted, backed off with jitter, and flagged, so a
@@ -165,37 +174,24 @@ impl ShardReader {
                 .await
             {
                 Ok(out) => {
-                    let records: Vec<InputRecord> = out
-                        .records()
-                        .iter()
-                        .map(|r| InputRecord {
-                            partition_key: r.partition_key().unwrap_or_default().to_string(),
-                            data: r.data().as_ref().to_vec(),
-                            sequence_number: r.sequence_number().to_string(),
-                            sub_sequence_number: 0,
-                            arrival_millis: r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or(0),
-                        })
-                        .collect();
-                    if let Some(last) = records.last() {
+                    let mut records = pack(&out.records).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.shard_id))?;
+                    if let Some(last) = out.records.last() {
                         self.resume = StartPosition::AfterSequenceNumber(last.sequence_number.clone());
                     }
-                    self.iterator = out.next_shard_iterator().map(str::to_string);
-                    self.retrying.store(false, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(ReadBatch {
-                        records,
-                        millis_behind_latest: out.millis_behind_latest().unwrap_or(0),
-                        shard_ended: self.iterator.is_none(),
-                    });
+                    records.set_millis_behind_latest(out.millis_behind_latest.unwrap_or(0));
+                    self.iterator = out.next_shard_iterator;
+                    self.retrying.store(false, Ordering::Relaxed);
+                    return Ok(ReadBatch { records, shard_ended: self.iterator.is_none(), stats });
                 }
                 Err(e) if error_code(&e) == Some("ExpiredIteratorException") => {
                     tracing::info!(shard = %self.shard_id, "shard iterator expired; resuming after the last record read");
-                    self.stats.expired_iterators += 1;
+                    stats.expired_iterators += 1;
                     self.iterator = Some(self.fresh_iterator().await?);
                 }
                 Err(e) if is_transient(&e) => {
                     attempt += 1;
-                    self.stats.retried += 1;
-                    self.retrying.store(true, std::sync::atomic::Ordering::Relaxed);
+                    stats.retried += 1;
+                    self.retrying.store(true, Ordering::Relaxed);
                     if attempt.is_multiple_of(5) {
                         tracing::warn!(shard = %self.shard_id, attempt, "still retrying GetRecords: {}", describe_error(&e));
                     }
@@ -204,5 +200,83 @@ impl ShardReader {
                 Err(e) => bail!("cannot read {}: {}", self.shard_id, describe_error(&e)),
             }
         }
+    }
+}
+
+/// Packs a GetRecords response straight into the WIT batch layout: the
+/// SDK's buffers are copied once, into the buffer the plugin will read.
+fn pack(records: &[aws_sdk_kinesis::types::Record]) -> Result<PackedBatch, crate::batch::BatchTooLarge> {
+    let bytes = records
+        .iter()
+        .map(|r| r.partition_key().map_or(0, str::len) + r.data().as_ref().len() + r.sequence_number().len())
+        .sum();
+    let mut batch = PackedBatch::with_capacity(records.len(), bytes);
+    for r in records {
+        batch.push(
+            r.partition_key().unwrap_or_default().as_bytes(),
+            r.data().as_ref(),
+            r.sequence_number().as_bytes(),
+            0,
+            r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or(0),
+        )?;
+    }
+    Ok(batch)
+}
+
+/// A shard reader running ahead of its worker on a task of its own: the
+/// next GetRecords is in flight while the plugin works on the previous
+/// batch, so reading and processing overlap (as KCL's prefetching does).
+/// At most one batch waits in the queue. Dropping it stops the reader.
+pub struct Prefetch {
+    batches: mpsc::Receiver<anyhow::Result<ReadBatch>>,
+    task: tokio::task::JoinHandle<()>,
+    shard_id: String,
+    /// The reader's back-off flag (see [`ShardReader::retrying`]).
+    pub retrying: Arc<AtomicBool>,
+}
+
+impl ShardReader {
+    /// Moves the reader onto its own task. After a batch that leaves the
+    /// shard caught up (nothing behind, less than a full batch) it waits
+    /// `idle_time` before the next read; Kinesis allows 5 reads/s per shard.
+    pub fn prefetch(mut self, idle_time: Duration) -> Prefetch {
+        let (tx, batches) = mpsc::channel(1);
+        let (shard_id, retrying, limit) = (self.shard_id.clone(), self.retrying.clone(), self.limit as usize);
+        let task = tokio::spawn(async move {
+            loop {
+                let read = self.next_batch().await;
+                let (last, caught_up) = match &read {
+                    Ok(batch) => {
+                        // A full batch means more is waiting, whatever
+                        // MillisBehindLatest says (emulators report 0 with a backlog).
+                        (batch.shard_ended, batch.millis_behind_latest() == 0 && batch.records.len() < limit)
+                    }
+                    Err(_) => (true, false),
+                };
+                if tx.send(read).await.is_err() || last {
+                    return;
+                }
+                if caught_up {
+                    tokio::time::sleep(idle_time).await;
+                }
+            }
+        });
+        Prefetch { batches, task, shard_id, retrying }
+    }
+}
+
+impl Prefetch {
+    /// The next batch, waiting for it if it is still being read.
+    pub async fn next(&mut self) -> anyhow::Result<ReadBatch> {
+        match self.batches.recv().await {
+            Some(read) => read,
+            None => bail!("the reader of {} stopped after the shard's end or an error", self.shard_id),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
