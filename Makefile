@@ -1,7 +1,7 @@
 # One command per job; `make` builds everything. Needs only Rust (rustup).
 CARGO ?= cargo
 PLUGIN_DIR := target/wasm32-wasip2/plugin
-PLUGINS := echo counter buffered-counter processor-template faulty
+PLUGINS := echo counter buffered-counter processor-template faulty counter-v2
 
 .PHONY: all build plugins host test bench wasm-target clean
 

@@ -2,6 +2,8 @@
 
 use crate::plugin::{CompiledCache, PluginLimits};
 use crate::sink::OutputFormat;
+use crate::swap::control::ControlAddr;
+use crate::swap::OnRejectedState;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -35,6 +37,9 @@ pub enum Command {
     /// Measure `host run` end to end on the in-process emulator, beside a
     /// bare GetRecords loop and seed 000's boto3 worker in the same run.
     BenchStream(BenchStreamArgs),
+    /// Hot-swap the logic of a running `host run --control-addr`, roll the
+    /// last swap back, or show which logic runs.
+    Swap(SwapArgs),
     /// Serve a Kinesis-compatible endpoint in-process (no AWS account, no
     /// Docker): for the AWS CLI, boto3, and `host run --endpoint-url`.
     Local(LocalArgs),
@@ -311,6 +316,48 @@ pub struct RunArgs {
     /// Seconds between re-reads of the shard list (resharding).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub shard_sync_interval: f64,
+
+    /// Hot-swap the logic whenever the --plugin file changes on disk
+    /// (SIGHUP also reloads it, with or without this flag).
+    #[arg(long, help_heading = "Hot swap")]
+    pub watch: bool,
+
+    /// Accept `host swap` on this address: 127.0.0.1:PORT, [::1]:PORT or
+    /// unix:PATH (off by default; loopback only).
+    #[arg(long, value_name = "ADDR", help_heading = "Hot swap")]
+    pub control_addr: Option<ControlAddr>,
+
+    /// When new logic rejects the running logic's state: refuse the swap,
+    /// or start the new logic with fresh state.
+    #[arg(long, value_enum, default_value_t = OnRejectedState::Refuse, help_heading = "Hot swap")]
+    pub on_rejected_state: OnRejectedState,
+
+    /// Batches per shard new logic must get through; a failure within them
+    /// rolls the swap back (previous plugin, pre-swap state and position).
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Hot swap")]
+    pub swap_probation: u32,
+}
+
+/// `host swap`: talk to a running `host run --control-addr`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["plugin", "rollback", "status"])))]
+pub struct SwapArgs {
+    /// The running host's control address (its --control-addr).
+    #[arg(long, value_name = "ADDR", env = "HOST_CONTROL_ADDR")]
+    pub control_addr: ControlAddr,
+
+    /// Swap to this component (sent to the host, which checks it first).
+    #[arg(long, value_name = "FILE")]
+    pub plugin: Option<PathBuf>,
+
+    /// Undo the last swap: previous plugin, its pre-swap state, replay from
+    /// the pre-swap checkpoints.
+    #[arg(long)]
+    pub rollback: bool,
+
+    /// Show which logic each shard runs.
+    #[arg(long)]
+    pub status: bool,
 }
 
 /// `host stream …`.

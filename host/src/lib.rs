@@ -18,3 +18,4 @@ pub mod plugin;
 pub mod replay;
 pub mod sink;
 pub mod stream_bench;
+pub mod swap;

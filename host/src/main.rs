@@ -4,7 +4,8 @@
 use anyhow::Context;
 use clap::Parser;
 use host::cli::{
-    BenchArgs, BenchStreamArgs, Cli, Command, EndReason, LocalArgs, PluginArgs, ProduceArgs, RunArgs, StartAt, StreamCommand, TestArgs,
+    BenchArgs, BenchStreamArgs, Cli, Command, EndReason, LocalArgs, PluginArgs, ProduceArgs, RunArgs, StartAt, StreamCommand, SwapArgs,
+    TestArgs,
 };
 use host::kinesis::reader::StartPosition;
 use std::time::Duration;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Command::Stream(command) => block_on(stream(command)),
         Command::Produce(args) => block_on(produce(args)),
         Command::Local(args) => block_on(local(args)),
+        Command::Swap(args) => block_on(swap(args)),
         Command::BenchStream(args) => block_on(bench_stream(args)),
     };
     match result {
@@ -139,6 +141,49 @@ fn stop_on_signals(stop: tokio::sync::watch::Sender<bool>) {
     });
 }
 
+/// SIGHUP: swap to whatever the --plugin file holds now.
+fn reload_on_sighup(path: std::path::PathBuf, swaps: tokio::sync::mpsc::Sender<host::swap::SwapRequest>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; use --watch or --control-addr to swap");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            eprintln!("swap: SIGHUP: reloading {}", path.display());
+            let request = host::swap::SwapRequest::Swap { source: host::swap::PluginSource::Path(path.clone()), reply: None };
+            if swaps.send(request).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn swap(args: SwapArgs) -> anyhow::Result<ExitCode> {
+    use host::swap::control::{call, ControlCall};
+    let request = match (&args.plugin, args.rollback) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read --plugin {}", path.display()))?;
+            let name = std::path::absolute(path).unwrap_or_else(|_| path.clone()).display().to_string();
+            ControlCall::Swap { name, bytes }
+        }
+        (None, true) => ControlCall::Rollback,
+        (None, false) => ControlCall::Status,
+    };
+    let (status, answer) = call(&args.control_addr, request).await?;
+    if args.status {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcome = answer["outcome"].as_str().unwrap_or("?");
+    let message = answer["message"].as_str().unwrap_or_default();
+    if status == 200 {
+        println!("{outcome}: {message}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!("{outcome}: {message}")
+    }
+}
+
 fn start_position(args: &RunArgs) -> anyhow::Result<StartPosition> {
     let sequence = || {
         args.start_sequence_number
@@ -186,7 +231,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         _ => anyhow::bail!("--sink {:?} must be `stdout`, `file:PATH` or `kinesis:STREAM`", args.sink),
     };
-    let (_engine, plugin) = tokio::task::block_in_place(|| load_plugin(&args.plugin))?;
+    let (engine, plugin) = tokio::task::block_in_place(|| load_plugin(&args.plugin))?;
     let status_interval = seconds(args.status_interval, "--status-interval")?;
     let consumer = host::consumer::ConsumerConfig {
         application: args.application.clone(),
@@ -200,24 +245,52 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         idle_exit: args.idle_exit.map(|s| seconds(s, "--idle-exit")).transpose()?,
         shard_sync_interval: seconds(args.shard_sync_interval, "--shard-sync-interval")?.max(Duration::from_millis(100)),
         status_interval: if status_interval.is_zero() { Duration::from_secs(86_400 * 365) } else { status_interval },
-        plugin_config: config,
-        limits,
+        plugin_config: config.clone(),
+        limits: limits.clone(),
     };
     let progress = Arc::new(host::consumer::Progress::default());
     if let Some(addr) = args.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot serve metrics on --metrics-addr {addr}"))?;
-        let info = host::metrics::MetricsInfo {
-            stream: args.stream.clone(),
-            plugin_path: args.plugin.plugin.display().to_string(),
-            plugin_sha256: plugin.sha256().to_string(),
-        };
+        let info = host::metrics::MetricsInfo { stream: args.stream.clone() };
         tokio::spawn(host::metrics::serve(listener, progress.clone(), info));
     }
+    // Hot swap: every trigger feeds one coordinator, which checks new logic
+    // off the hot path and hands it to the shards at batch boundaries.
+    let policy = host::swap::SwapPolicy { on_rejected_state: args.on_rejected_state, probation_batches: args.swap_probation };
+    let hub = host::swap::SwapHub::new(plugin, policy);
+    let (swaps, swap_requests) = tokio::sync::mpsc::channel(16);
+    let context = host::swap::SwapContext {
+        engine,
+        cache: args.plugin.cache(),
+        settings: host::plugin::InstanceSettings {
+            config,
+            context: host::plugin::bindings::ShardContext {
+                stream_name: args.stream.clone(),
+                shard_id: String::new(),
+                application: args.application.clone(),
+            },
+            limits,
+            clock: host::plugin::Clock::System,
+        },
+        progress: progress.clone(),
+        shard_timeout: Duration::from_secs(60),
+    };
+    tokio::spawn(host::swap::coordinate(hub.clone(), context, swap_requests, |result| {
+        eprintln!("swap: {}: {}", result.outcome, result.message)
+    }));
+    let _watcher = match args.watch {
+        true => Some(host::swap::watch::watch(&args.plugin.plugin, swaps.clone(), Default::default())?),
+        false => None,
+    };
+    if let Some(addr) = &args.control_addr {
+        host::swap::control::serve(addr, swaps.clone(), hub.clone()).await?;
+    }
+    reload_on_sighup(args.plugin.plugin.clone(), swaps);
     let (stop, _) = tokio::sync::watch::channel(false);
     stop_on_signals(stop.clone());
-    let report = host::consumer::run(client, plugin, store, Arc::new(sink), consumer, progress, stop, |line| {
+    let report = host::consumer::run(client, hub, store, Arc::new(sink), consumer, progress, stop, |line| {
         eprintln!("status: {line}")
     })
     .await?;

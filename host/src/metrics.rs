@@ -10,8 +10,6 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct MetricsInfo {
     pub stream: String,
-    pub plugin_path: String,
-    pub plugin_sha256: String,
 }
 
 fn escape(value: &str) -> String {
@@ -22,8 +20,18 @@ fn escape(value: &str) -> String {
 pub fn render(progress: &Progress, info: &MetricsInfo) -> String {
     let stream = escape(&info.stream);
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP host_plugin_info The running plugin, by content hash.\n# TYPE host_plugin_info gauge");
-    let _ = writeln!(out, "host_plugin_info{{path=\"{}\",sha256=\"{}\"}} 1", escape(&info.plugin_path), escape(&info.plugin_sha256));
+    let _ = writeln!(out, "# HELP host_plugin_info The plugin each shard runs, by content hash (changes with hot swaps).\n# TYPE host_plugin_info gauge");
+    if let Ok(plugins) = progress.plugin_by_shard.lock() {
+        for (shard, sha256) in plugins.iter() {
+            let _ = writeln!(out, "host_plugin_info{{stream=\"{stream}\",shard=\"{}\",sha256=\"{}\"}} 1", escape(shard), escape(sha256));
+        }
+    }
+    let _ = writeln!(out, "# HELP host_plugin_swaps_total Hot swaps asked for, by outcome and the content hash of the logic asked for.\n# TYPE host_plugin_swaps_total counter");
+    if let Ok(swaps) = progress.swaps.by_outcome.lock() {
+        for ((outcome, sha256), n) in swaps.iter() {
+            let _ = writeln!(out, "host_plugin_swaps_total{{stream=\"{stream}\",outcome=\"{outcome}\",sha256=\"{}\"}} {n}", escape(sha256));
+        }
+    }
     let _ = writeln!(out, "# HELP host_records_processed_total Records processed by the plugin.\n# TYPE host_records_processed_total counter");
     if let Ok(by_shard) = progress.records_by_shard.lock() {
         for (shard, n) in by_shard.iter() {

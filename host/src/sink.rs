@@ -15,6 +15,18 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Where a call's output came from. JSON lines carry it, so one can tell
+/// which logic (by content hash) produced which output, from which records.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub shard_id: &'a str,
+    /// Content hash of the plugin that emitted the output.
+    pub plugin_sha256: &'a str,
+    /// First and last sequence number of the batch; `None` for timer and
+    /// shutdown output.
+    pub batch: Option<(&'a str, &'a str)>,
+}
+
 /// Writes output records to any `Write` (stdout, a file).
 pub struct WriterSink<W: Write> {
     out: W,
@@ -31,6 +43,13 @@ impl<W: Write> WriterSink<W> {
 
     /// Writes every record of one call's output.
     pub fn write(&mut self, output: &PluginOutput) -> std::io::Result<()> {
+        self.write_from(output, None)
+    }
+
+    /// Writes one call's output; JSON lines also get `origin` as the fields
+    /// `shard`, `plugin` (`sha256:` and the hash's first 12 digits) and
+    /// `sequence_numbers` (first and last of the batch).
+    pub fn write_from(&mut self, output: &PluginOutput, origin: Option<&Origin>) -> std::io::Result<()> {
         for (key, data) in output.iter() {
             match self.format {
                 OutputFormat::Plain => match std::str::from_utf8(data) {
@@ -38,13 +57,21 @@ impl<W: Write> WriterSink<W> {
                     Err(_) => writeln!(self.out, "base64:{}", base64::engine::general_purpose::STANDARD.encode(data))?,
                 },
                 OutputFormat::Json => {
-                    let line = match std::str::from_utf8(data) {
+                    let mut line = match std::str::from_utf8(data) {
                         Ok(text) => serde_json::json!({ "key": key, "data": text }),
                         Err(_) => serde_json::json!({
                             "key": key,
                             "data_base64": base64::engine::general_purpose::STANDARD.encode(data),
                         }),
                     };
+                    if let (Some(origin), Some(fields)) = (origin, line.as_object_mut()) {
+                        fields.insert("shard".into(), origin.shard_id.into());
+                        let short = &origin.plugin_sha256[..origin.plugin_sha256.len().min(12)];
+                        fields.insert("plugin".into(), format!("sha256:{short}").into());
+                        if let Some((first, last)) = origin.batch {
+                            fields.insert("sequence_numbers".into(), serde_json::json!([first, last]));
+                        }
+                    }
                     writeln!(self.out, "{line}")?;
                 }
             }
@@ -97,14 +124,15 @@ impl Sink {
     }
 
     /// Writes one call's output durably (flushed, or accepted by Kinesis).
-    pub async fn write(&self, output: &PluginOutput) -> anyhow::Result<()> {
+    /// A Kinesis record has no room for `origin`; lines and JSON do.
+    pub async fn write(&self, output: &PluginOutput, origin: &Origin<'_>) -> anyhow::Result<()> {
         if output.is_empty() {
             return Ok(());
         }
         match self {
             Sink::Writer(writer) => {
                 let mut writer = writer.lock().map_err(|_| anyhow::anyhow!("output lock poisoned"))?;
-                writer.write(output)?;
+                writer.write_from(output, Some(origin))?;
                 writer.flush()?;
                 Ok(())
             }
@@ -140,6 +168,14 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&json.into_inner()),
             "{\"data\":\"hello\",\"key\":\"a\"}\n{\"data_base64\":\"/w==\",\"key\":\"b\"}\n"
+        );
+        let mut json = WriterSink::new(Vec::new(), OutputFormat::Json);
+        let origin = Origin { shard_id: "shardId-1", plugin_sha256: "0123456789abcdef", batch: Some(("10", "12")) };
+        json.write_from(&output, Some(&origin)).expect("write");
+        let first = String::from_utf8_lossy(&json.into_inner()).lines().next().unwrap_or_default().to_string();
+        assert_eq!(
+            first,
+            "{\"data\":\"hello\",\"key\":\"a\",\"plugin\":\"sha256:0123456789ab\",\"sequence_numbers\":[\"10\",\"12\"],\"shard\":\"shardId-1\"}"
         );
     }
 }

@@ -184,13 +184,7 @@ fn bad_files_are_refused_with_what_to_do() {
     let err = load_error(&engine, &empty);
     assert!(matches!(&err, PluginError::WrongWorld { reason, .. } if reason.contains("exports nothing")), "{err}");
 
-    let other_world = wat::parse_str(
-        r#"(component
-             (core module $m (func (export "f") (result i32) i32.const 7))
-             (core instance $i (instantiate $m))
-             (func (export "hello") (result u32) (canon lift (core func $i "f"))))"#,
-    )
-    .expect("wat");
+    let other_world = other_world_component();
     let err = load_error(&engine, &other_world);
     assert!(matches!(&err, PluginError::WrongWorld { reason, .. } if reason.contains("exports hello")), "{err}");
     assert!(err.to_string().contains("kinesis:processor/processor@0.1.0"), "{err}");

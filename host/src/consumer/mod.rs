@@ -9,6 +9,7 @@ use crate::kinesis::admin;
 use crate::kinesis::reader::StartPosition;
 use crate::plugin::{Plugin, PluginLimits};
 use crate::sink::Sink;
+use crate::swap::{SwapCounts, SwapHub, SwapPolicy};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,27 @@ pub struct Progress {
     pub records_by_shard: Mutex<BTreeMap<String, u64>>,
     /// Per shard: set while its reader backs off (see `ShardReader::retrying`).
     pub retrying: Mutex<BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>>,
+    /// Per shard: content hash of the plugin it runs.
+    pub plugin_by_shard: Mutex<BTreeMap<String, String>>,
+    /// Hot swaps by outcome and the hash of the logic asked for.
+    pub swaps: SwapCounts,
+}
+
+/// The processor logic of a run: a plugin, behind the hub that hot swaps
+/// it (a plain `Arc<Plugin>` converts into a hub nobody swaps).
+#[derive(Debug, Clone)]
+pub struct Logic(pub Arc<SwapHub>);
+
+impl From<Arc<Plugin>> for Logic {
+    fn from(plugin: Arc<Plugin>) -> Self {
+        Logic(SwapHub::new(plugin, SwapPolicy::default()))
+    }
+}
+
+impl From<Arc<SwapHub>> for Logic {
+    fn from(hub: Arc<SwapHub>) -> Self {
+        Logic(hub)
+    }
 }
 
 /// What a run did.
@@ -82,7 +104,8 @@ pub struct RunReport {
 /// Everything a worker needs, shared.
 pub(crate) struct Shared {
     pub client: aws_sdk_kinesis::Client,
-    pub plugin: Arc<Plugin>,
+    /// The logic in force; workers take new generations between batches.
+    pub swaps: Arc<SwapHub>,
     pub store: CheckpointStore,
     pub sink: Arc<Sink>,
     pub config: ConsumerConfig,
@@ -98,7 +121,7 @@ pub(crate) struct Shared {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: aws_sdk_kinesis::Client,
-    plugin: Arc<Plugin>,
+    logic: impl Into<Logic>,
     store: CheckpointStore,
     sink: Arc<Sink>,
     config: ConsumerConfig,
@@ -108,7 +131,7 @@ pub async fn run(
 ) -> anyhow::Result<RunReport> {
     let shared = Arc::new(Shared {
         client: client.clone(),
-        plugin,
+        swaps: logic.into().0,
         store: store.clone(),
         sink,
         config: config.clone(),

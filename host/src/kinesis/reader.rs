@@ -231,6 +231,8 @@ pub struct Prefetch {
     batches: mpsc::Receiver<anyhow::Result<ReadBatch>>,
     task: tokio::task::JoinHandle<()>,
     shard_id: String,
+    /// Cuts the idle wait short (new logic wants its first batch now).
+    wake: Arc<tokio::sync::Notify>,
     /// The reader's back-off flag (see [`ShardReader::retrying`]).
     pub retrying: Arc<AtomicBool>,
 }
@@ -242,6 +244,8 @@ impl ShardReader {
     pub fn prefetch(mut self, idle_time: Duration) -> Prefetch {
         let (tx, batches) = mpsc::channel(1);
         let (shard_id, retrying, limit) = (self.shard_id.clone(), self.retrying.clone(), self.limit as usize);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let woken = wake.clone();
         let task = tokio::spawn(async move {
             loop {
                 let read = self.next_batch().await;
@@ -257,11 +261,14 @@ impl ShardReader {
                     return;
                 }
                 if caught_up {
-                    tokio::time::sleep(idle_time).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(idle_time) => {}
+                        _ = woken.notified() => {}
+                    }
                 }
             }
         });
-        Prefetch { batches, task, shard_id, retrying }
+        Prefetch { batches, task, shard_id, wake, retrying }
     }
 }
 
@@ -272,6 +279,13 @@ impl Prefetch {
             Some(read) => read,
             None => bail!("the reader of {} stopped after the shard's end or an error", self.shard_id),
         }
+    }
+}
+
+impl Prefetch {
+    /// Ends the current idle wait (or the next one) at once.
+    pub fn poll_now(&self) {
+        self.wake.notify_one();
     }
 }
 

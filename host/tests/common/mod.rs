@@ -2,6 +2,8 @@
 //! run the `host` binary, and seed-shaped input.
 #![allow(dead_code)]
 
+pub mod emulators;
+
 use host::plugin::{CompiledCache, Plugin, PluginEngine};
 use std::io::Write;
 use std::path::PathBuf;
@@ -134,4 +136,15 @@ pub fn expected_minute_counts(records: &[Stamped]) -> std::collections::BTreeMap
 /// Parses JSON output lines.
 pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect()
+}
+
+/// A valid component of another world (it exports `hello`, not the processor).
+pub fn other_world_component() -> Vec<u8> {
+    wat::parse_str(
+        r#"(component
+             (core module $m (func (export "f") (result i32) i32.const 7))
+             (core instance $i (instantiate $m))
+             (func (export "hello") (result u32) (canon lift (core func $i "f"))))"#,
+    )
+    .expect("wat")
 }

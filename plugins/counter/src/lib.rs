@@ -53,6 +53,9 @@ impl Counter {
         self.counts.drain_changed(|window, key, count| {
             out.emit_with(key, |buf| {
                 write_count_head(buf, window, key, Some(count));
+                if cfg!(feature = "v2") {
+                    buf.extend_from_slice(br#","logic":"v2""#);
+                }
                 buf.push(b'}');
             })
         });
