@@ -86,3 +86,16 @@ fn bench_prints_a_table_with_the_native_ratio() {
     assert_eq!(run.code, 2, "a plugin that is not the counter has no native twin");
     assert!(one_error_line(&run).contains("does not emit what the native counter emits"), "{}", run.stderr);
 }
+
+#[test]
+fn the_control_endpoint_stays_on_loopback() {
+    let counter = plugin_path("counter").display().to_string();
+    let run = host(&["run", "--plugin", &counter, "--stream", "s", "--control-addr", "0.0.0.0:7070"], "");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    // clap's own error: one line, then its pointer to --help.
+    let first = run.stderr.lines().next().unwrap_or_default();
+    assert!(first.starts_with("error: ") && first.contains("is not a loopback address"), "{}", run.stderr);
+    let run = host(&["swap", "--control-addr", "127.0.0.1:1", "--rollback"], "");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(one_error_line(&run).contains("cannot reach a host at 127.0.0.1:1"), "{}", run.stderr);
+}

@@ -263,3 +263,101 @@ async fn prometheus_metrics_show_records_lag_and_the_plugin_hash() {
     assert!(body.contains(&format!("sha256=\"{sha}\"")), "the plugin's content hash is exported: {body}");
     local.stop().await;
 }
+
+/// The first 12 digits of a plugin file's content hash, as JSON output shows it.
+fn short_hash(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("plugin")));
+    format!("sha256:{}", &sha[..12])
+}
+
+/// Waits until `path` holds a line containing `needle`.
+async fn wait_for_line(path: &std::path::Path, needle: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path).unwrap_or_default().lines().any(|l| l.contains(needle)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    let out_path = dir.path().join("out.jsonl");
+    let live = dir.path().join("live.wasm");
+    let (counter, v2) = (plugin_path("counter"), plugin_path("counter-v2"));
+    std::fs::copy(&counter, &live).expect("copy");
+    assert_eq!(host(&["stream", "create", "hot", "--shards", "2", "--wait", "--endpoint-url", &url], "").code, 0);
+    let producer = spawn_host(&["produce", "--stream", "hot", "--endpoint-url", &url, "--rate", "100", "--count", "1200"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let control = format!("127.0.0.1:{port}");
+    let consumer = spawn_host(&[
+        "run", "--plugin", &live.display().to_string(), "--watch", "--control-addr", &control, "--stream", "hot",
+        "--endpoint-url", &url, "--start-position", "TRIM_HORIZON", "--checkpoint-db", &db,
+        "--sink", &format!("file:{}", out_path.display()), "--output", "json", "--idle-exit", "3", "--status-interval", "0",
+    ]);
+    assert!(wait_for_line(&out_path, &short_hash(&counter), Duration::from_secs(10)).await, "the counter runs");
+
+    // --watch: the file is replaced in place, the new logic takes over.
+    std::fs::copy(&v2, &live).expect("overwrite");
+    assert!(wait_for_line(&out_path, &short_hash(&v2), Duration::from_secs(10)).await, "the changed counter took over");
+    let status = host(&["swap", "--control-addr", &control, "--status"], "");
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    assert_eq!(format!("sha256:{}", &status["sha256"].as_str().unwrap_or_default()[..12]), short_hash(&v2), "{status}");
+
+    // `host swap`: to the counter, then undone.
+    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &counter.display().to_string()], "");
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    assert!(swapped.stdout.starts_with("swapped: now running"), "{}", swapped.stdout);
+    let undone = host(&["swap", "--control-addr", &control, "--rollback"], "");
+    assert_eq!(undone.code, 0, "{}", undone.stderr);
+    assert!(undone.stdout.starts_with("rolled-back: rolled back to"), "{}", undone.stdout);
+    // A bad file is refused and said why, in one line; the logic stays.
+    let refused = host(&["swap", "--control-addr", &control, "--plugin", "Cargo.toml"], "");
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.starts_with("error: refused:") && refused.stderr.contains("not a WebAssembly file"), "{}", refused.stderr);
+    assert_eq!(refused.stderr.trim().lines().count(), 1, "{}", refused.stderr);
+
+    let producer = wait(producer).await;
+    assert_eq!(producer.code, 0, "{}", producer.stderr);
+    let run = wait(consumer).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("stopped after 1200 records"), "{}", run.stderr);
+    for line in ["swap: swapped: now running", "swap: rolled-back:", "swap: refused:"] {
+        assert!(run.stderr.contains(line), "the host logs every swap ({line}): {}", run.stderr);
+    }
+    // Nowhere is a control endpoint without asking, and never off loopback.
+    let unreachable = host(&["swap", "--control-addr", &control, "--status"], "");
+    assert!(unreachable.stderr.contains("is `host run --control-addr"), "{}", unreachable.stderr);
+    local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_plugin_file() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(plugin_path("counter"), &live).expect("copy");
+    assert_eq!(host(&["stream", "create", "hup", "--shards", "1", "--wait", "--endpoint-url", &url], "").code, 0);
+    let consumer = spawn_host(&[
+        "run", "--plugin", &live.display().to_string(), "--stream", "hup", "--endpoint-url", &url,
+        "--checkpoint-db", &dir.path().join("cp.db").display().to_string(), "--idle-exit", "4", "--status-interval", "0",
+    ]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::copy(plugin_path("counter-v2"), &live).expect("overwrite");
+    let hup = Command::new("kill").args(["-HUP", &consumer.id().to_string()]).status().expect("kill -HUP");
+    assert!(hup.success());
+    let run = wait(consumer).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("swap: SIGHUP: reloading"), "{}", run.stderr);
+    assert!(run.stderr.contains("swap: swapped: now running"), "{}", run.stderr);
+    local.stop().await;
+}
