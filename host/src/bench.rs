@@ -224,3 +224,44 @@ pub fn render(rows: &[BenchRow], record_size: usize) -> String {
     ));
     out
 }
+
+/// The median of `values` (NaN when empty).
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// A `Write` that hands each complete line to a closure: how the benchmarks
+/// watch a sink's output as it is written.
+pub struct LineWriter<F: FnMut(&str)> {
+    on_line: F,
+    line: Vec<u8>,
+}
+
+impl<F: FnMut(&str)> LineWriter<F> {
+    pub fn new(on_line: F) -> Self {
+        LineWriter { on_line, line: Vec::new() }
+    }
+}
+
+impl<F: FnMut(&str)> std::io::Write for LineWriter<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for &b in buf {
+            if b == b'\n' {
+                (self.on_line)(&String::from_utf8_lossy(&self.line));
+                self.line.clear();
+            } else {
+                self.line.push(b);
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -37,6 +37,9 @@ pub enum Command {
     /// Measure `host run` end to end on the in-process emulator, beside a
     /// bare GetRecords loop and seed 000's boto3 worker in the same run.
     BenchStream(BenchStreamArgs),
+    /// Measure hot swaps on the in-process emulator: file write to the new
+    /// logic's first batch, and the stall per shard, beside a stop + restart.
+    BenchSwap(BenchSwapArgs),
     /// Hot-swap the logic of a running `host run --control-addr`, roll the
     /// last swap back, or show which logic runs.
     Swap(SwapArgs),
@@ -490,4 +493,24 @@ pub struct BenchStreamArgs {
     /// Seconds of steady production for the latency measurement.
     #[arg(long, default_value_t = 10.0)]
     pub latency_seconds: f64,
+}
+
+/// `host bench-swap`.
+#[derive(Debug, Args)]
+pub struct BenchSwapArgs {
+    /// The logic the run starts with.
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter.wasm")]
+    pub counter: PathBuf,
+
+    /// The changed logic it swaps to and back from.
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter_v2.wasm")]
+    pub changed: PathBuf,
+
+    /// Swaps to time.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub rounds: u32,
+
+    /// Records/s put into the 4-shard stream while swapping.
+    #[arg(long, default_value_t = 400)]
+    pub rate: u32,
 }

@@ -19,3 +19,4 @@ pub mod replay;
 pub mod sink;
 pub mod stream_bench;
 pub mod swap;
+pub mod swap_bench;

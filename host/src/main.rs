@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use host::cli::{
-    BenchArgs, BenchStreamArgs, Cli, Command, EndReason, LocalArgs, PluginArgs, ProduceArgs, RunArgs, StartAt, StreamCommand, SwapArgs,
+    BenchArgs, BenchStreamArgs, BenchSwapArgs, Cli, Command, EndReason, LocalArgs, PluginArgs, ProduceArgs, RunArgs, StartAt, StreamCommand, SwapArgs,
     TestArgs,
 };
 use host::kinesis::reader::StartPosition;
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Local(args) => block_on(local(args)),
         Command::Swap(args) => block_on(swap(args)),
         Command::BenchStream(args) => block_on(bench_stream(args)),
+        Command::BenchSwap(args) => block_on(bench_swap(args)),
     };
     match result {
         Ok(code) => code,
@@ -382,6 +383,19 @@ async fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     );
     tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
     endpoint.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_swap(args: BenchSwapArgs) -> anyhow::Result<ExitCode> {
+    let engine = PluginEngine::new()?;
+    let options = host::swap_bench::SwapBenchOptions {
+        counter: args.counter,
+        changed: args.changed,
+        rounds: args.rounds as usize,
+        rate: args.rate,
+    };
+    let report = host::swap_bench::run(&engine, &options, |line| eprintln!("{line}")).await?;
+    print!("{}", host::swap_bench::render(&report));
     Ok(ExitCode::SUCCESS)
 }
 

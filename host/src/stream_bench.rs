@@ -5,17 +5,17 @@
 //! put→emit latency at default settings, and the peak RSS of a `host run`
 //! process reading 16 shards.
 
+use crate::bench::{median, LineWriter};
 use crate::checkpoint::CheckpointStore;
 use crate::consumer::{self, ConsumerConfig};
 use crate::kinesis::producer::{put_all, Outgoing};
 use crate::kinesis::reader::StartPosition;
 use crate::kinesis::{admin, connect, AwsOptions};
 use crate::local::{LocalKinesis, LocalOptions};
-use crate::plugin::{Plugin, PluginLimits};
+use crate::plugin::Plugin;
 use crate::sink::{OutputFormat, Sink, WriterSink};
 use anyhow::Context;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,21 +63,14 @@ fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// `host run`'s defaults, but from the oldest record, 10,000 per read.
 fn config(stream: &str, plugin_config: &str) -> ConsumerConfig {
     ConsumerConfig {
-        application: "bench".into(),
-        stream: stream.into(),
         start: StartPosition::TrimHorizon,
         batch_size: 10_000,
-        idle_time: Duration::from_millis(1000),
-        timer_interval: Duration::from_millis(1000),
-        checkpoint_every: 1,
-        max_records: None,
-        idle_exit: None,
-        shard_sync_interval: Duration::from_secs(10),
         status_interval: Duration::from_secs(3600),
         plugin_config: plugin_config.into(),
-        limits: PluginLimits::default(),
+        ..ConsumerConfig::new("bench", stream)
     }
 }
 
@@ -151,10 +144,16 @@ pub async fn run(
     admin::create(&client, "latency", 2).await?;
     admin::wait_active(&client, "latency", Duration::from_secs(30)).await?;
     let histogram = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000, 3)?));
-    let sink = Arc::new(Sink::Writer(Mutex::new(WriterSink::new(
-        Box::new(LatencyWriter { histogram: histogram.clone(), line: Vec::new() }),
-        OutputFormat::Plain,
-    ))));
+    // Echo lines are `key : <put millis>`: each one records now − put.
+    let recorder = histogram.clone();
+    let latency = LineWriter::new(move |line: &str| {
+        if let Some(put) = line.rsplit(" : ").next().and_then(|t| t.trim().parse::<i64>().ok()) {
+            if let Ok(mut h) = recorder.lock() {
+                let _ = h.record((now_millis() - put).max(1) as u64);
+            }
+        }
+    });
+    let sink = Arc::new(Sink::Writer(Mutex::new(WriterSink::new(Box::new(latency), OutputFormat::Plain))));
     let mut latency_config = config("latency", "{}");
     latency_config.batch_size = 1000; // `host run`'s defaults
     latency_config.start = StartPosition::Latest;
@@ -250,44 +249,6 @@ async fn host_run(client: &aws_sdk_kinesis::Client, counter: Arc<Plugin>, store:
     let elapsed = started.elapsed();
     anyhow::ensure!(run.records as usize >= expected, "host run processed {} of {expected} records", run.records);
     Ok(run.records as f64 / elapsed.as_secs_f64())
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.collect();
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
-/// Parses echo lines `key : <put millis>` and records now − put.
-struct LatencyWriter {
-    histogram: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
-    line: Vec<u8>,
-}
-
-impl Write for LatencyWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        for &b in buf {
-            if b != b'\n' {
-                self.line.push(b);
-                continue;
-            }
-            let text = String::from_utf8_lossy(&self.line);
-            if let Some(put) = text.rsplit(" : ").next().and_then(|t| t.trim().parse::<i64>().ok()) {
-                if let Ok(mut h) = self.histogram.lock() {
-                    let _ = h.record((now_millis() - put).max(1) as u64);
-                }
-            }
-            self.line.clear();
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Peak RSS (VmHWM) of a `host run` process consuming a 16-shard stream.

@@ -49,6 +49,27 @@ pub struct ConsumerConfig {
     pub limits: PluginLimits,
 }
 
+impl ConsumerConfig {
+    /// `host run`'s defaults for reading `stream` as `application`.
+    pub fn new(application: &str, stream: &str) -> Self {
+        ConsumerConfig {
+            application: application.into(),
+            stream: stream.into(),
+            start: StartPosition::Latest,
+            batch_size: 1000,
+            idle_time: Duration::from_millis(1000),
+            timer_interval: Duration::from_millis(1000),
+            checkpoint_every: 1,
+            max_records: None,
+            idle_exit: None,
+            shard_sync_interval: Duration::from_secs(10),
+            status_interval: Duration::from_secs(5),
+            plugin_config: "{}".into(),
+            limits: PluginLimits::default(),
+        }
+    }
+}
+
 /// Counters shared by the workers and the status line.
 #[derive(Debug, Default)]
 pub struct Progress {
