@@ -28,6 +28,7 @@ struct Running {
     producer: tokio::task::JoinHandle<u64>,
     producing: Arc<AtomicBool>,
     progress: Arc<Progress>,
+    hub: Arc<SwapHub>,
 }
 
 impl Running {
@@ -58,7 +59,7 @@ impl Running {
         let (stop, _) = tokio::sync::watch::channel(false);
         let consumer = tokio::spawn(host::consumer::run(
             f.client.clone(),
-            hub,
+            hub.clone(),
             f.store(),
             Arc::new(sink),
             config,
@@ -80,7 +81,7 @@ impl Running {
             }
             n
         });
-        Running { requests, consumer, producer, producing, progress }
+        Running { requests, consumer, producer, producing, progress, hub }
     }
 
     async fn ask(&self, request: impl FnOnce(oneshot::Sender<SwapResult>) -> SwapRequest) -> SwapResult {
@@ -376,5 +377,25 @@ async fn rollback_on_demand_restores_the_pre_swap_state_and_replays() {
     assert_eq!(total, produced, "counts after the rollback cover every record exactly once");
     let keys: BTreeSet<&String> = last.keys().map(|(k, _)| k).collect();
     assert_eq!(keys.len(), 16);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_endpoint_answers_on_a_unix_socket() {
+    use host::swap::control::{call, serve, ControlAddr, ControlCall};
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("socket", 1).await;
+    let running = Running::start(&f, "socket", "counter", "{}", SwapPolicy::default()).await;
+    let addr: ControlAddr = format!("unix:{}", f.dir.path().join("host.sock").display()).parse().expect("unix address");
+    serve(&addr, running.requests.clone(), running.hub.clone()).await.expect("serves");
+    let bytes = std::fs::read(plugin_path("counter-v2")).expect("plugin");
+    let (status, answer) = call(&addr, ControlCall::Swap { name: "counter-v2.wasm".into(), bytes }).await.expect("swap call");
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("swapped")), "{answer}");
+    let (status, answer) = call(&addr, ControlCall::Status).await.expect("status call");
+    assert_eq!(status, 200);
+    assert_eq!(answer["sha256"].as_str(), Some(sha256_of("counter-v2").as_str()), "{answer}");
+    let (status, answer) = call(&addr, ControlCall::Swap { name: "x.wasm".into(), bytes: b"nope".to_vec() }).await.expect("call");
+    assert_eq!((status, answer["outcome"].as_str()), (409, Some("refused")), "{answer}");
+    running.finish().await;
     f.stop().await;
 }

@@ -173,3 +173,19 @@ where
         Err(e) => bail!("the control request failed: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_loopback_or_unix_sockets() {
+        assert_eq!("127.0.0.1:7070".parse::<ControlAddr>(), Ok(ControlAddr::Tcp(([127, 0, 0, 1], 7070).into())));
+        assert!(matches!("[::1]:7070".parse::<ControlAddr>(), Ok(ControlAddr::Tcp(_))));
+        assert_eq!("unix:/run/h.sock".parse::<ControlAddr>(), Ok(ControlAddr::Unix("/run/h.sock".into())));
+        assert!("0.0.0.0:7070".parse::<ControlAddr>().is_err_and(|e| e.contains("not a loopback address")));
+        assert!("10.1.2.3:7070".parse::<ControlAddr>().is_err());
+        assert!("unix:".parse::<ControlAddr>().is_err());
+        assert!("localhost".parse::<ControlAddr>().is_err());
+    }
+}
