@@ -156,6 +156,21 @@ impl PackedBatch {
         self.view().get(self.len().checked_sub(1)?).map(|r| r.sequence_number().to_string())
     }
 
+    /// A copy of records `range` as a batch of its own (retrying part of a
+    /// batch, bisecting a failing one).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> PackedBatch {
+        let view = self.view();
+        let records: Vec<_> = range.filter_map(|i| view.get(i)).collect();
+        let bytes = records.iter().map(|r| r.partition_key_bytes().len() + r.data().len() + r.sequence_number().len()).sum();
+        let mut out = PackedBatch::with_capacity(records.len(), bytes);
+        for r in records {
+            // A part of a batch that fit cannot outgrow the offsets.
+            let _ = out.push(r.partition_key_bytes(), r.data(), r.sequence_number().as_bytes(), r.sub_sequence_number(), r.approximate_arrival_millis());
+        }
+        out.set_millis_behind_latest(self.millis_behind_latest());
+        out
+    }
+
     /// Copies the records out (tests, diagnostics).
     pub fn to_records(&self) -> Vec<InputRecord> {
         self.view()

@@ -335,6 +335,22 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = OnRejectedState::Refuse, help_heading = "Hot swap")]
     pub on_rejected_state: OnRejectedState,
 
+    /// Extra attempts at a batch after a retryable plugin error or a trap
+    /// (back-off with jitter, instance rebuilt from the checkpoint first).
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Failure policy")]
+    pub retries: u32,
+
+    /// Where records the plugin cannot process go (file:PATH, JSON lines;
+    /// or kinesis:STREAM), so the shard moves on. Without it, such a record
+    /// stops its shard right before it, and the other shards go on.
+    #[arg(long, value_name = "SINK", help_heading = "Failure policy")]
+    pub dead_letter: Option<String>,
+
+    /// Send records older than this many seconds (by arrival time) to the
+    /// dead-letter sink unprocessed.
+    #[arg(long, value_name = "SECONDS", help_heading = "Failure policy")]
+    pub max_record_age: Option<f64>,
+
     /// Batches per shard new logic must get through; a failure within them
     /// rolls the swap back (previous plugin, pre-swap state and position).
     #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Hot swap")]

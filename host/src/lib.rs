@@ -11,6 +11,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod consumer;
+pub mod dead_letter;
 pub mod kinesis;
 pub mod local;
 pub mod metrics;

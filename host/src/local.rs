@@ -5,6 +5,10 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Largest request body the endpoint takes: a 10 MiB record, base64
+/// encoded, with room for the JSON around it.
+const MAX_REQUEST_BODY_BYTES: usize = 16 << 20;
+
 /// How the embedded endpoint behaves.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -66,6 +70,9 @@ impl LocalKinesis {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create --data-dir {}", dir.display()))?;
         }
         let (app, _store) = ferrokinesis::create_app(store_options);
+        // Room for a PutRecord of a 10 MiB record (base64 in JSON), as
+        // Kinesis allows once a stream's max record size is raised.
+        let app = app.layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
             .await
             .with_context(|| format!("cannot listen on 127.0.0.1:{} (is another endpoint running there?)", options.port))?;

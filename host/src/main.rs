@@ -248,7 +248,15 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         status_interval: if status_interval.is_zero() { Duration::from_secs(86_400 * 365) } else { status_interval },
         plugin_config: config.clone(),
         limits: limits.clone(),
+        failure: host::consumer::FailurePolicy {
+            retries: args.retries,
+            dead_letter: args.dead_letter.as_deref().map(|spec| host::dead_letter::DeadLetterSink::open(spec, &client)).transpose()?.map(Arc::new),
+            max_record_age: args.max_record_age.map(|s| seconds(s, "--max-record-age")).transpose()?,
+        },
     };
+    if consumer.failure.max_record_age.is_some() && consumer.failure.dead_letter.is_none() {
+        anyhow::bail!("--max-record-age needs --dead-letter file:PATH or kinesis:STREAM: skipped records must go somewhere");
+    }
     let progress = Arc::new(host::consumer::Progress::default());
     if let Some(addr) = args.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -296,6 +304,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     eprintln!("stopped after {} records; checkpoints in {}", report.records, args.checkpoint_db.display());
+    if !report.shards_stopped.is_empty() {
+        for (shard, reason) in &report.shards_stopped {
+            eprintln!("error: shard {shard} stopped: {reason}");
+        }
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -48,6 +48,20 @@ pub fn render(progress: &Progress, info: &MetricsInfo) -> String {
     let _ = writeln!(out, "host_get_records_retries_total{{stream=\"{stream}\"}} {}", progress.retried_reads.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP host_expired_iterators_total Shard iterators replaced after expiring.\n# TYPE host_expired_iterators_total counter");
     let _ = writeln!(out, "host_expired_iterators_total{{stream=\"{stream}\"}} {}", progress.expired_iterators.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP host_dead_letters_total Records set aside to the dead-letter sink, by shard and reason (poison, expired).\n# TYPE host_dead_letters_total counter");
+    if let Ok(letters) = progress.dead_letters.lock() {
+        for ((shard, reason), n) in letters.iter() {
+            let _ = writeln!(out, "host_dead_letters_total{{stream=\"{stream}\",shard=\"{}\",reason=\"{reason}\"}} {n}", escape(shard));
+        }
+    }
+    let _ = writeln!(out, "# HELP host_plugin_retries_total Plugin calls retried after a retryable error or a trap.\n# TYPE host_plugin_retries_total counter");
+    let _ = writeln!(out, "host_plugin_retries_total{{stream=\"{stream}\"}} {}", progress.plugin_retries.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP host_shard_stopped Shards stopped before a record the plugin cannot process (no dead-letter sink).\n# TYPE host_shard_stopped gauge");
+    if let Ok(stopped) = progress.stopped_shards.lock() {
+        for shard in stopped.keys() {
+            let _ = writeln!(out, "host_shard_stopped{{stream=\"{stream}\",shard=\"{}\"}} 1", escape(shard));
+        }
+    }
     out
 }
 

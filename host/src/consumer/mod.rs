@@ -5,6 +5,7 @@
 mod worker;
 
 use crate::checkpoint::CheckpointStore;
+use crate::dead_letter::DeadLetterSink;
 use crate::kinesis::admin;
 use crate::kinesis::reader::StartPosition;
 use crate::plugin::{Plugin, PluginLimits};
@@ -47,6 +48,27 @@ pub struct ConsumerConfig {
     /// The plugin's JSON config.
     pub plugin_config: String,
     pub limits: PluginLimits,
+    /// What happens when the plugin fails on a batch.
+    pub failure: FailurePolicy,
+}
+
+/// What a shard does when the plugin fails (see `worker.rs` for the steps).
+#[derive(Debug, Clone)]
+pub struct FailurePolicy {
+    /// Extra attempts at a batch after a retryable error or a trap, with
+    /// exponential back-off and jitter, before its records count as poison.
+    pub retries: u32,
+    /// Where poison (and expired) records go. Without one, a poison record
+    /// stops its shard, right before the record.
+    pub dead_letter: Option<Arc<DeadLetterSink>>,
+    /// Records older than this when read go to the dead-letter sink unprocessed.
+    pub max_record_age: Option<Duration>,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy { retries: 3, dead_letter: None, max_record_age: None }
+    }
 }
 
 impl ConsumerConfig {
@@ -66,6 +88,7 @@ impl ConsumerConfig {
             status_interval: Duration::from_secs(5),
             plugin_config: "{}".into(),
             limits: PluginLimits::default(),
+            failure: FailurePolicy::default(),
         }
     }
 }
@@ -91,6 +114,12 @@ pub struct Progress {
     pub plugin_by_shard: Mutex<BTreeMap<String, String>>,
     /// Hot swaps by outcome and the hash of the logic asked for.
     pub swaps: SwapCounts,
+    /// Records set aside, per (shard, reason).
+    pub dead_letters: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Plugin calls retried after a retryable error or a trap.
+    pub plugin_retries: AtomicU64,
+    /// Shards stopped before a poison record, with the reason.
+    pub stopped_shards: Mutex<BTreeMap<String, String>>,
 }
 
 /// The processor logic of a run: a plugin, behind the hub that hot swaps
@@ -120,6 +149,8 @@ pub struct RunReport {
     pub expired_iterators: u64,
     /// Shards read to their end (closed by a reshard).
     pub shards_ended: Vec<String>,
+    /// Shards stopped before a poison record (no dead-letter sink), with why.
+    pub shards_stopped: BTreeMap<String, String>,
 }
 
 /// Everything a worker needs, shared.
@@ -163,6 +194,8 @@ pub async fn run(
     let mut workers: JoinSet<(String, anyhow::Result<ShardOutcome>)> = JoinSet::new();
     let mut running: HashSet<String> = HashSet::new();
     let mut ended: HashSet<String> = HashSet::new();
+    // Stopped before a poison record: not restarted in this run.
+    let mut poisoned: HashSet<String> = HashSet::new();
     let mut report = RunReport::default();
     let mut first_error: Option<anyhow::Error> = None;
     let started = Instant::now();
@@ -180,7 +213,7 @@ pub async fn run(
             let known: HashSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
             for shard in &shards {
                 let id = shard.shard_id().to_string();
-                if running.contains(&id) || ended.contains(&id) {
+                if running.contains(&id) || ended.contains(&id) || poisoned.contains(&id) {
                     continue;
                 }
                 let checkpoint = store.load(&config.application, &config.stream, &id)?;
@@ -205,7 +238,7 @@ pub async fn run(
             }
             next_sync = Instant::now() + config.shard_sync_interval;
         }
-        if running.is_empty() && (*stop_rx.borrow() || (shard_count > 0 && ended.len() >= shard_count)) {
+        if running.is_empty() && (*stop_rx.borrow() || (shard_count > 0 && ended.len() + poisoned.len() >= shard_count)) {
             break;
         }
         let sync_in = next_sync.saturating_duration_since(Instant::now());
@@ -223,6 +256,15 @@ pub async fn run(
                         next_sync = Instant::now();
                     }
                     Ok(ShardOutcome::Stopped) => {}
+                    Ok(ShardOutcome::Poisoned(reason)) => {
+                        // Only this shard stops; the others go on.
+                        tracing::error!(shard = %id, "{reason}");
+                        if let Ok(mut stopped) = progress.stopped_shards.lock() {
+                            stopped.insert(id.clone(), reason.clone());
+                        }
+                        report.shards_stopped.insert(id.clone(), reason);
+                        poisoned.insert(id);
+                    }
                     Err(e) => {
                         // One failing shard stops the run: finish the others cleanly.
                         let _ = stop.send(true);

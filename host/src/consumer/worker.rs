@@ -7,26 +7,40 @@ use crate::batch::PackedBatch;
 use crate::checkpoint::Checkpoint;
 use crate::kinesis::reader::{Prefetch, ReadBatch, ShardReader, StartPosition};
 use crate::plugin::bindings::{ShardContext, ShutdownReason, State};
-use crate::plugin::{Clock, InstanceSettings, Plugin, PluginError, PluginInstance, PluginOutput};
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::plugin::{Clock, InstanceSettings, Plugin, PluginError, PluginInstance, PluginOutput, Processed};
 use crate::sink::Origin;
 use crate::swap::{Change, Generation, OnRejectedState, ShardOutcome as SwapOutcome, ShardReport};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// How a shard's worker finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardOutcome {
     /// Read to its end (closed by a reshard); checkpointed as SHARD_END.
     Ended,
     /// Asked to stop; checkpointed where it was.
     Stopped,
+    /// Stopped right before a record the plugin cannot process (no
+    /// dead-letter sink); the message says which and what to do.
+    Poisoned(String),
 }
 
-/// Attempts at one batch before the shard stops with the error. (The
-/// configurable failure policy is issue 5.)
-const MAX_ATTEMPTS: u32 = 3;
+/// What a batch came to.
+enum BatchOutcome {
+    /// Every record was processed or set aside.
+    Done,
+    /// New logic failed in probation: undo the swap.
+    RollBack(PluginError),
+    /// A poison record and no dead-letter sink: the shard stops before it.
+    Stopped(String),
+    /// A failure while earlier batches were not checkpointed: their effect
+    /// on the state is lost with the failed instance, so reading resumes at
+    /// the checkpoint (committing each batch until past this one).
+    Replay,
+}
 
 /// Runs a plugin call on the blocking pool: wasm calls may take up to the
 /// call timeout and must not stall the async readers of other shards.
@@ -98,12 +112,13 @@ pub(crate) async fn run_shard(
         pre_swap: None,
         probation: 0,
         start,
+        uncommitted_records: 0,
+        careful_records: 0,
     };
     worker.announce();
     let _registered = Registered(&shared, worker.shard_id.clone());
     let mut stop = shared.stop.clone();
     let mut next_timer = Instant::now() + config.timer_interval;
-    let mut attempts = 0u32;
     loop {
         let event = tokio::select! {
             biased;
@@ -138,9 +153,8 @@ pub(crate) async fn run_shard(
             if let Ok(mut last) = progress.last_record.lock() {
                 last.insert(worker.shard_id.clone(), Instant::now());
             }
-            match worker.process(records).await? {
-                Ok(()) => {
-                    attempts = 0;
+            match worker.handle(records).await? {
+                BatchOutcome::Done => {
                     worker.probation = worker.probation.saturating_sub(1);
                     // The budget is checked here, per batch, so it stops the
                     // run within one batch per shard.
@@ -148,7 +162,7 @@ pub(crate) async fn run_shard(
                         let _ = shared.stop_tx.send(true);
                     }
                 }
-                Err(e) if worker.probation > 0 && worker.pre_swap.is_some() => {
+                BatchOutcome::RollBack(e) => {
                     // New logic failing on its first batches: undo the swap
                     // here at once; the coordinator then undoes it everywhere.
                     let generation = worker.generation;
@@ -162,20 +176,14 @@ pub(crate) async fn run_shard(
                     reader = open_reader(&shared, &worker.shard_id, resume).await?;
                     continue;
                 }
-                Err(e) => {
-                    attempts += 1;
-                    if attempts >= MAX_ATTEMPTS {
-                        bail!("giving up after {attempts} attempts at the same batch: {e}");
-                    }
-                    tracing::warn!(shard = %worker.shard_id, attempt = attempts, "{e}; retrying from the last checkpoint");
-                    // The instance is back at the checkpoint's state: so must
-                    // the position be. Dropping the reader drops what it read ahead.
-                    let resume = worker.resume_position();
-                    worker.position = None;
-                    worker.uncommitted_batches = 0;
+                BatchOutcome::Stopped(reason) => {
+                    worker.finish(ShutdownReason::Requested).await?;
+                    return Ok(ShardOutcome::Poisoned(reason));
+                }
+                BatchOutcome::Replay => {
+                    // Dropping the reader drops what it read ahead.
                     drop(reader);
-                    tokio::time::sleep(crate::kinesis::reader::backoff(attempts)).await;
-                    reader = open_reader(&shared, &worker.shard_id, resume).await?;
+                    reader = open_reader(&shared, &worker.shard_id, worker.resume_position()).await?;
                     continue;
                 }
             }
@@ -245,6 +253,11 @@ struct Worker {
     /// Where the shard began reading in this run (a rollback to before any
     /// checkpoint replays from there).
     start: StartPosition,
+    /// Records processed since the last checkpoint.
+    uncommitted_records: u64,
+    /// After a `Replay`: records to go during which every batch is
+    /// checkpointed, so the failing batch is met with nothing uncommitted.
+    careful_records: u64,
 }
 
 impl Worker {
@@ -254,6 +267,10 @@ impl Worker {
 
     fn instance(&self) -> anyhow::Result<&PluginInstance> {
         self.instance.as_ref().context("plugin instance lost after a failed call")
+    }
+
+    fn instance_mut(&mut self) -> anyhow::Result<&mut PluginInstance> {
+        self.instance.as_mut().context("plugin instance lost after a failed call")
     }
 
     /// Where reading resumes to match the last checkpoint.
@@ -281,33 +298,209 @@ impl Worker {
         self.shared.sink.write(output, &origin).await
     }
 
-    /// Processes one batch. The outer error stops the shard (sink or store
-    /// failure); the inner one is the plugin's, and the batch may be retried.
-    async fn process(&mut self, records: PackedBatch) -> anyhow::Result<Result<(), PluginError>> {
-        let first = records.view().get(0).map(|r| r.sequence_number().to_string());
-        let last = records.last_sequence_number();
-        let count = records.len() as u64;
+    /// Runs one batch through the failure policy. A failure is retried
+    /// (`--retries`, back-off with jitter, from the state before it); a
+    /// failure naming record `i` keeps the records before `i`; a failure
+    /// naming none is bisected until the records that fail alone are found.
+    /// Those are poison: dead-lettered, or the shard stops before them.
+    /// Every step that keeps records is checkpointed before the next call,
+    /// because a failed instance is rebuilt from the last checkpoint.
+    async fn handle(&mut self, batch: PackedBatch) -> anyhow::Result<BatchOutcome> {
+        let retries = self.shared.config.failure.retries;
+        let batch = self.set_aside_expired(batch).await?;
+        let careful = self.careful_records > 0;
+        self.careful_records = self.careful_records.saturating_sub(batch.len() as u64);
+        let batch = Arc::new(batch);
+        let n = batch.len();
+        // Ranges still to run, the next one last; `true` once bisecting.
+        let mut todo = vec![(0, n, false)];
+        let mut failed_before = false;
+        while let Some((mut lo, hi, bisecting)) = todo.pop() {
+            let mut attempts = 0u32;
+            while lo < hi {
+                let slice = if (lo, hi) == (0, n) { batch.clone() } else { Arc::new(batch.slice(lo..hi)) };
+                attempts += 1;
+                let (output, failure) = match self.call_process(slice.clone()).await? {
+                    Ok(processed) => (processed.output, processed.failure),
+                    Err(trap) => (PluginOutput::default(), Some(trap)),
+                };
+                let Some(failure) = failure else {
+                    self.accept(&slice, slice.len(), &output).await?;
+                    if failed_before {
+                        self.commit().await?;
+                    }
+                    lo = hi;
+                    continue;
+                };
+                if self.probation > 0 && self.pre_swap.is_some() {
+                    return Ok(BatchOutcome::RollBack(failure));
+                }
+                // Only the plugin failing *on records* makes records poison.
+                // An instance that cannot even start again (state it cannot
+                // restore, an init that fails) stops the shard with the reason.
+                if !matches!(failure, PluginError::Failed { .. } | PluginError::Trapped { call: "process", .. }) {
+                    return Err(anyhow::Error::new(failure).context(format!("the plugin of {} cannot go on", self.shard_id)));
+                }
+                if !failed_before && self.uncommitted_batches > 0 {
+                    // The instance is rebuilt from the last checkpoint, which
+                    // lacks the batches since: read them again.
+                    self.instance_mut()?.reset();
+                    self.careful_records = self.uncommitted_records + n as u64;
+                    self.position = None;
+                    self.uncommitted_batches = 0;
+                    self.uncommitted_records = 0;
+                    tracing::warn!(shard = %self.shard_id, "{failure}; replaying from the last checkpoint");
+                    return Ok(BatchOutcome::Replay);
+                }
+                failed_before = true;
+                let retryable = matches!(failure, PluginError::Trapped { .. } | PluginError::Failed { retryable: true, .. });
+                let index = match &failure {
+                    PluginError::Failed { record_index: Some(i), .. } => Some(*i as usize),
+                    _ => None,
+                };
+                if let Some(i) = index.filter(|i| *i > 0) {
+                    // The plugin vouches for the records before `i`.
+                    self.accept(&slice, i, &output).await?;
+                    self.commit().await?;
+                    lo += i;
+                    attempts = 1;
+                }
+                self.instance_mut()?.reset();
+                if retryable && !bisecting && attempts <= retries {
+                    self.shared.progress.plugin_retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(shard = %self.shard_id, attempt = attempts, "{failure}; retrying");
+                    tokio::time::sleep(crate::kinesis::reader::backoff(attempts)).await;
+                    continue;
+                }
+                if index.is_some() || hi - lo == 1 {
+                    // Record `lo` fails on its own.
+                    if let Some(stop) = self.poison(&batch, lo, &failure, attempts).await? {
+                        return Ok(BatchOutcome::Stopped(stop));
+                    }
+                    lo += 1;
+                    attempts = 0;
+                    continue;
+                }
+                // Which record fails is unknown: halve the range, left first.
+                let mid = lo + (hi - lo) / 2;
+                todo.push((mid, hi, true));
+                todo.push((lo, mid, true));
+                break;
+            }
+        }
+        if !failed_before {
+            self.uncommitted_batches += 1;
+            if careful || self.uncommitted_batches >= self.shared.config.checkpoint_every.max(1) {
+                self.commit().await?;
+            }
+        }
+        Ok(BatchOutcome::Done)
+    }
+
+    /// One `process` call on the blocking pool. The outer error is the
+    /// host's; the inner one a trap (the instance was rebuilt).
+    async fn call_process(&mut self, batch: Arc<PackedBatch>) -> anyhow::Result<Result<Processed, PluginError>> {
         let instance = self.take()?;
-        let (instance, result) = blocking(instance, move |instance| instance.process(records.as_wit())).await?;
+        let (instance, result) = blocking(instance, move |instance| instance.process(batch.as_wit())).await?;
         self.instance = Some(instance);
-        let processed = match result {
-            Ok(processed) => processed,
-            Err(trap) => return Ok(Err(trap)),
+        Ok(result)
+    }
+
+    /// Releases the output of the first `count` records of `slice` and
+    /// moves the position past them (the checkpoint follows by policy).
+    async fn accept(&mut self, slice: &PackedBatch, count: usize, output: &PluginOutput) -> anyhow::Result<()> {
+        let view = slice.view();
+        let first = view.get(0).map(|r| r.sequence_number());
+        let last = count.checked_sub(1).and_then(|i| view.get(i)).map(|r| r.sequence_number());
+        self.write(output, first.zip(last)).await?;
+        let progress = &self.shared.progress;
+        progress.records.fetch_add(count as u64, Ordering::Relaxed);
+        if let Ok(mut by_shard) = progress.records_by_shard.lock() {
+            *by_shard.entry(self.shard_id.clone()).or_insert(0) += count as u64;
+        }
+        if let Some(last) = last {
+            self.position = Some(last.to_string());
+        }
+        self.uncommitted_records += count as u64;
+        Ok(())
+    }
+
+    /// A record the plugin fails on by itself. With a dead-letter sink it
+    /// goes there (durably) and the checkpoint moves past it; without one,
+    /// the shard stops right before it. Returns the stop message.
+    async fn poison(&mut self, batch: &PackedBatch, index: usize, failure: &PluginError, attempts: u32) -> anyhow::Result<Option<String>> {
+        let record = batch.view().get(index).context("poison record index out of the batch")?;
+        let Some(sink) = self.shared.config.failure.dead_letter.clone() else {
+            return Ok(Some(format!(
+                "record {} (partition key {:?}) fails: {failure}; the shard stopped right before it. Pass --dead-letter file:PATH to set such records aside and go on, or fix the plugin: a restart resumes at this record",
+                record.sequence_number(),
+                String::from_utf8_lossy(record.partition_key_bytes())
+            )));
         };
-        if let Some(failure) = processed.failure {
-            return Ok(Err(failure));
+        let letter = self.letter(record, DeadLetterReason::Poison, failure.to_string(), attempts)?;
+        tracing::warn!(shard = %self.shard_id, sequence_number = %letter.sequence_number, "dead-lettered: {failure}");
+        sink.write(&[letter]).await?;
+        self.count_dead_letters(DeadLetterReason::Poison, 1);
+        self.position = Some(record.sequence_number().to_string());
+        self.commit().await?;
+        Ok(None)
+    }
+
+    /// Sends records older than `--max-record-age` to the dead-letter sink
+    /// and returns the rest.
+    async fn set_aside_expired(&mut self, batch: PackedBatch) -> anyhow::Result<PackedBatch> {
+        let failure = &self.shared.config.failure;
+        let (Some(age), Some(sink)) = (failure.max_record_age, failure.dead_letter.clone()) else { return Ok(batch) };
+        let cutoff = Clock::System.now_millis() - age.as_millis() as i64;
+        let view = batch.view();
+        if view.iter().all(|r| r.approximate_arrival_millis() >= cutoff) {
+            return Ok(batch);
         }
-        self.write(&processed.output, first.as_deref().zip(last.as_deref())).await?;
-        self.shared.progress.records.fetch_add(count, Ordering::Relaxed);
-        if let Ok(mut by_shard) = self.shared.progress.records_by_shard.lock() {
-            *by_shard.entry(self.shard_id.clone()).or_insert(0) += count;
+        let mut keep = PackedBatch::with_capacity(batch.len(), 0);
+        keep.set_millis_behind_latest(batch.millis_behind_latest());
+        let mut letters = Vec::new();
+        for record in view.iter() {
+            if record.approximate_arrival_millis() < cutoff {
+                let error = format!("older than --max-record-age ({} s) when read", age.as_secs_f64());
+                letters.push(self.letter(record, DeadLetterReason::Expired, error, 0)?);
+            } else {
+                keep.push(record.partition_key_bytes(), record.data(), record.sequence_number().as_bytes(), record.sub_sequence_number(), record.approximate_arrival_millis())?;
+            }
         }
-        self.position = last;
-        self.uncommitted_batches += 1;
-        if self.uncommitted_batches >= self.shared.config.checkpoint_every.max(1) {
+        sink.write(&letters).await?;
+        self.count_dead_letters(DeadLetterReason::Expired, letters.len() as u64);
+        if keep.is_empty() {
+            // All of them: the checkpoint moves past the batch.
+            self.position = batch.last_sequence_number();
             self.commit().await?;
         }
-        Ok(Ok(()))
+        Ok(keep)
+    }
+
+    fn letter(&self, record: kinesis_processor_sdk::Record<'_>, reason: DeadLetterReason, error: String, attempts: u32) -> anyhow::Result<DeadLetter> {
+        let mut letter = DeadLetter {
+            reason,
+            stream: self.shared.config.stream.clone(),
+            shard_id: self.shard_id.clone(),
+            sequence_number: record.sequence_number().to_string(),
+            sub_sequence_number: record.sub_sequence_number(),
+            partition_key: String::from_utf8_lossy(record.partition_key_bytes()).into_owned(),
+            arrival_millis: record.approximate_arrival_millis(),
+            data: None,
+            data_base64: None,
+            error,
+            attempts,
+            plugin_sha256: self.instance()?.plugin().sha256().to_string(),
+            dead_lettered_at_millis: Clock::System.now_millis(),
+        };
+        letter.set_data(record.data());
+        Ok(letter)
+    }
+
+    fn count_dead_letters(&self, reason: DeadLetterReason, n: u64) {
+        if let Ok(mut counts) = self.shared.progress.dead_letters.lock() {
+            *counts.entry((self.shard_id.clone(), reason.as_str())).or_insert(0) += n;
+        }
     }
 
     async fn timer(&mut self) -> anyhow::Result<()> {
@@ -333,6 +526,7 @@ impl Worker {
         self.store_checkpoint(false, Some((state.version, state.bytes))).await?;
         self.committed = self.position.take().or(self.committed.take());
         self.uncommitted_batches = 0;
+        self.uncommitted_records = 0;
         Ok(())
     }
 
@@ -472,6 +666,7 @@ impl Worker {
         self.instance = Some(instance);
         self.position = None;
         self.uncommitted_batches = 0;
+        self.uncommitted_records = 0;
         self.committed = pre.committed;
         self.store_checkpoint(false, pre.state.map(|s| (s.version, s.bytes))).await?;
         self.probation = 0;

@@ -117,6 +117,13 @@ impl PluginInstance {
         Ok(state)
     }
 
+    /// Drops the live instance; the next call starts a fresh one from the
+    /// last checkpointed state. After a failure the plugin reported (no
+    /// trap), its state may hold half of the batch: a retry starts clean.
+    pub fn reset(&mut self) {
+        self.live = None;
+    }
+
     /// The last checkpointed state.
     pub fn committed_state(&self) -> Option<&State> {
         self.committed.as_ref()

@@ -127,6 +127,7 @@ impl Fixture {
             status_interval: Duration::from_secs(3600),
             plugin_config: plugin_config.into(),
             limits: PluginLimits::default(),
+            failure: Default::default(),
         }
     }
 

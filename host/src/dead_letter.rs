@@ -1,0 +1,138 @@
+//! The dead-letter sink: where a record the plugin cannot process goes,
+//! with everything needed to find, understand and replay it. Nothing is
+//! ever skipped without a line here (and a count in the metrics).
+
+use crate::kinesis::producer::{put_all, Outgoing};
+use anyhow::Context;
+use base64::Engine as _;
+use serde::Serialize;
+use std::io::Write;
+use std::sync::Mutex;
+
+/// Why a record was set aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeadLetterReason {
+    /// The plugin failed on it (after retries and bisecting).
+    Poison,
+    /// Older than `--max-record-age` when read.
+    Expired,
+}
+
+impl DeadLetterReason {
+    /// The name in metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Poison => "poison",
+            DeadLetterReason::Expired => "expired",
+        }
+    }
+}
+
+/// One record set aside, as written (one JSON object per line, or the data
+/// of one Kinesis record).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub reason: DeadLetterReason,
+    pub stream: String,
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub sub_sequence_number: u64,
+    pub partition_key: String,
+    /// Approximate arrival time, ms since the Unix epoch.
+    pub arrival_millis: i64,
+    /// The data as text when it is UTF-8…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// …else base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+    /// What went wrong, in the plugin's or the host's words.
+    pub error: String,
+    /// Calls made on the record (or the slices holding it) before giving up.
+    pub attempts: u32,
+    /// Content hash of the plugin that failed on it.
+    pub plugin_sha256: String,
+    /// When it was set aside, ms since the Unix epoch.
+    pub dead_lettered_at_millis: i64,
+}
+
+impl DeadLetter {
+    /// Stores `data` as text when it is UTF-8, else as base64.
+    pub fn set_data(&mut self, data: &[u8]) {
+        match std::str::from_utf8(data) {
+            Ok(text) => (self.data, self.data_base64) = (Some(text.to_string()), None),
+            Err(_) => (self.data, self.data_base64) = (None, Some(base64::engine::general_purpose::STANDARD.encode(data))),
+        }
+    }
+}
+
+/// Where dead letters go (`--dead-letter`).
+pub enum DeadLetterSink {
+    /// JSON lines appended to a file, flushed (and synced) before the
+    /// checkpoint that skips the record.
+    File { path: std::path::PathBuf, file: Mutex<std::fs::File> },
+    /// Records put to another stream, keyed by the original partition key.
+    Stream { client: aws_sdk_kinesis::Client, stream: String },
+}
+
+impl std::fmt::Debug for DeadLetterSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeadLetterSink::File { path, .. } => write!(f, "file:{}", path.display()),
+            DeadLetterSink::Stream { stream, .. } => write!(f, "kinesis:{stream}"),
+        }
+    }
+}
+
+impl DeadLetterSink {
+    /// Parses `file:PATH` or `kinesis:STREAM`.
+    pub fn open(spec: &str, client: &aws_sdk_kinesis::Client) -> anyhow::Result<Self> {
+        match spec.split_once(':') {
+            Some(("file", path)) if !path.is_empty() => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open the dead-letter file {path}"))?;
+                Ok(DeadLetterSink::File { path: path.into(), file: Mutex::new(file) })
+            }
+            Some(("kinesis", stream)) if !stream.is_empty() => {
+                Ok(DeadLetterSink::Stream { client: client.clone(), stream: stream.to_string() })
+            }
+            _ => anyhow::bail!("--dead-letter {spec:?} must be `file:PATH` or `kinesis:STREAM`"),
+        }
+    }
+
+    /// Writes the letters durably; only then may the checkpoint move past them.
+    pub async fn write(&self, letters: &[DeadLetter]) -> anyhow::Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        match self {
+            DeadLetterSink::File { path, file } => {
+                let mut lines = Vec::new();
+                for letter in letters {
+                    serde_json::to_writer(&mut lines, letter)?;
+                    lines.push(b'\n');
+                }
+                let mut file = file.lock().map_err(|_| anyhow::anyhow!("dead-letter lock poisoned"))?;
+                file.write_all(&lines)
+                    .and_then(|_| file.sync_data())
+                    .with_context(|| format!("cannot write the dead-letter file {}", path.display()))
+            }
+            DeadLetterSink::Stream { client, stream } => {
+                let records: Vec<Outgoing> = letters
+                    .iter()
+                    .map(|l| {
+                        Ok(Outgoing {
+                            partition_key: if l.partition_key.is_empty() { "-".into() } else { l.partition_key.clone() },
+                            data: serde_json::to_vec(l)?,
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                put_all(client, stream, &records).await.map(|_| ()).with_context(|| format!("cannot put dead letters to {stream}"))
+            }
+        }
+    }
+}
