@@ -76,3 +76,28 @@ pub async fn serve(listener: tokio::net::TcpListener, progress: Arc<Progress>, i
     );
     axum::serve(listener, app).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swaps_dead_letters_and_stopped_shards_are_exported() {
+        let progress = Progress::default();
+        progress.plugin_by_shard.lock().expect("lock").insert("shardId-1".into(), "abc".into());
+        progress.swaps.by_outcome.lock().expect("lock").insert(("swapped", "def".into()), 2);
+        progress.dead_letters.lock().expect("lock").insert(("shardId-1".into(), "poison"), 3);
+        progress.stopped_shards.lock().expect("lock").insert("shardId-2".into(), "why".into());
+        progress.plugin_retries.store(4, Ordering::Relaxed);
+        let text = render(&progress, &MetricsInfo { stream: "s".into() });
+        for line in [
+            "host_plugin_info{stream=\"s\",shard=\"shardId-1\",sha256=\"abc\"} 1",
+            "host_plugin_swaps_total{stream=\"s\",outcome=\"swapped\",sha256=\"def\"} 2",
+            "host_dead_letters_total{stream=\"s\",shard=\"shardId-1\",reason=\"poison\"} 3",
+            "host_plugin_retries_total{stream=\"s\"} 4",
+            "host_shard_stopped{stream=\"s\",shard=\"shardId-2\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in:\n{text}");
+        }
+    }
+}

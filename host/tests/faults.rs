@@ -270,3 +270,87 @@ async fn a_panic_in_init_or_a_corrupt_snapshot_stops_with_the_reason_not_with_de
     assert!(lines(&dead_letters_path(&f)).is_empty(), "no record was blamed");
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_going_away_mid_stream_and_coming_back_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("kinesis");
+    let options = LocalOptions { port: 0, data_dir: Some(data_dir.clone()), ..LocalOptions::default() };
+    let local = host::local::LocalKinesis::start(options.clone()).await.expect("emulator");
+    let port = local.addr().port();
+    let client = host::kinesis::connect(&host::kinesis::AwsOptions { endpoint_url: Some(local.endpoint_url()), ..Default::default() })
+        .await
+        .expect("client");
+    admin::create(&client, "outage", 2).await.expect("create");
+    admin::wait_active(&client, "outage", Duration::from_secs(20)).await.expect("active");
+    let numbered = |from: u64, n: u64| -> Vec<Outgoing> {
+        (from..from + n).map(|i| Outgoing { partition_key: format!("key-{}", i % 16), data: format!("n-{i}").into_bytes() }).collect()
+    };
+    put_all(&client, "outage", &numbered(0, 200)).await.expect("put");
+
+    let out = dir.path().join("out.jsonl");
+    let mut config = ConsumerConfig::new("test", "outage");
+    config.start = host::kinesis::reader::StartPosition::TrimHorizon;
+    config.batch_size = 50;
+    config.idle_time = Duration::from_millis(50);
+    config.idle_exit = Some(Duration::from_millis(2500));
+    config.shard_sync_interval = Duration::from_millis(300);
+    let progress = Arc::new(Progress::default());
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(host::consumer::run(
+        client.clone(),
+        load(&host::plugin::PluginEngine::new().expect("engine"), "faulty"),
+        host::checkpoint::CheckpointStore::open(&dir.path().join("cp.db")).expect("store"),
+        Arc::new(Sink::file(&out, OutputFormat::Json).expect("sink")),
+        config,
+        progress.clone(),
+        stop,
+        |_| {},
+    ));
+    while progress.records.load(std::sync::atomic::Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The endpoint goes away; the readers back off and keep trying.
+    local.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if consumer.is_finished() {
+        panic!("the consumer must ride out the outage, but ended: {:?}", consumer.await.map(|r| r.map(|r| r.records)));
+    }
+    let local = host::local::LocalKinesis::start(LocalOptions { port, ..options }).await.expect("emulator is back");
+    put_all(&client, "outage", &numbered(200, 200)).await.expect("put after the outage");
+    let report = consumer.await.expect("task").expect("the run ends cleanly");
+    assert_eq!(report.records, 400);
+    assert!(report.retried_reads > 0, "reads were retried during the outage");
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for line in lines(&out) {
+        *seen.entry(line["data"].as_str().unwrap_or_default().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(seen, (0..400).map(|i| (format!("n-{i}"), 1)).collect::<BTreeMap<_, _>>());
+    local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_can_go_to_another_stream() {
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("source", 1).await;
+    f.stream("letters", 1).await;
+    let records = vec![
+        Outgoing { partition_key: "k".into(), data: b"ok".to_vec() },
+        Outgoing { partition_key: "bad-key".into(), data: b"fail".to_vec() },
+    ];
+    put_all(&f.client, &f.name("source"), &records).await.expect("put");
+    let mut config = f.config("source", "{}");
+    config.failure.dead_letter = Some(Arc::new(DeadLetterSink::open(&format!("kinesis:{}", f.name("letters")), &f.client).expect("sink")));
+    let (report, _) = run_with(&f, "faulty", config).await;
+    report.expect("runs");
+    let shard = admin::shards(&f.client, &f.name("letters")).await.expect("shards")[0].shard_id().to_string();
+    let mut reader = host::kinesis::reader::ShardReader::open(f.client.clone(), &f.name("letters"), &shard, host::kinesis::reader::StartPosition::TrimHorizon, 100)
+        .await
+        .expect("reader");
+    let letters = reader.next_batch().await.expect("read").records.to_records();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].partition_key, "bad-key", "keyed by the original key");
+    let letter: serde_json::Value = serde_json::from_slice(&letters[0].data).expect("json");
+    assert_eq!((letter["data"].as_str(), letter["reason"].as_str()), (Some("fail"), Some("poison")), "{letter}");
+    f.stop().await;
+}

@@ -207,8 +207,23 @@ pub async fn run(
     let mut shard_count = 0usize;
 
     loop {
-        if !*stop_rx.borrow() && Instant::now() >= next_sync {
-            let shards = admin::shards(&client, &config.stream).await?;
+        let listed = if !*stop_rx.borrow() && Instant::now() >= next_sync {
+            match admin::shards(&client, &config.stream).await {
+                Ok(shards) => Some(shards),
+                // At start, a listing that fails is the answer (no such
+                // stream, no endpoint). Later the running shards go on: their
+                // readers ride out an outage, and the listing is tried again.
+                Err(e) if shard_count > 0 => {
+                    tracing::warn!("re-listing shards failed, trying again shortly: {e:#}");
+                    next_sync = Instant::now() + config.shard_sync_interval.min(Duration::from_secs(5));
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        if let Some(shards) = listed {
             shard_count = shards.len();
             let known: HashSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
             for shard in &shards {
