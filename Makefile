@@ -3,7 +3,7 @@ CARGO ?= cargo
 PLUGIN_DIR := target/wasm32-wasip2/plugin
 PLUGINS := echo counter buffered-counter processor-template faulty counter-v2
 
-.PHONY: all build plugins host test bench wasm-target clean
+.PHONY: all build plugins host test bench demo wasm-target clean
 
 all: build
 
@@ -20,9 +20,15 @@ plugins: wasm-target
 host:
 	$(CARGO) build --release -p host
 
+# The demo: the embedded endpoint, seed 000's producers and the counter, live
+# (`host dev`; Ctrl-C stops). DEMO_FLAGS adds flags, e.g. "--duration 30 --lag 20".
+DEMO_FLAGS ?=
+demo: build
+	target/release/host dev --plugin $(PLUGIN_DIR)/counter.wasm $(DEMO_FLAGS)
+
 # Unit tests of every crate, then the host's integration tests, which run the
-# real plugin components.
-test: plugins
+# real plugin components (and the demo, so the release host is built first).
+test: build
 	host/tests/with-kinesis-mock.sh $(CARGO) test --workspace
 
 bench: plugins

@@ -40,6 +40,9 @@ pub enum Command {
     /// Measure hot swaps on the in-process emulator: file write to the new
     /// logic's first batch, and the stall per shard, beside a stop + restart.
     BenchSwap(BenchSwapArgs),
+    /// Everything at once, no AWS account: the embedded endpoint, a stream,
+    /// seed 000's producers and a consumer with the plugin, printing live.
+    Dev(Box<DevArgs>),
     /// Hot-swap the logic of a running `host run --control-addr`, roll the
     /// last swap back, or show which logic runs.
     Swap(SwapArgs),
@@ -320,21 +323,6 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub shard_sync_interval: f64,
 
-    /// Hot-swap the logic whenever the --plugin file changes on disk
-    /// (SIGHUP also reloads it, with or without this flag).
-    #[arg(long, help_heading = "Hot swap")]
-    pub watch: bool,
-
-    /// Accept `host swap` on this address: 127.0.0.1:PORT, [::1]:PORT or
-    /// unix:PATH (off by default; loopback only).
-    #[arg(long, value_name = "ADDR", help_heading = "Hot swap")]
-    pub control_addr: Option<ControlAddr>,
-
-    /// When new logic rejects the running logic's state: refuse the swap,
-    /// or start the new logic with fresh state.
-    #[arg(long, value_enum, default_value_t = OnRejectedState::Refuse, help_heading = "Hot swap")]
-    pub on_rejected_state: OnRejectedState,
-
     /// Extra attempts at a batch after a retryable plugin error or a trap
     /// (back-off with jitter, instance rebuilt from the checkpoint first).
     #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Failure policy")]
@@ -350,6 +338,28 @@ pub struct RunArgs {
     /// dead-letter sink unprocessed.
     #[arg(long, value_name = "SECONDS", help_heading = "Failure policy")]
     pub max_record_age: Option<f64>,
+
+    #[command(flatten)]
+    pub hot_swap: HotSwapArgs,
+}
+
+/// How a running host takes new logic (`host run`, `host dev`).
+#[derive(Debug, Args)]
+pub struct HotSwapArgs {
+    /// Hot-swap the logic whenever the --plugin file changes on disk
+    /// (SIGHUP also reloads it, with or without this flag).
+    #[arg(long, help_heading = "Hot swap")]
+    pub watch: bool,
+
+    /// Accept `host swap` on this address: 127.0.0.1:PORT, [::1]:PORT or
+    /// unix:PATH (off by default; loopback only).
+    #[arg(long, value_name = "ADDR", help_heading = "Hot swap")]
+    pub control_addr: Option<ControlAddr>,
+
+    /// When new logic rejects the running logic's state: refuse the swap,
+    /// or start the new logic with fresh state.
+    #[arg(long, value_enum, default_value_t = OnRejectedState::Refuse, help_heading = "Hot swap")]
+    pub on_rejected_state: OnRejectedState,
 
     /// Batches per shard new logic must get through; a failure within them
     /// rolls the swap back (previous plugin, pre-swap state and position).
@@ -529,4 +539,40 @@ pub struct BenchSwapArgs {
     /// Records/s put into the 4-shard stream while swapping.
     #[arg(long, default_value_t = 400)]
     pub rate: u32,
+}
+
+/// `host dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+
+    /// Port of the embedded endpoint on 127.0.0.1 (0: any free port), for
+    /// the AWS CLI or boto3 alongside.
+    #[arg(long, default_value_t = 4567)]
+    pub port: u16,
+
+    /// The stream to create and consume.
+    #[arg(long, default_value = "seed")]
+    pub stream: String,
+
+    /// Its shards.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub shards: i32,
+
+    /// Seconds the 8.8.8.9 producer lags behind its own timestamps (seed
+    /// 000's late, out-of-order records).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub lag: f64,
+
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
+    /// How plugin output is printed.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Plain)]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub hot_swap: HotSwapArgs,
 }

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use host::cli::{
-    BenchArgs, BenchStreamArgs, BenchSwapArgs, Cli, Command, EndReason, LocalArgs, PluginArgs, ProduceArgs, RunArgs, StartAt, StreamCommand, SwapArgs,
+    BenchArgs, BenchStreamArgs, BenchSwapArgs, Cli, DevArgs, Command, EndReason, LocalArgs, PluginArgs, ProduceArgs, RunArgs, StartAt, StreamCommand, SwapArgs,
     TestArgs,
 };
 use host::kinesis::reader::StartPosition;
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => block_on(produce(args)),
         Command::Local(args) => block_on(local(args)),
         Command::Swap(args) => block_on(swap(args)),
+        Command::Dev(args) => block_on(dev(*args)),
         Command::BenchStream(args) => block_on(bench_stream(args)),
         Command::BenchSwap(args) => block_on(bench_swap(args)),
     };
@@ -121,18 +122,21 @@ fn block_on(future: impl std::future::Future<Output = anyhow::Result<ExitCode>>)
 }
 
 /// Sets `stop` on the first SIGINT or SIGTERM; a second SIGINT exits at once.
+/// Returns at SIGINT (Ctrl-C) or SIGTERM.
+async fn until_interrupted() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted.context("cannot wait for Ctrl-C"),
+        _ = term.recv() => Ok(()),
+    }
+}
+
 fn stop_on_signals(stop: tokio::sync::watch::Sender<bool>) {
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let terminated = async {
-            match term.as_mut() {
-                Some(t) => t.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminated => {}
+        if let Err(e) = until_interrupted().await {
+            tracing::warn!("{e:#}; stop with SIGKILL");
+            return;
         }
         eprintln!("stopping: finishing the batches in flight and checkpointing (Ctrl-C again to quit now)");
         let _ = stop.send(true);
@@ -140,6 +144,118 @@ fn stop_on_signals(stop: tokio::sync::watch::Sender<bool>) {
             std::process::exit(130);
         }
     });
+}
+
+/// What each shard's instances start with, less the shard id.
+fn instance_settings(config: &str, limits: &host::plugin::PluginLimits, stream: &str, application: &str) -> host::plugin::InstanceSettings {
+    host::plugin::InstanceSettings {
+        config: config.to_string(),
+        context: host::plugin::bindings::ShardContext {
+            stream_name: stream.to_string(),
+            shard_id: String::new(),
+            application: application.to_string(),
+        },
+        limits: limits.clone(),
+        clock: host::plugin::Clock::System,
+    }
+}
+
+/// Hot swap: every trigger (--watch, SIGHUP, --control-addr) feeds one
+/// coordinator, which checks new logic off the hot path and hands it to the
+/// shards at batch boundaries. Keep the watcher alive for the run.
+async fn start_hot_swap(
+    args: &host::cli::HotSwapArgs,
+    plugin_args: &PluginArgs,
+    engine: PluginEngine,
+    plugin: Arc<Plugin>,
+    settings: host::plugin::InstanceSettings,
+    progress: Arc<host::consumer::Progress>,
+) -> anyhow::Result<(Arc<host::swap::SwapHub>, Option<host::swap::watch::FileWatcher>)> {
+    let policy = host::swap::SwapPolicy { on_rejected_state: args.on_rejected_state, probation_batches: args.swap_probation };
+    let hub = host::swap::SwapHub::new(plugin, policy);
+    let (swaps, swap_requests) = tokio::sync::mpsc::channel(16);
+    let context = host::swap::SwapContext {
+        engine,
+        cache: plugin_args.cache(),
+        settings,
+        progress,
+        shard_timeout: Duration::from_secs(60),
+    };
+    tokio::spawn(host::swap::coordinate(hub.clone(), context, swap_requests, |result| {
+        eprintln!("swap: {}: {}", result.outcome, result.message)
+    }));
+    let watcher = match args.watch {
+        true => Some(host::swap::watch::watch(&plugin_args.plugin, swaps.clone(), Default::default())?),
+        false => None,
+    };
+    if let Some(addr) = &args.control_addr {
+        host::swap::control::serve(addr, swaps.clone(), hub.clone()).await?;
+    }
+    reload_on_sighup(plugin_args.plugin.clone(), swaps);
+    Ok((hub, watcher))
+}
+
+/// `host dev`: the embedded endpoint, a stream, seed 000's producers and a
+/// consumer with the plugin, in one process, output printed as it comes.
+async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+    use host::kinesis::producer::{produce, ProducePlan, Source};
+    let config = args.plugin.config_json()?;
+    let limits = args.plugin.limits()?;
+    let (engine, plugin) = tokio::task::block_in_place(|| load_plugin(&args.plugin))?;
+    let local = host::local::LocalKinesis::start(host::local::LocalOptions { port: args.port, ..Default::default() }).await?;
+    let url = local.endpoint_url();
+    let client = host::kinesis::connect(&host::kinesis::AwsOptions { endpoint_url: Some(url.clone()), ..Default::default() }).await?;
+    host::kinesis::admin::create(&client, &args.stream, args.shards).await?;
+    host::kinesis::admin::wait_active(&client, &args.stream, Duration::from_secs(30)).await?;
+    let lag = seconds(args.lag, "--lag")?;
+    let sources: Vec<Source> = vec![
+        Source { ip: "8.8.8.8".into(), interval: Duration::from_secs(2), lag: Duration::ZERO },
+        Source { ip: "8.8.8.9".into(), interval: Duration::from_secs(5), lag },
+    ];
+    eprintln!(
+        "dev: Kinesis on {url} (stream `{}`, {} shard(s); the AWS CLI, boto3 and `host run --endpoint-url {url}` can join); \
+         producing 8.8.8.8 every 2 s and 8.8.8.9 every 5 s{}; consuming with {}. {}",
+        args.stream,
+        args.shards,
+        if lag.is_zero() { String::new() } else { format!(" ({} s late)", lag.as_secs_f64()) },
+        args.plugin.plugin.display(),
+        match args.duration {
+            Some(s) => format!("Stopping after {s} s."),
+            None => "Ctrl-C stops.".into(),
+        }
+    );
+    let producer = {
+        let (client, stream) = (client.clone(), args.stream.clone());
+        tokio::spawn(async move { produce(&client, &stream, ProducePlan::Sources(sources), None, None, |_| {}).await })
+    };
+    let dir = tempfile::tempdir().context("cannot create a directory for the checkpoints")?;
+    let consumer = host::consumer::ConsumerConfig {
+        start: StartPosition::TrimHorizon,
+        status_interval: Duration::from_secs(86_400 * 365),
+        plugin_config: config.clone(),
+        limits: limits.clone(),
+        ..host::consumer::ConsumerConfig::new("dev", &args.stream)
+    };
+    let progress = Arc::new(host::consumer::Progress::default());
+    let settings = instance_settings(&config, &limits, &args.stream, "dev");
+    let (hub, _watcher) = start_hot_swap(&args.hot_swap, &args.plugin, engine, plugin, settings, progress.clone()).await?;
+    let (stop, _) = tokio::sync::watch::channel(false);
+    stop_on_signals(stop.clone());
+    if let Some(duration) = args.duration {
+        let (stop, duration) = (stop.clone(), seconds(duration, "--duration")?);
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            let _ = stop.send(true);
+        });
+    }
+    let store = host::checkpoint::CheckpointStore::open(&dir.path().join("checkpoints.db"))?;
+    let sink = Arc::new(host::sink::Sink::stdout(args.output));
+    let report = host::consumer::run(client, hub, store, sink, consumer, progress, stop, |_| {}).await;
+    producer.abort();
+    local.stop().await;
+    let report = report?;
+    eprintln!("dev: stopped after {} records", report.records);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGHUP: swap to whatever the --plugin file holds now.
@@ -265,38 +381,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let info = host::metrics::MetricsInfo { stream: args.stream.clone() };
         tokio::spawn(host::metrics::serve(listener, progress.clone(), info));
     }
-    // Hot swap: every trigger feeds one coordinator, which checks new logic
-    // off the hot path and hands it to the shards at batch boundaries.
-    let policy = host::swap::SwapPolicy { on_rejected_state: args.on_rejected_state, probation_batches: args.swap_probation };
-    let hub = host::swap::SwapHub::new(plugin, policy);
-    let (swaps, swap_requests) = tokio::sync::mpsc::channel(16);
-    let context = host::swap::SwapContext {
-        engine,
-        cache: args.plugin.cache(),
-        settings: host::plugin::InstanceSettings {
-            config,
-            context: host::plugin::bindings::ShardContext {
-                stream_name: args.stream.clone(),
-                shard_id: String::new(),
-                application: args.application.clone(),
-            },
-            limits,
-            clock: host::plugin::Clock::System,
-        },
-        progress: progress.clone(),
-        shard_timeout: Duration::from_secs(60),
-    };
-    tokio::spawn(host::swap::coordinate(hub.clone(), context, swap_requests, |result| {
-        eprintln!("swap: {}: {}", result.outcome, result.message)
-    }));
-    let _watcher = match args.watch {
-        true => Some(host::swap::watch::watch(&args.plugin.plugin, swaps.clone(), Default::default())?),
-        false => None,
-    };
-    if let Some(addr) = &args.control_addr {
-        host::swap::control::serve(addr, swaps.clone(), hub.clone()).await?;
-    }
-    reload_on_sighup(args.plugin.plugin.clone(), swaps);
+    let settings = instance_settings(&config, &limits, &args.stream, &args.application);
+    let (hub, _watcher) = start_hot_swap(&args.hot_swap, &args.plugin, engine, plugin, settings, progress.clone()).await?;
     let (stop, _) = tokio::sync::watch::channel(false);
     stop_on_signals(stop.clone());
     let report = host::consumer::run(client, hub, store, Arc::new(sink), consumer, progress, stop, |line| {
@@ -395,7 +481,7 @@ async fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
         },
         endpoint.endpoint_url()
     );
-    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    until_interrupted().await?;
     endpoint.stop().await;
     Ok(ExitCode::SUCCESS)
 }

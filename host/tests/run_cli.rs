@@ -10,27 +10,6 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn spawn_host(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(args)
-        .env("HOST_CACHE_DIR", cache_dir())
-        .env_remove("HOST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("host starts")
-}
-
-async fn wait(child: Child) -> Run {
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 async fn emulator() -> LocalKinesis {
     LocalKinesis::start(LocalOptions { port: 0, ..LocalOptions::default() }).await.expect("emulator")
 }

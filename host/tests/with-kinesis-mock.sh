@@ -10,8 +10,13 @@ version="0.6.2"
 port="${KINESIS_MOCK_PLAIN_PORT:-4568}"
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    echo "with-kinesis-mock: node and npm are needed for kinesis-mock (apt-get install nodejs npm)" >&2
-    exit 2
+    if [ -n "${CI:-}" ]; then
+        echo "with-kinesis-mock: node and npm are needed for kinesis-mock (apt-get install nodejs npm)" >&2
+        exit 2
+    fi
+    # Outside CI the kinesis-mock half of the tests is skipped (each says so).
+    echo "with-kinesis-mock: no node/npm, running without kinesis-mock (apt-get install nodejs npm for both emulators)" >&2
+    exec "$@"
 fi
 if [ ! -f "$dir/node_modules/kinesis-local/main.js" ]; then
     mkdir -p "$dir"

@@ -212,12 +212,13 @@ pub async fn produce(
             }
         }
         ProducePlan::Documents { count: documents, interval } => {
-            let mut rng = rand::rng();
             for number in 1..=documents {
                 if !time_left() || !budget_left(&put) {
                     break;
                 }
-                let record = document(number, &mut rng);
+                // A fresh handle each time: the thread-local generator must
+                // not live across an await (the future may move threads).
+                let record = document(number, &mut rand::rng());
                 put_all(client, stream, std::slice::from_ref(&record)).await?;
                 put.fetch_add(1, Ordering::Relaxed);
                 progress(&record);

@@ -7,7 +7,7 @@ pub mod emulators;
 use host::plugin::{CompiledCache, Plugin, PluginEngine};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 /// The workspace's target directory.
@@ -45,15 +45,7 @@ pub struct Run {
 
 /// Runs `host` with `args`, feeding `stdin`.
 pub fn host(args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(args)
-        .env("HOST_CACHE_DIR", cache_dir())
-        .env_remove("HOST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("host starts");
+    let mut child = host_command(args, Stdio::piped()).spawn().expect("host starts");
     let mut input = child.stdin.take().expect("stdin");
     // A host that exits early (e.g. on a bad plugin) closes its stdin; that is fine.
     let _ = input.write_all(stdin.as_bytes());
@@ -147,4 +139,47 @@ pub fn other_world_component() -> Vec<u8> {
              (func (export "hello") (result u32) (canon lift (core func $i "f"))))"#,
     )
     .expect("wat")
+}
+
+/// Starts the `host` binary in the background, output captured.
+pub fn spawn_host(args: &[&str]) -> Child {
+    host_command(args, Stdio::null()).spawn().expect("host starts")
+}
+
+/// The `host` binary with the shared compiled cache, output captured.
+fn host_command(args: &[&str], stdin: Stdio) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command
+        .args(args)
+        .env("HOST_CACHE_DIR", cache_dir())
+        .env_remove("HOST_LOG")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+pub async fn wait(child: Child) -> Run {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
 }
