@@ -505,7 +505,7 @@ pub struct BenchStreamArgs {
 
     /// Rounds of the throughput pair (bare loop, then `host run`), taken in
     /// turn; the report gives the median of each and their ratio.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub rounds: u32,
 
     /// Python with boto3 for seed 000's worker (`none` skips it).
