@@ -340,3 +340,39 @@ async fn sighup_reloads_the_plugin_file() {
     assert!(run.stderr.contains("swap: swapped: now running"), "{}", run.stderr);
     local.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_without_dead_letters_ends_the_run_with_exit_1_and_says_what_to_do() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    assert_eq!(host(&["stream", "create", "poisoned", "--shards", "1", "--wait", "--endpoint-url", &url], "").code, 0);
+    let client = host::kinesis::connect(&host::kinesis::AwsOptions { endpoint_url: Some(url.clone()), ..Default::default() })
+        .await
+        .expect("client");
+    let records: Vec<host::kinesis::producer::Outgoing> = ["a", "b", "fail", "c"]
+        .iter()
+        .map(|d| host::kinesis::producer::Outgoing { partition_key: "k".into(), data: d.as_bytes().to_vec() })
+        .collect();
+    host::kinesis::producer::put_all(&client, "poisoned", &records).await.expect("put");
+    let faulty = plugin_path("faulty").display().to_string();
+    let letters = dir.path().join("letters.jsonl");
+    let args = ["run", "--plugin", &faulty, "--stream", "poisoned", "--endpoint-url", &url, "--start-position", "TRIM_HORIZON",
+        "--checkpoint-db", &db, "--idle-exit", "1", "--status-interval", "0", "--retries", "0"];
+    let run = wait(spawn_host(&args)).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().collect::<Vec<_>>(), ["a", "b"], "processed up to the poison record");
+    let error = run.stderr.lines().find(|l| l.starts_with("error: shard shardId-000000000000 stopped:")).unwrap_or_default();
+    assert!(error.contains("fails") && error.contains("--dead-letter file:PATH"), "{}", run.stderr);
+    // The operator does what the line says; the run resumes at that record.
+    let mut again = args.to_vec();
+    let sink = format!("file:{}", letters.display());
+    again.extend(["--dead-letter", &sink]);
+    let run = wait(spawn_host(&again)).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().collect::<Vec<_>>(), ["c"]);
+    let letter: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&letters).expect("letters").trim()).expect("json");
+    assert_eq!(letter["data"], "fail");
+    local.stop().await;
+}
