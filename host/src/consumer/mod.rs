@@ -292,7 +292,7 @@ pub async fn run(
                 let rate = (records - last_status.1) as f64 / last_status.0.elapsed().as_secs_f64().max(1e-3);
                 last_status = (Instant::now(), records);
                 let behind = progress.behind.lock().map(|b| b.iter().map(|(s, ms)| format!("{s} {ms} ms")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-                status(format!("{records} records ({rate:.0}/s), {} shards running, behind: {}", running.len(), if behind.is_empty() { "-".into() } else { behind }));
+                status(format!("{records} records ({}/s), {} shards running, behind: {}", rate_text(rate), running.len(), if behind.is_empty() { "-".into() } else { behind }));
             }
             _ = stop_rx.changed() => {}
             _ = tokio::time::sleep(sync_in.max(Duration::from_millis(50))) => {}
@@ -325,5 +325,27 @@ pub async fn run(
     match first_error {
         Some(e) => Err(e),
         None => Ok(report),
+    }
+}
+
+/// Records/s for the status line: whole numbers, but one decimal below 10
+/// (seed 000's producers put one record every 2 and 5 s: "0/s" would lie).
+fn rate_text(rate: f64) -> String {
+    if rate < 10.0 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_text;
+
+    #[test]
+    fn slow_rates_keep_a_decimal() {
+        assert_eq!(rate_text(0.7), "0.7");
+        assert_eq!(rate_text(0.0), "0.0");
+        assert_eq!(rate_text(400.4), "400");
     }
 }
