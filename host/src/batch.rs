@@ -3,7 +3,7 @@
 //! batch crosses into the sandbox as two bulk copies.
 
 use crate::plugin::bindings::RecordBatch;
-use kinesis_processor_sdk::{append_record, Batch, RecordEntry};
+use kinesis_processor_sdk::{append_record, Batch, Record, RecordEntry};
 
 /// One Kinesis record, owned by the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +78,6 @@ impl PackedBatch {
         batch
     }
 
-    /// Packs owned records (replays, tests).
-    pub fn from_records(records: &[InputRecord], millis_behind_latest: i64) -> Result<Self, BatchTooLarge> {
-        let mut batch = PackedBatch::default();
-        batch.repack(records, millis_behind_latest)?;
-        Ok(batch)
-    }
-
     /// Packs `records` in place of the batch's contents, reusing its buffers,
     /// and returns the batch to hand to the plugin.
     pub fn repack(&mut self, records: &[InputRecord], millis_behind_latest: i64) -> Result<&RecordBatch, BatchTooLarge> {
@@ -118,6 +111,17 @@ impl PackedBatch {
             arrival_millis,
         );
         Ok(())
+    }
+
+    /// Appends a record read from another batch.
+    pub fn push_record(&mut self, record: &Record<'_>) -> Result<(), BatchTooLarge> {
+        self.push(
+            record.partition_key_bytes(),
+            record.data(),
+            record.sequence_number().as_bytes(),
+            record.sub_sequence_number(),
+            record.approximate_arrival_millis(),
+        )
     }
 
     /// Sets how far behind the shard's tip the batch was read.
@@ -163,9 +167,9 @@ impl PackedBatch {
         let records: Vec<_> = range.filter_map(|i| view.get(i)).collect();
         let bytes = records.iter().map(|r| r.partition_key_bytes().len() + r.data().len() + r.sequence_number().len()).sum();
         let mut out = PackedBatch::with_capacity(records.len(), bytes);
-        for r in records {
+        for r in &records {
             // A part of a batch that fit cannot outgrow the offsets.
-            let _ = out.push(r.partition_key_bytes(), r.data(), r.sequence_number().as_bytes(), r.sub_sequence_number(), r.approximate_arrival_millis());
+            let _ = out.push_record(r);
         }
         out.set_millis_behind_latest(self.millis_behind_latest());
         out

@@ -146,20 +146,6 @@ fn stop_on_signals(stop: tokio::sync::watch::Sender<bool>) {
     });
 }
 
-/// What each shard's instances start with, less the shard id.
-fn instance_settings(config: &str, limits: &host::plugin::PluginLimits, stream: &str, application: &str) -> host::plugin::InstanceSettings {
-    host::plugin::InstanceSettings {
-        config: config.to_string(),
-        context: host::plugin::bindings::ShardContext {
-            stream_name: stream.to_string(),
-            shard_id: String::new(),
-            application: application.to_string(),
-        },
-        limits: limits.clone(),
-        clock: host::plugin::Clock::System,
-    }
-}
-
 /// Hot swap: every trigger (--watch, SIGHUP, --control-addr) feeds one
 /// coordinator, which checks new logic off the hot path and hands it to the
 /// shards at batch boundaries. Keep the watcher alive for the run.
@@ -201,13 +187,14 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     use host::kinesis::producer::{produce, ProducePlan, Source};
     let config = args.plugin.config_json()?;
     let limits = args.plugin.limits()?;
+    let lag = seconds(args.lag, "--lag")?;
+    let duration = args.duration.map(|s| seconds(s, "--duration")).transpose()?;
     let (engine, plugin) = tokio::task::block_in_place(|| load_plugin(&args.plugin))?;
     let local = host::local::LocalKinesis::start(host::local::LocalOptions { port: args.port, ..Default::default() }).await?;
     let url = local.endpoint_url();
     let client = host::kinesis::connect(&host::kinesis::AwsOptions { endpoint_url: Some(url.clone()), ..Default::default() }).await?;
     host::kinesis::admin::create(&client, &args.stream, args.shards).await?;
     host::kinesis::admin::wait_active(&client, &args.stream, Duration::from_secs(30)).await?;
-    let lag = seconds(args.lag, "--lag")?;
     let sources: Vec<Source> = vec![
         Source { ip: "8.8.8.8".into(), interval: Duration::from_secs(2), lag: Duration::ZERO },
         Source { ip: "8.8.8.9".into(), interval: Duration::from_secs(5), lag },
@@ -219,8 +206,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         args.shards,
         if lag.is_zero() { String::new() } else { format!(" ({} s late)", lag.as_secs_f64()) },
         args.plugin.plugin.display(),
-        match args.duration {
-            Some(s) => format!("Stopping after {s} s."),
+        match duration {
+            Some(d) => format!("Stopping after {} s.", d.as_secs_f64()),
             None => "Ctrl-C stops.".into(),
         }
     );
@@ -232,17 +219,17 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let consumer = host::consumer::ConsumerConfig {
         start: StartPosition::TrimHorizon,
         status_interval: Duration::from_secs(86_400 * 365),
-        plugin_config: config.clone(),
-        limits: limits.clone(),
+        plugin_config: config,
+        limits,
         ..host::consumer::ConsumerConfig::new("dev", &args.stream)
     };
     let progress = Arc::new(host::consumer::Progress::default());
-    let settings = instance_settings(&config, &limits, &args.stream, "dev");
+    let settings = consumer.instance_settings("");
     let (hub, _watcher) = start_hot_swap(&args.hot_swap, &args.plugin, engine, plugin, settings, progress.clone()).await?;
     let (stop, _) = tokio::sync::watch::channel(false);
     stop_on_signals(stop.clone());
-    if let Some(duration) = args.duration {
-        let (stop, duration) = (stop.clone(), seconds(duration, "--duration")?);
+    if let Some(duration) = duration {
+        let stop = stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(duration).await;
             let _ = stop.send(true);
@@ -362,8 +349,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         idle_exit: args.idle_exit.map(|s| seconds(s, "--idle-exit")).transpose()?,
         shard_sync_interval: seconds(args.shard_sync_interval, "--shard-sync-interval")?.max(Duration::from_millis(100)),
         status_interval: if status_interval.is_zero() { Duration::from_secs(86_400 * 365) } else { status_interval },
-        plugin_config: config.clone(),
-        limits: limits.clone(),
+        plugin_config: config,
+        limits,
         failure: host::consumer::FailurePolicy {
             retries: args.retries,
             dead_letter: args.dead_letter.as_deref().map(|spec| host::dead_letter::DeadLetterSink::open(spec, &client)).transpose()?.map(Arc::new),
@@ -381,7 +368,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let info = host::metrics::MetricsInfo { stream: args.stream.clone() };
         tokio::spawn(host::metrics::serve(listener, progress.clone(), info));
     }
-    let settings = instance_settings(&config, &limits, &args.stream, &args.application);
+    let settings = consumer.instance_settings("");
     let (hub, _watcher) = start_hot_swap(&args.hot_swap, &args.plugin, engine, plugin, settings, progress.clone()).await?;
     let (stop, _) = tokio::sync::watch::channel(false);
     stop_on_signals(stop.clone());

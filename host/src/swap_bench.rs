@@ -15,7 +15,7 @@ use crate::consumer::{self, ConsumerConfig, Progress};
 use crate::kinesis::producer::{put_all, Outgoing};
 use crate::kinesis::{admin, connect, AwsOptions};
 use crate::local::{LocalKinesis, LocalOptions};
-use crate::plugin::{Clock, CompiledCache, InstanceSettings, Plugin, PluginEngine, PluginLimits};
+use crate::plugin::{CompiledCache, Plugin, PluginEngine};
 use crate::sink::{OutputFormat, Sink, WriterSink};
 use crate::swap::{self, ShardOutcome, SwapContext, SwapHub, SwapPolicy, SwapResult};
 use anyhow::Context;
@@ -109,6 +109,10 @@ pub async fn run(engine: &PluginEngine, options: &SwapBenchOptions, mut progress
     let live = dir.path().join("live.wasm");
     let versions = [std::fs::read(&options.counter).context("--counter")?, std::fs::read(&options.changed).context("--changed")?];
     std::fs::write(&live, &versions[0])?;
+    let hashes = versions.each_ref().map(|bytes| {
+        use sha2::Digest;
+        short(&hex::encode(sha2::Sha256::digest(bytes)))
+    });
 
     let producing = Arc::new(AtomicBool::new(true));
     let producer = {
@@ -159,16 +163,7 @@ pub async fn run(engine: &PluginEngine, options: &SwapBenchOptions, mut progress
     let context = SwapContext {
         engine: engine.clone(),
         cache: Some(cache.clone()),
-        settings: InstanceSettings {
-            config: "{}".into(),
-            context: crate::plugin::bindings::ShardContext {
-                stream_name: "swap-bench".into(),
-                shard_id: String::new(),
-                application: "swap-bench".into(),
-            },
-            limits: PluginLimits::default(),
-            clock: Clock::System,
-        },
+        settings: ConsumerConfig::new("swap-bench", "swap-bench").instance_settings(""),
         progress: run_progress,
         shard_timeout: Duration::from_secs(30),
     };
@@ -178,17 +173,13 @@ pub async fn run(engine: &PluginEngine, options: &SwapBenchOptions, mut progress
     let _watcher = swap::watch::watch(&live, requests, Default::default())?;
     wait_for(&seen, &short(first.sha256()), Duration::from_secs(20)).await?;
     for round in 0..options.rounds {
-        let bytes = &versions[(round + 1) % 2];
-        let sha = short(&{
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(bytes))
-        });
+        let (bytes, sha) = (&versions[(round + 1) % 2], &hashes[(round + 1) % 2]);
         tokio::time::sleep(Duration::from_millis(700)).await;
         let written = Instant::now();
         std::fs::write(&live, bytes)?;
         let result = tokio::time::timeout(Duration::from_secs(30), results.recv()).await.context("no swap result")?.context("coordinator gone")?;
         anyhow::ensure!(result.outcome == "swapped", "round {round}: {}", result.message);
-        let first_output = wait_for(&seen, &sha, Duration::from_secs(20)).await?;
+        let first_output = wait_for(&seen, sha, Duration::from_secs(20)).await?;
         let max_stall = result
             .shards
             .values()
@@ -229,11 +220,7 @@ pub async fn run(engine: &PluginEngine, options: &SwapBenchOptions, mut progress
     }
     let mut running: Option<tokio::process::Child> = None;
     for round in 0..options.rounds.clamp(2, 6) {
-        let file = &files[round % 2];
-        let sha = short(&{
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(&versions[round % 2]))
-        });
+        let (file, sha) = (&files[round % 2], &hashes[round % 2]);
         if let Ok(mut seen) = seen.0.lock() {
             seen.clear();
         }
@@ -243,7 +230,7 @@ pub async fn run(engine: &PluginEngine, options: &SwapBenchOptions, mut progress
             stop_process(child).await?;
         }
         running = Some(spawn_run(&exe, file, &url, &dir.path().join("restart.db"), seen.clone(), &cache)?);
-        let first_output = wait_for(&seen, &sha, Duration::from_secs(30)).await?;
+        let first_output = wait_for(&seen, sha, Duration::from_secs(30)).await?;
         if round == 0 {
             continue; // the first start has no predecessor
         }

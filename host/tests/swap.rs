@@ -12,7 +12,6 @@ use host::kinesis::admin;
 use host::kinesis::producer::{put_all, Outgoing};
 use host::kinesis::reader::{ShardReader, StartPosition};
 use host::local::LocalOptions;
-use host::plugin::{Clock, InstanceSettings};
 use host::sink::{OutputFormat, Sink};
 use host::swap::{OnRejectedState, PluginSource, SwapContext, SwapHub, SwapPolicy, SwapRequest, SwapResult};
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,16 +40,7 @@ impl Running {
         let context = SwapContext {
             engine: f.engine.clone(),
             cache: Some(host::plugin::CompiledCache::new(cache_dir())),
-            settings: InstanceSettings {
-                config: plugin_config.into(),
-                context: host::plugin::bindings::ShardContext {
-                    stream_name: config.stream.clone(),
-                    shard_id: String::new(),
-                    application: config.application.clone(),
-                },
-                limits: config.limits.clone(),
-                clock: Clock::System,
-            },
+            settings: config.instance_settings(""),
             progress: progress.clone(),
             shard_timeout: Duration::from_secs(30),
         };

@@ -8,7 +8,8 @@ use crate::checkpoint::CheckpointStore;
 use crate::dead_letter::DeadLetterSink;
 use crate::kinesis::admin;
 use crate::kinesis::reader::StartPosition;
-use crate::plugin::{Plugin, PluginLimits};
+use crate::plugin::bindings::ShardContext;
+use crate::plugin::{Clock, InstanceSettings, Plugin, PluginLimits};
 use crate::sink::Sink;
 use crate::swap::{SwapCounts, SwapHub, SwapPolicy};
 use std::collections::{BTreeMap, HashSet};
@@ -89,6 +90,21 @@ impl ConsumerConfig {
             plugin_config: "{}".into(),
             limits: PluginLimits::default(),
             failure: FailurePolicy::default(),
+        }
+    }
+
+    /// What the plugin instances of `shard_id` start with (the swap
+    /// coordinator's probe instance uses its own name).
+    pub fn instance_settings(&self, shard_id: &str) -> InstanceSettings {
+        InstanceSettings {
+            config: self.plugin_config.clone(),
+            context: ShardContext {
+                stream_name: self.stream.clone(),
+                shard_id: shard_id.to_string(),
+                application: self.application.clone(),
+            },
+            limits: self.limits.clone(),
+            clock: Clock::System,
         }
     }
 }

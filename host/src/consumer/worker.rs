@@ -6,7 +6,7 @@ use super::Shared;
 use crate::batch::PackedBatch;
 use crate::checkpoint::Checkpoint;
 use crate::kinesis::reader::{Prefetch, ReadBatch, ShardReader, StartPosition};
-use crate::plugin::bindings::{ShardContext, ShutdownReason, State};
+use crate::plugin::bindings::{ShutdownReason, State};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::plugin::{Clock, InstanceSettings, Plugin, PluginError, PluginInstance, PluginOutput, Processed};
 use crate::sink::Origin;
@@ -80,16 +80,7 @@ pub(crate) async fn run_shard(
         None => config.start.clone(),
     };
     let state = checkpoint.as_ref().and_then(|c| c.state.clone()).map(|(version, bytes)| State { version, bytes });
-    let settings = InstanceSettings {
-        config: config.plugin_config.clone(),
-        context: ShardContext {
-            stream_name: config.stream.clone(),
-            shard_id: shard_id.clone(),
-            application: config.application.clone(),
-        },
-        limits: config.limits.clone(),
-        clock: Clock::System,
-    };
+    let settings = config.instance_settings(&shard_id);
     // Subscribing before reading the current generation: a swap published
     // in between is seen as a change, never missed.
     let mut generations = shared.swaps.subscribe();
@@ -269,8 +260,20 @@ impl Worker {
         self.instance.as_ref().context("plugin instance lost after a failed call")
     }
 
-    fn instance_mut(&mut self) -> anyhow::Result<&mut PluginInstance> {
-        self.instance.as_mut().context("plugin instance lost after a failed call")
+    /// After a failed call, the instance restarts from the last checkpoint
+    /// (a trap has already made it do so; a reported failure has not).
+    fn back_to_checkpoint(&mut self, failure: &PluginError) -> anyhow::Result<()> {
+        if !matches!(failure, PluginError::Trapped { .. }) {
+            self.instance.as_mut().context("plugin instance lost after a failed call")?.reset();
+        }
+        Ok(())
+    }
+
+    /// Drops the progress since the last checkpoint (reading resumes there).
+    fn forget_uncommitted(&mut self) {
+        self.position = None;
+        self.uncommitted_batches = 0;
+        self.uncommitted_records = 0;
     }
 
     /// Where reading resumes to match the last checkpoint.
@@ -344,11 +347,9 @@ impl Worker {
                 if !failed_before && self.uncommitted_batches > 0 {
                     // The instance is rebuilt from the last checkpoint, which
                     // lacks the batches since: read them again.
-                    self.instance_mut()?.reset();
+                    self.back_to_checkpoint(&failure)?;
                     self.careful_records = self.uncommitted_records + n as u64;
-                    self.position = None;
-                    self.uncommitted_batches = 0;
-                    self.uncommitted_records = 0;
+                    self.forget_uncommitted();
                     tracing::warn!(shard = %self.shard_id, "{failure}; replaying from the last checkpoint");
                     return Ok(BatchOutcome::Replay);
                 }
@@ -365,7 +366,7 @@ impl Worker {
                     lo += i;
                     attempts = 1;
                 }
-                self.instance_mut()?.reset();
+                self.back_to_checkpoint(&failure)?;
                 if retryable && !bisecting && attempts <= retries {
                     self.shared.progress.plugin_retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(shard = %self.shard_id, attempt = attempts, "{failure}; retrying");
@@ -464,7 +465,7 @@ impl Worker {
                 let error = format!("older than --max-record-age ({} s) when read", age.as_secs_f64());
                 letters.push(self.letter(record, DeadLetterReason::Expired, error, 0)?);
             } else {
-                keep.push(record.partition_key_bytes(), record.data(), record.sequence_number().as_bytes(), record.sub_sequence_number(), record.approximate_arrival_millis())?;
+                keep.push_record(&record)?;
             }
         }
         sink.write(&letters).await?;
@@ -664,9 +665,7 @@ impl Worker {
             .with_context(|| format!("cannot restart the previous plugin on {}", self.shard_id))?;
         // The failed or unwanted logic gets no last call: it is being undone.
         self.instance = Some(instance);
-        self.position = None;
-        self.uncommitted_batches = 0;
-        self.uncommitted_records = 0;
+        self.forget_uncommitted();
         self.committed = pre.committed;
         self.store_checkpoint(false, pre.state.map(|s| (s.version, s.bytes))).await?;
         self.probation = 0;

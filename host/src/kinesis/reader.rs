@@ -233,8 +233,6 @@ pub struct Prefetch {
     shard_id: String,
     /// Cuts the idle wait short (new logic wants its first batch now).
     wake: Arc<tokio::sync::Notify>,
-    /// The reader's back-off flag (see [`ShardReader::retrying`]).
-    pub retrying: Arc<AtomicBool>,
 }
 
 impl ShardReader {
@@ -243,7 +241,7 @@ impl ShardReader {
     /// `idle_time` before the next read; Kinesis allows 5 reads/s per shard.
     pub fn prefetch(mut self, idle_time: Duration) -> Prefetch {
         let (tx, batches) = mpsc::channel(1);
-        let (shard_id, retrying, limit) = (self.shard_id.clone(), self.retrying.clone(), self.limit as usize);
+        let (shard_id, limit) = (self.shard_id.clone(), self.limit as usize);
         let wake = Arc::new(tokio::sync::Notify::new());
         let woken = wake.clone();
         let task = tokio::spawn(async move {
@@ -268,7 +266,7 @@ impl ShardReader {
                 }
             }
         });
-        Prefetch { batches, task, shard_id, wake, retrying }
+        Prefetch { batches, task, shard_id, wake }
     }
 }
 
