@@ -279,7 +279,7 @@ async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
     let consumer = spawn_host(&[
         "run", "--plugin", &live.display().to_string(), "--watch", "--control-addr", &control, "--stream", "hot",
         "--endpoint-url", &url, "--start-position", "TRIM_HORIZON", "--checkpoint-db", &db,
-        "--sink", &format!("file:{}", out_path.display()), "--output", "json", "--idle-exit", "3", "--status-interval", "0",
+        "--sink", &format!("file:{}", out_path.display()), "--output", "json", "--idle-exit", "6", "--status-interval", "0",
     ]);
     assert!(wait_for_line(&out_path, &short_hash(&counter), Duration::from_secs(10)).await, "the counter runs");
 
@@ -291,7 +291,12 @@ async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
     let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
     assert_eq!(format!("sha256:{}", &status["sha256"].as_str().unwrap_or_default()[..12]), short_hash(&v2), "{status}");
 
-    // `host swap`: to the counter, then undone.
+    // `host swap`: to the counter, then undone. Once production is over and
+    // the consumer caught up (past its 1 s idle poll), so the rollback has
+    // nothing to replay and every record is processed exactly once.
+    let producer = wait(producer).await;
+    assert_eq!(producer.code, 0, "{}", producer.stderr);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let swapped = host(&["swap", "--control-addr", &control, "--plugin", &counter.display().to_string()], "");
     assert_eq!(swapped.code, 0, "{}", swapped.stderr);
     assert!(swapped.stdout.starts_with("swapped: now running"), "{}", swapped.stdout);
@@ -304,8 +309,6 @@ async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
     assert!(refused.stderr.starts_with("error: refused:") && refused.stderr.contains("not a WebAssembly file"), "{}", refused.stderr);
     assert_eq!(refused.stderr.trim().lines().count(), 1, "{}", refused.stderr);
 
-    let producer = wait(producer).await;
-    assert_eq!(producer.code, 0, "{}", producer.stderr);
     let run = wait(consumer).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("stopped after 1200 records"), "{}", run.stderr);
