@@ -178,7 +178,7 @@ pub async fn run(engine: &PluginEngine, options: &SwapBenchOptions, mut progress
         let written = Instant::now();
         std::fs::write(&live, bytes)?;
         let result = tokio::time::timeout(Duration::from_secs(30), results.recv()).await.context("no swap result")?.context("coordinator gone")?;
-        anyhow::ensure!(result.outcome == "swapped", "round {round}: {}", result.message);
+        anyhow::ensure!(result.outcome == swap::Outcome::Swapped, "round {round}: {}", result.message);
         let first_output = wait_for(&seen, sha, Duration::from_secs(20)).await?;
         let max_stall = result
             .shards

@@ -13,7 +13,7 @@ use host::kinesis::producer::{put_all, Outgoing};
 use host::kinesis::reader::{ShardReader, StartPosition};
 use host::local::LocalOptions;
 use host::sink::{OutputFormat, Sink};
-use host::swap::{OnRejectedState, PluginSource, SwapContext, SwapHub, SwapPolicy, SwapRequest, SwapResult};
+use host::swap::{OnRejectedState, Outcome, PluginSource, SwapContext, SwapHub, SwapPolicy, SwapRequest, SwapResult};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -186,7 +186,7 @@ async fn swapping_counter_and_a_changed_counter_processes_every_record_exactly_o
     for (round, plugin) in ["counter-v2", "counter", "counter-v2", "counter", "counter-v2"].into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let result = running.swap_to(plugin).await;
-        assert_eq!(result.outcome, "swapped", "round {round}: {result:?}");
+        assert_eq!(result.outcome, Outcome::Swapped, "round {round}: {result:?}");
         assert_eq!(result.shards.len(), 2, "both shards switched: {result:?}");
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -237,21 +237,21 @@ async fn a_broken_file_a_wrong_world_or_a_failing_init_leave_the_old_logic_runni
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let broken = running.swap_bytes("broken.wasm", b"\0asm\x0d\0\x01\0garbage".to_vec()).await;
-    assert_eq!(broken.outcome, "refused", "{broken:?}");
+    assert_eq!(broken.outcome, Outcome::Refused, "{broken:?}");
     assert!(broken.message.contains("broken.wasm") && broken.message.contains("stays"), "{}", broken.message);
 
     let not_wasm = running.swap_bytes("notes.txt", b"hello".to_vec()).await;
-    assert_eq!(not_wasm.outcome, "refused", "{not_wasm:?}");
+    assert_eq!(not_wasm.outcome, Outcome::Refused, "{not_wasm:?}");
     assert!(not_wasm.message.contains("not a WebAssembly"), "{}", not_wasm.message);
 
     let wrong_world = other_world_component();
     let wrong = running.swap_bytes("other-world.wasm", wrong_world).await;
-    assert_eq!(wrong.outcome, "refused", "{wrong:?}");
+    assert_eq!(wrong.outcome, Outcome::Refused, "{wrong:?}");
     assert!(wrong.message.contains("exports hello"), "{}", wrong.message);
 
     // `faulty` refuses the counter's config in `init`.
     let init = running.swap_to("faulty").await;
-    assert_eq!(init.outcome, "refused", "{init:?}");
+    assert_eq!(init.outcome, Outcome::Refused, "{init:?}");
     assert!(init.message.contains("window_seconds"), "{}", init.message);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -275,7 +275,7 @@ async fn rejected_state_refuses_the_swap_or_starts_fresh_as_configured() {
     let running = Running::start(&f, "states", "counter", "{}", SwapPolicy::default()).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let refused = running.swap_to("faulty").await;
-    assert_eq!(refused.outcome, "refused", "{refused:?}");
+    assert_eq!(refused.outcome, Outcome::Refused, "{refused:?}");
     assert!(refused.message.contains("corrupt state"), "the plugin's reason is passed on: {}", refused.message);
     let (_, report) = running.finish().await;
     assert!(report.records > 0);
@@ -286,7 +286,7 @@ async fn rejected_state_refuses_the_swap_or_starts_fresh_as_configured() {
     let running = Running::start(&f, "states", "counter", "{}", policy).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let fresh = running.swap_to("faulty").await;
-    assert_eq!(fresh.outcome, "swapped", "{fresh:?}");
+    assert_eq!(fresh.outcome, Outcome::Swapped, "{fresh:?}");
     assert!(fresh.message.contains("fresh state"), "{}", fresh.message);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (produced, report) = running.finish().await;
@@ -305,7 +305,7 @@ async fn new_logic_that_traps_is_rolled_back_and_its_records_replayed_by_the_old
     let running = Running::start(&f, "trapping", "echo", "{}", policy).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let swapped = running.swap_to("faulty").await;
-    assert_eq!(swapped.outcome, "swapped", "{swapped:?}");
+    assert_eq!(swapped.outcome, Outcome::Swapped, "{swapped:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A record the new logic traps on.
     put_all(&f.client, &f.name("trapping"), &[Outgoing { partition_key: "key-0".into(), data: b"trap".to_vec() }]).await.expect("put");
@@ -341,13 +341,13 @@ async fn rollback_on_demand_restores_the_pre_swap_state_and_replays() {
     f.stream("undo", 2).await;
     let running = Running::start(&f, "undo", "counter", r#"{"event_time": "arrival"}"#, SwapPolicy::default()).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(running.swap_to("counter-v2").await.outcome, "swapped");
+    assert_eq!(running.swap_to("counter-v2").await.outcome, Outcome::Swapped);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let back = running.rollback().await;
-    assert_eq!(back.outcome, "rolled-back", "{back:?}");
+    assert_eq!(back.outcome, Outcome::RolledBack, "{back:?}");
     assert!(back.message.contains("pre-swap"), "{}", back.message);
     let again = running.rollback().await;
-    assert_eq!(again.outcome, "refused", "nothing left to undo: {again:?}");
+    assert_eq!(again.outcome, Outcome::Refused, "nothing left to undo: {again:?}");
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (produced, _) = running.finish().await;
 

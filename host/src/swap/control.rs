@@ -6,7 +6,7 @@
 //! `POST /rollback`, and `GET /status`. Answers are JSON: a [`SwapResult`]
 //! (status 200 when the logic changed or already ran, 409 when refused).
 
-use super::{PluginSource, SwapHub, SwapRequest, SwapResult};
+use super::{Outcome, PluginSource, SwapHub, SwapRequest, SwapResult};
 use anyhow::{bail, Context};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -101,7 +101,7 @@ async fn ask(control: &Control, request: impl FnOnce(oneshot::Sender<SwapResult>
     }
     match answer.await {
         Ok(result) => {
-            let code = if matches!(result.outcome, "swapped" | "unchanged" | "rolled-back") { StatusCode::OK } else { StatusCode::CONFLICT };
+            let code = if result.outcome == Outcome::Refused { StatusCode::CONFLICT } else { StatusCode::OK };
             (code, axum::Json(serde_json::to_value(&result).unwrap_or_default()))
         }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"outcome": "refused", "message": "the host is stopping"}))),

@@ -177,11 +177,42 @@ pub enum SwapRequest {
     Rollback { reply: Option<oneshot::Sender<SwapResult>> },
 }
 
+/// What came of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// New logic runs on every shard.
+    Swapped,
+    /// The file holds the logic already running.
+    Unchanged,
+    /// The previous logic runs again, from its pre-swap checkpoints.
+    RolledBack,
+    /// The logic that ran before runs on; the message says why.
+    Refused,
+}
+
+impl Outcome {
+    /// The name in logs, metrics and the control endpoint's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Swapped => "swapped",
+            Outcome::Unchanged => "unchanged",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The answer to a request (also logged, and the control endpoint's reply).
 #[derive(Debug, Clone, Serialize)]
 pub struct SwapResult {
-    /// `swapped`, `rolled-back`, `refused` or `unchanged`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     /// One line for the operator.
     pub message: String,
     /// Content hash of the logic running after the request.
@@ -246,7 +277,7 @@ pub async fn coordinate(
                 };
                 log(&result);
                 announce(&result);
-                context.progress.swaps.count(result.outcome, &result.sha256);
+                context.progress.swaps.count(result.outcome.as_str(), &result.sha256);
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
@@ -259,7 +290,7 @@ pub async fn coordinate(
                         let result = rollback(&hub, &context, &mut reports, &mut undo, &reason).await;
                         log(&result);
                         announce(&result);
-                        context.progress.swaps.count(result.outcome, &result.sha256);
+                        context.progress.swaps.count(result.outcome.as_str(), &result.sha256);
                     }
                 }
             }
@@ -269,8 +300,8 @@ pub async fn coordinate(
 
 fn log(result: &SwapResult) {
     match result.outcome {
-        "refused" => tracing::warn!(sha256 = %result.sha256, "swap refused: {}", result.message),
-        _ => tracing::info!(sha256 = %result.sha256, outcome = result.outcome, "{}", result.message),
+        Outcome::Refused => tracing::warn!(sha256 = %result.sha256, "swap refused: {}", result.message),
+        _ => tracing::info!(sha256 = %result.sha256, outcome = %result.outcome, "{}", result.message),
     }
 }
 
@@ -280,7 +311,7 @@ fn short(sha256: &str) -> &str {
 
 impl SwapResult {
     /// A result without shard reports; the times run from `started`.
-    fn new(outcome: &'static str, message: String, sha256: &str, started: Instant) -> Self {
+    fn new(outcome: Outcome, message: String, sha256: &str, started: Instant) -> Self {
         let millis = started.elapsed().as_millis() as u64;
         SwapResult { outcome, message, sha256: sha256.to_string(), shards: BTreeMap::new(), prepare_millis: millis, total_millis: millis }
     }
@@ -303,14 +334,14 @@ async fn swap(
         Ok(plugin) => plugin,
         Err(message) => {
             let message = format!("{message}; the running logic ({}) stays", short(current.plugin.sha256()));
-            return SwapResult::new("refused", message, "", started);
+            return SwapResult::new(Outcome::Refused, message, "", started);
         }
     };
     let prepare_millis = started.elapsed().as_millis() as u64;
     let name = plugin.path().display().to_string();
     if plugin.sha256() == current.plugin.sha256() {
         let message = format!("{name} is the running logic ({}); nothing to do", short(plugin.sha256()));
-        return SwapResult::new("unchanged", message, plugin.sha256(), started);
+        return SwapResult::new(Outcome::Unchanged, message, plugin.sha256(), started);
     }
     let generation = hub.publish(plugin.clone(), Change::Swap);
     let shards = collect(hub, reports, generation.id, context.shard_timeout).await;
@@ -326,7 +357,7 @@ async fn swap(
         // One logic everywhere: shards that did switch go back too.
         let back = rollback(hub, context, reports, undo, &failed.join("; ")).await;
         let message = format!("{name} was not taken by every shard ({}); {}", failed.join("; "), back.message);
-        return SwapResult::new("refused", message, plugin.sha256(), started).with_shards(shards, prepare_millis);
+        return SwapResult::new(Outcome::Refused, message, plugin.sha256(), started).with_shards(shards, prepare_millis);
     }
     let mut stall = 0;
     let mut fresh = 0;
@@ -344,7 +375,7 @@ async fn swap(
         stall as f64 / 1000.0,
         if fresh > 0 { format!("; {fresh} shard(s) started with fresh state (old state rejected)") } else { String::new() }
     );
-    SwapResult::new("swapped", message, plugin.sha256(), started).with_shards(shards, prepare_millis)
+    SwapResult::new(Outcome::Swapped, message, plugin.sha256(), started).with_shards(shards, prepare_millis)
 }
 
 async fn rollback(
@@ -356,7 +387,7 @@ async fn rollback(
 ) -> SwapResult {
     let started = Instant::now();
     let Some((plugin, of)) = undo.take() else {
-        return SwapResult::new("refused", "there is no swap to roll back".into(), hub.current().plugin.sha256(), started);
+        return SwapResult::new(Outcome::Refused, "there is no swap to roll back".into(), hub.current().plugin.sha256(), started);
     };
     let generation = hub.publish(plugin.clone(), Change::Rollback { of });
     let shards = collect(hub, reports, generation.id, context.shard_timeout).await;
@@ -366,7 +397,7 @@ async fn rollback(
         short(plugin.sha256()),
         shards.len()
     );
-    SwapResult::new("rolled-back", message, plugin.sha256(), started).with_shards(shards, 0)
+    SwapResult::new(Outcome::RolledBack, message, plugin.sha256(), started).with_shards(shards, 0)
 }
 
 /// Compiles and checks the new component on the blocking pool: the world
