@@ -2,8 +2,10 @@
 CARGO ?= cargo
 PLUGIN_DIR := target/wasm32-wasip2/plugin
 PLUGINS := echo counter buffered-counter processor-template faulty counter-v2
+# The host `make demo` runs (the release build unless told otherwise).
+HOST ?= target/release/host
 
-.PHONY: all build plugins host test bench demo wasm-target clean
+.PHONY: all build plugins host bench-bin test lint bench demo wasm-target clean
 
 all: build
 
@@ -23,17 +25,26 @@ host:
 # The demo: the embedded endpoint, seed 000's producers and the counter, live
 # (`host dev`; Ctrl-C stops). DEMO_FLAGS adds flags, e.g. "--duration 30 --lag 20".
 DEMO_FLAGS ?=
-demo: build
-	target/release/host dev --plugin $(PLUGIN_DIR)/counter.wasm $(DEMO_FLAGS)
+demo: plugins
+	@if [ "$(HOST)" = target/release/host ]; then $(CARGO) build --release -p host; fi
+	$(HOST) dev --plugin $(PLUGIN_DIR)/counter.wasm $(DEMO_FLAGS)
 
-# Unit tests of every crate, then the host's integration tests, which run the
-# real plugin components (and the demo, so the release host is built first).
-test: build
+# Formatting and lints, as gates.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The gates, unit tests of every crate, then the host's integration tests
+# (one test binary, tests/it), which run the real plugin components.
+test: plugins lint
 	host/tests/with-kinesis-mock.sh $(CARGO) test --workspace
 
-bench: plugins
-	$(CARGO) build --release -p host
-	target/release/host bench --plugin $(PLUGIN_DIR)/counter.wasm
+# The benchmarks live in their own binary (host/bench), not in `host`.
+bench-bin:
+	$(CARGO) build --release -p host-bench
+
+bench: plugins bench-bin
+	target/release/host-bench plugin --plugin $(PLUGIN_DIR)/counter.wasm
 
 clean:
 	$(CARGO) clean

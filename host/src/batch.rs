@@ -3,7 +3,8 @@
 //! batch crosses into the sandbox as two bulk copies.
 
 use crate::plugin::bindings::RecordBatch;
-use kinesis_processor_sdk::{append_record, Batch, Record, RecordEntry};
+use kinesis_processor_sdk::wire::{append_record, RecordEntry};
+use kinesis_processor_sdk::{Batch, Record};
 
 /// One Kinesis record, owned by the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +32,7 @@ pub struct BatchTooLarge {
 /// Packs `records` into `payload` and `index` (both cleared first); the
 /// plugin path and native code (the benchmark baseline) share this packer.
 pub fn pack_into(records: &[InputRecord], payload: &mut Vec<u8>, index: &mut Vec<u8>) -> Result<(), BatchTooLarge> {
-    let total: usize =
-        records.iter().map(|r| r.partition_key.len() + r.data.len() + r.sequence_number.len()).sum();
+    let total: usize = records.iter().map(|r| r.partition_key.len() + r.data.len() + r.sequence_number.len()).sum();
     if total > u32::MAX as usize {
         return Err(BatchTooLarge { records: records.len() });
     }
@@ -80,7 +80,11 @@ impl PackedBatch {
 
     /// Packs `records` in place of the batch's contents, reusing its buffers,
     /// and returns the batch to hand to the plugin.
-    pub fn repack(&mut self, records: &[InputRecord], millis_behind_latest: i64) -> Result<&RecordBatch, BatchTooLarge> {
+    pub fn repack(
+        &mut self,
+        records: &[InputRecord],
+        millis_behind_latest: i64,
+    ) -> Result<&RecordBatch, BatchTooLarge> {
         pack_into(records, &mut self.batch.payload, &mut self.batch.index)?;
         self.batch.millis_behind_latest = millis_behind_latest;
         Ok(&self.batch)
@@ -165,7 +169,8 @@ impl PackedBatch {
     pub fn slice(&self, range: std::ops::Range<usize>) -> PackedBatch {
         let view = self.view();
         let records: Vec<_> = range.filter_map(|i| view.get(i)).collect();
-        let bytes = records.iter().map(|r| r.partition_key_bytes().len() + r.data().len() + r.sequence_number().len()).sum();
+        let bytes =
+            records.iter().map(|r| r.partition_key_bytes().len() + r.data().len() + r.sequence_number().len()).sum();
         let mut out = PackedBatch::with_capacity(records.len(), bytes);
         for r in &records {
             // A part of a batch that fit cannot outgrow the offsets.
@@ -173,6 +178,26 @@ impl PackedBatch {
         }
         out.set_millis_behind_latest(self.millis_behind_latest());
         out
+    }
+
+    /// Splits off the records that arrived before `cutoff_millis` (set aside
+    /// by `--max-record-age`): returns (younger, older), order kept. The
+    /// batch comes back as it is when nothing is older.
+    pub fn split_older_than(self, cutoff_millis: i64) -> (PackedBatch, PackedBatch) {
+        let view = self.view();
+        if view.iter().all(|r| r.approximate_arrival_millis() >= cutoff_millis) {
+            return (self, PackedBatch::default());
+        }
+        let mut keep = PackedBatch::with_capacity(self.len(), 0);
+        let mut old = PackedBatch::with_capacity(0, 0);
+        for record in view.iter() {
+            let into = if record.approximate_arrival_millis() < cutoff_millis { &mut old } else { &mut keep };
+            // Part of a batch that fit cannot outgrow the offsets.
+            let _ = into.push_record(&record);
+        }
+        keep.set_millis_behind_latest(self.millis_behind_latest());
+        old.set_millis_behind_latest(self.millis_behind_latest());
+        (keep, old)
     }
 
     /// Copies the records out (tests, diagnostics).
@@ -226,5 +251,26 @@ mod tests {
             })
             .collect();
         assert_eq!(back, records);
+    }
+
+    #[test]
+    fn splitting_by_age_keeps_order_and_the_lag() {
+        let record = |seq: &str, arrival_millis| InputRecord {
+            partition_key: "k".into(),
+            data: seq.as_bytes().to_vec(),
+            sequence_number: seq.into(),
+            sub_sequence_number: 0,
+            arrival_millis,
+        };
+        let records = [record("1", 10), record("2", 50), record("3", 5), record("4", 60)];
+        let mut batch = PackedBatch::default();
+        batch.repack(&records, 7).expect("fits");
+        let (young, old) = batch.split_older_than(40);
+        let seqs = |b: &PackedBatch| b.to_records().into_iter().map(|r| r.sequence_number).collect::<Vec<_>>();
+        assert_eq!(seqs(&young), ["2", "4"]);
+        assert_eq!(seqs(&old), ["1", "3"]);
+        assert_eq!(young.millis_behind_latest(), 7);
+        let (all, none) = young.split_older_than(0);
+        assert_eq!((all.len(), none.len()), (2, 0));
     }
 }

@@ -3,6 +3,7 @@
 //! ever skipped without a line here (and a count in the metrics).
 
 use crate::kinesis::producer::{put_all, Outgoing};
+use crate::sink::Destination;
 use anyhow::Context;
 use base64::Engine as _;
 use serde::Serialize;
@@ -57,12 +58,52 @@ pub struct DeadLetter {
     pub dead_lettered_at_millis: i64,
 }
 
+/// Where a dead letter comes from: the names and logic on the letter.
+#[derive(Debug, Clone, Copy)]
+pub struct LetterSource<'a> {
+    pub stream: &'a str,
+    pub shard_id: &'a str,
+    /// Content hash of the plugin that failed on the record.
+    pub plugin_sha256: &'a str,
+}
+
 impl DeadLetter {
+    /// The letter for `record`: everything needed to find, understand and
+    /// replay it. `now_millis` is when it is set aside.
+    pub fn from_record(
+        record: &kinesis_processor_sdk::Record<'_>,
+        from: LetterSource<'_>,
+        reason: DeadLetterReason,
+        error: String,
+        attempts: u32,
+        now_millis: i64,
+    ) -> Self {
+        let mut letter = DeadLetter {
+            reason,
+            stream: from.stream.to_string(),
+            shard_id: from.shard_id.to_string(),
+            sequence_number: record.sequence_number().to_string(),
+            sub_sequence_number: record.sub_sequence_number(),
+            partition_key: String::from_utf8_lossy(record.partition_key_bytes()).into_owned(),
+            arrival_millis: record.approximate_arrival_millis(),
+            data: None,
+            data_base64: None,
+            error,
+            attempts,
+            plugin_sha256: from.plugin_sha256.to_string(),
+            dead_lettered_at_millis: now_millis,
+        };
+        letter.set_data(record.data());
+        letter
+    }
+
     /// Stores `data` as text when it is UTF-8, else as base64.
     pub fn set_data(&mut self, data: &[u8]) {
         match std::str::from_utf8(data) {
             Ok(text) => (self.data, self.data_base64) = (Some(text.to_string()), None),
-            Err(_) => (self.data, self.data_base64) = (None, Some(base64::engine::general_purpose::STANDARD.encode(data))),
+            Err(_) => {
+                (self.data, self.data_base64) = (None, Some(base64::engine::general_purpose::STANDARD.encode(data)))
+            }
         }
     }
 }
@@ -86,22 +127,29 @@ impl std::fmt::Debug for DeadLetterSink {
 }
 
 impl DeadLetterSink {
-    /// Parses `file:PATH` or `kinesis:STREAM`.
-    pub fn open(spec: &str, client: &aws_sdk_kinesis::Client) -> anyhow::Result<Self> {
-        match spec.split_once(':') {
-            Some(("file", path)) if !path.is_empty() => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("cannot open the dead-letter file {path}"))?;
-                Ok(DeadLetterSink::File { path: path.into(), file: Mutex::new(file) })
-            }
-            Some(("kinesis", stream)) if !stream.is_empty() => {
-                Ok(DeadLetterSink::Stream { client: client.clone(), stream: stream.to_string() })
-            }
-            _ => anyhow::bail!("--dead-letter {spec:?} must be `file:PATH` or `kinesis:STREAM`"),
+    /// The sink for a parsed `--dead-letter` destination (never stdout:
+    /// `Destination::dead_letter` refuses it).
+    pub fn open(destination: &Destination, client: Option<&aws_sdk_kinesis::Client>) -> anyhow::Result<Self> {
+        match destination {
+            Destination::File(path) => Self::file(path),
+            Destination::Kinesis(stream) => match client {
+                Some(client) => Ok(DeadLetterSink::Stream { client: client.clone(), stream: stream.clone() }),
+                None => {
+                    anyhow::bail!("--dead-letter kinesis:{stream} needs a stream to put to; here only file:PATH works")
+                }
+            },
+            Destination::Stdout => anyhow::bail!("--dead-letter must be `file:PATH` or `kinesis:STREAM`"),
         }
+    }
+
+    /// JSON lines appended to the file at `path`.
+    pub fn file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open the dead-letter file {}", path.display()))?;
+        Ok(DeadLetterSink::File { path: path.into(), file: Mutex::new(file) })
     }
 
     /// Writes the letters durably; only then may the checkpoint move past them.
@@ -126,12 +174,19 @@ impl DeadLetterSink {
                     .iter()
                     .map(|l| {
                         Ok(Outgoing {
-                            partition_key: if l.partition_key.is_empty() { "-".into() } else { l.partition_key.clone() },
+                            partition_key: if l.partition_key.is_empty() {
+                                "-".into()
+                            } else {
+                                l.partition_key.clone()
+                            },
                             data: serde_json::to_vec(l)?,
                         })
                     })
                     .collect::<anyhow::Result<_>>()?;
-                put_all(client, stream, &records).await.map(|_| ()).with_context(|| format!("cannot put dead letters to {stream}"))
+                put_all(client, stream, &records)
+                    .await
+                    .map(|_| ())
+                    .with_context(|| format!("cannot put dead letters to {stream}"))
             }
         }
     }

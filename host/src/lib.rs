@@ -1,13 +1,16 @@
 //! `host`: runs WebAssembly stream processors over Kinesis shards.
 //!
-//! Modules follow the data: `kinesis` (the stream: reading shards, admin,
-//! producers) → `batch` (records packed for the plugin) → `plugin` (the
-//! sandboxed processor) → `sink` (where output goes) → `checkpoint` (the
-//! durable position and state). `consumer` runs that path per shard.
-//! `replay` drives a plugin offline (`host test`); `bench` measures it.
+//! Modules follow the data: a `source` (the record-source seam; polling
+//! lives in `kinesis`) → `batch` (records packed for the plugin) → `plugin`
+//! (the sandboxed processor) under the failure `policy` → `sink` (where
+//! output goes) → `checkpoint` (the durable position and state, behind the
+//! checkpoint-store seam). `consumer` runs that path per shard; `swap`
+//! changes the logic under it; `replay` drives it offline (`host test`).
+//! `progress` and `shutdown` are leaves everything may use. `cli` is the
+//! only module that knows of command-line arguments.
 
+pub mod backoff;
 pub mod batch;
-pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod consumer;
@@ -16,8 +19,10 @@ pub mod kinesis;
 pub mod local;
 pub mod metrics;
 pub mod plugin;
+pub mod policy;
+pub mod progress;
 pub mod replay;
+pub mod shutdown;
 pub mod sink;
-pub mod stream_bench;
+pub mod source;
 pub mod swap;
-pub mod swap_bench;

@@ -73,9 +73,9 @@ impl LocalKinesis {
         // Room for a PutRecord of a 10 MiB record (base64 in JSON), as
         // Kinesis allows once a stream's max record size is raised.
         let app = app.layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
-            .await
-            .with_context(|| format!("cannot listen on 127.0.0.1:{} (is another endpoint running there?)", options.port))?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await.with_context(|| {
+            format!("cannot listen on 127.0.0.1:{} (is another endpoint running there?)", options.port)
+        })?;
         let addr = listener.local_addr()?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(ferrokinesis::serve_plain_http(listener, app, async {

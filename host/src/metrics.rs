@@ -1,7 +1,7 @@
 //! Prometheus metrics for `host run --metrics-addr`: records per shard, lag,
 //! recovered faults, and which plugin (by content hash) is producing output.
 
-use crate::consumer::Progress;
+use crate::progress::Progress;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,19 +23,29 @@ pub fn render(progress: &Progress, info: &MetricsInfo) -> String {
     let _ = writeln!(out, "# HELP host_plugin_info The plugin each shard runs, by content hash (changes with hot swaps).\n# TYPE host_plugin_info gauge");
     if let Ok(plugins) = progress.plugin_by_shard.lock() {
         for (shard, sha256) in plugins.iter() {
-            let _ = writeln!(out, "host_plugin_info{{stream=\"{stream}\",shard=\"{}\",sha256=\"{}\"}} 1", escape(shard), escape(sha256));
+            let _ = writeln!(
+                out,
+                "host_plugin_info{{stream=\"{stream}\",shard=\"{}\",sha256=\"{}\"}} 1",
+                escape(shard),
+                escape(sha256)
+            );
         }
     }
     let _ = writeln!(out, "# HELP host_plugin_swaps_total Hot swaps asked for, by outcome and the content hash of the logic asked for.\n# TYPE host_plugin_swaps_total counter");
     if let Ok(swaps) = progress.swaps.by_outcome.lock() {
         for ((outcome, sha256), n) in swaps.iter() {
-            let _ = writeln!(out, "host_plugin_swaps_total{{stream=\"{stream}\",outcome=\"{outcome}\",sha256=\"{}\"}} {n}", escape(sha256));
+            let _ = writeln!(
+                out,
+                "host_plugin_swaps_total{{stream=\"{stream}\",outcome=\"{outcome}\",sha256=\"{}\"}} {n}",
+                escape(sha256)
+            );
         }
     }
     let _ = writeln!(out, "# HELP host_records_processed_total Records processed by the plugin.\n# TYPE host_records_processed_total counter");
     if let Ok(by_shard) = progress.records_by_shard.lock() {
         for (shard, n) in by_shard.iter() {
-            let _ = writeln!(out, "host_records_processed_total{{stream=\"{stream}\",shard=\"{}\"}} {n}", escape(shard));
+            let _ =
+                writeln!(out, "host_records_processed_total{{stream=\"{stream}\",shard=\"{}\"}} {n}", escape(shard));
         }
     }
     let _ = writeln!(out, "# HELP host_millis_behind_latest How far each shard is behind its tip.\n# TYPE host_millis_behind_latest gauge");
@@ -45,17 +55,33 @@ pub fn render(progress: &Progress, info: &MetricsInfo) -> String {
         }
     }
     let _ = writeln!(out, "# HELP host_get_records_retries_total GetRecords calls retried after throttling or network faults.\n# TYPE host_get_records_retries_total counter");
-    let _ = writeln!(out, "host_get_records_retries_total{{stream=\"{stream}\"}} {}", progress.retried_reads.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "host_get_records_retries_total{{stream=\"{stream}\"}} {}",
+        progress.retried_reads.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP host_expired_iterators_total Shard iterators replaced after expiring.\n# TYPE host_expired_iterators_total counter");
-    let _ = writeln!(out, "host_expired_iterators_total{{stream=\"{stream}\"}} {}", progress.expired_iterators.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "host_expired_iterators_total{{stream=\"{stream}\"}} {}",
+        progress.expired_iterators.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP host_dead_letters_total Records set aside to the dead-letter sink, by shard and reason (poison, expired).\n# TYPE host_dead_letters_total counter");
     if let Ok(letters) = progress.dead_letters.lock() {
         for ((shard, reason), n) in letters.iter() {
-            let _ = writeln!(out, "host_dead_letters_total{{stream=\"{stream}\",shard=\"{}\",reason=\"{reason}\"}} {n}", escape(shard));
+            let _ = writeln!(
+                out,
+                "host_dead_letters_total{{stream=\"{stream}\",shard=\"{}\",reason=\"{reason}\"}} {n}",
+                escape(shard)
+            );
         }
     }
     let _ = writeln!(out, "# HELP host_plugin_retries_total Plugin calls retried after a retryable error or a trap.\n# TYPE host_plugin_retries_total counter");
-    let _ = writeln!(out, "host_plugin_retries_total{{stream=\"{stream}\"}} {}", progress.plugin_retries.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "host_plugin_retries_total{{stream=\"{stream}\"}} {}",
+        progress.plugin_retries.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP host_shard_stopped Shards stopped before a record the plugin cannot process (no dead-letter sink).\n# TYPE host_shard_stopped gauge");
     if let Ok(stopped) = progress.stopped_shards.lock() {
         for shard in stopped.keys() {
@@ -66,7 +92,11 @@ pub fn render(progress: &Progress, info: &MetricsInfo) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, progress: Arc<Progress>, info: MetricsInfo) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    progress: Arc<Progress>,
+    info: MetricsInfo,
+) -> std::io::Result<()> {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {

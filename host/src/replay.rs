@@ -1,9 +1,15 @@
 //! `host test`: replays recorded records through a plugin offline, with a
-//! virtual clock, timers and checkpoints, exactly as `host run` would call it.
+//! virtual clock, timers and checkpoints, exactly as `host run` would call
+//! it, under the same failure policy (`crate::policy`): retries, bisecting,
+//! dead letters, and the stop before a poison record.
 
-use crate::batch::{PackedBatch, InputRecord};
+use crate::batch::{InputRecord, PackedBatch};
 use crate::plugin::bindings::{ShardContext, ShutdownReason};
-use crate::plugin::{Clock, InstanceSettings, Plugin, PluginInstance, PluginLimits, PluginOutput};
+use crate::plugin::{
+    Clock, InstanceSettings, Plugin, PluginError, PluginInstance, PluginLimits, PluginOutput, Processed,
+};
+use crate::policy::{BatchVerdict, FailurePolicy, Policy, PolicyShard, Uncommitted};
+use crate::progress::Progress;
 use crate::sink::WriterSink;
 use anyhow::{bail, Context};
 use base64::Engine as _;
@@ -46,9 +52,8 @@ pub fn read_records(reader: impl BufRead, source: &str, start_millis: i64) -> an
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: ReplayLine = serde_json::from_str(&line).with_context(|| {
-            format!("{}: not a record (expected {{\"partitionKey\": …, \"data\": …}})", at())
-        })?;
+        let parsed: ReplayLine = serde_json::from_str(&line)
+            .with_context(|| format!("{}: not a record (expected {{\"partitionKey\": …, \"data\": …}})", at()))?;
         let data = match (parsed.data, parsed.data_base64) {
             (Some(serde_json::Value::String(text)), None) => text.into_bytes(),
             (Some(value), None) => value.to_string().into_bytes(),
@@ -61,7 +66,7 @@ pub fn read_records(reader: impl BufRead, source: &str, start_millis: i64) -> an
         if let Some(time) = parsed.approximate_arrival_timestamp {
             arrival = match time {
                 TimeValue::Millis(ms) => ms,
-                TimeValue::Text(text) => kinesis_processor_sdk::time::parse_timestamp_millis(text.as_bytes())
+                TimeValue::Text(text) => kinesis_processor_sdk::helpers::time::parse_timestamp_millis(text.as_bytes())
                     .with_context(|| format!("{}: arrival time {text:?} is not ISO-8601", at()))?,
             };
         }
@@ -95,6 +100,9 @@ pub struct ReplayOptions {
     /// Checkpoint, drop the instance and restore a new one every N batches:
     /// the same final output proves snapshot/restore loses nothing.
     pub restart_every: Option<usize>,
+    /// The production failure policy (retries without the back-off wait:
+    /// replay time is virtual).
+    pub failure: FailurePolicy,
 }
 
 /// What a replay did.
@@ -102,7 +110,7 @@ pub struct ReplayOptions {
 pub struct ReplayReport {
     /// Records fed to the plugin.
     pub records: usize,
-    /// `process` calls.
+    /// Batches read from the input (each goes through the failure policy).
     pub batches: usize,
     /// `on-timer` calls.
     pub timer_calls: usize,
@@ -110,16 +118,27 @@ pub struct ReplayReport {
     pub emitted: u64,
     /// Instances restored from a checkpoint (`restart_every`).
     pub restarts: usize,
-    /// One line per failed call.
+    /// Plugin calls retried by the failure policy.
+    pub retries: u64,
+    /// Records set aside to the dead-letter sink.
+    pub dead_letters: u64,
+    /// Set when the shard stopped before a poison record (no dead-letter
+    /// sink), with the same message `host run` gives.
+    pub stopped: Option<String>,
+    /// One line per failed timer or shutdown call.
     pub failures: Vec<String>,
 }
+
+/// The shard id a replay runs as.
+pub const REPLAY_SHARD: &str = "shardId-000000000000";
 
 /// Most timer calls fired in one gap between records; a longer gap jumps.
 const MAX_TICKS_PER_GAP: i64 = 10_000;
 
-/// Replays `records` through a fresh instance of `plugin`, writing output to
-/// `sink` and each failure to `diagnostics` as it happens.
-pub fn replay<W: Write>(
+/// Replays `records` through a fresh instance of `plugin` under the
+/// production failure policy, writing output to `sink` and each failure to
+/// `diagnostics` as it happens.
+pub async fn replay<W: Write>(
     plugin: Arc<Plugin>,
     records: &[InputRecord],
     options: &ReplayOptions,
@@ -132,7 +151,7 @@ pub fn replay<W: Write>(
         config: options.config.clone(),
         context: ShardContext {
             stream_name: "replay".into(),
-            shard_id: "shardId-000000000000".into(),
+            shard_id: REPLAY_SHARD.into(),
             application: "host-test".into(),
         },
         limits: options.limits.clone(),
@@ -148,9 +167,11 @@ pub fn replay<W: Write>(
         interval,
         next_tick: start + interval,
         report: ReplayReport::default(),
+        progress: Progress::default(),
+        uncommitted: Uncommitted::default(),
     };
+    let mut policy = Policy::new(options.failure.clone(), 1);
     let batch_size = options.batch_size.max(1);
-    let mut packer = PackedBatch::default();
     let mut now = start;
     let mut last_arrival = start;
     for (index, chunk) in records.chunks(batch_size).enumerate() {
@@ -162,35 +183,43 @@ pub fn replay<W: Write>(
         now = batch_time;
         last_arrival = last_arrival.max(chunk.iter().map(|r| r.arrival_millis).max().unwrap_or(now));
         let first = index * batch_size;
-        let label = format!("batch {} (records {}..{})", index + 1, first + 1, first + chunk.len());
-        let batch = packer.repack(chunk, 0).with_context(|| label.clone())?;
+        let mut batch = PackedBatch::default();
+        batch
+            .repack(chunk, 0)
+            .with_context(|| format!("batch {} (records {}..{})", index + 1, first + 1, first + chunk.len()))?;
         replayer.report.batches += 1;
         replayer.report.records += chunk.len();
-        match replayer.instance.process(batch) {
-            Ok(processed) => {
-                replayer.emit(&processed.output)?;
-                if let Some(failure) = processed.failure {
-                    replayer.fail(format!("{label}: {failure}"));
-                }
+        match policy.handle(&mut replayer, batch).await? {
+            BatchVerdict::Done => {}
+            BatchVerdict::Stopped(reason) => {
+                // As `host run` does: the shard stops right before the record.
+                replayer.report.stopped = Some(reason);
+                break;
             }
-            Err(e) => replayer.fail(format!("{label}: {e}")),
+            // Every batch is committed and nothing is ever swapped here.
+            verdict @ (BatchVerdict::Replay | BatchVerdict::RollBack(_)) => {
+                anyhow::bail!("the replay cannot {verdict:?}")
+            }
         }
-        match replayer.instance.checkpoint() {
-            Ok(state) if options.restart_every.is_some_and(|n| n > 0 && (index + 1) % n == 0) => {
-                // Shut down as a hot swap or restart would, then continue on
-                // a fresh instance restored from the snapshot.
-                let fresh = PluginInstance::start(plugin.clone(), settings.clone(), Some(state))?;
-                let mut old = std::mem::replace(&mut replayer.instance, fresh);
-                replayer.emit(&old.shutdown(ShutdownReason::Requested)?)?;
-                replayer.report.restarts += 1;
-            }
-            Ok(_) => {}
-            Err(e) => replayer.fail(format!("{label}: checkpoint: {e}")),
+        if options.restart_every.is_some_and(|n| n > 0 && (index + 1) % n == 0) {
+            // Shut down as a hot swap or restart would, then continue on
+            // a fresh instance restored from the snapshot just committed.
+            let state = replayer.instance.committed_state().cloned();
+            let fresh = PluginInstance::start(plugin.clone(), settings.clone(), state)?;
+            let mut old = std::mem::replace(&mut replayer.instance, fresh);
+            replayer.emit(&old.shutdown(ShutdownReason::Requested)?)?;
+            replayer.report.restarts += 1;
         }
     }
-    replayer.advance_to(now.max(last_arrival) + options.drain_millis)?;
-    let Replayer { mut instance, sink, mut report, diagnostics, .. } = replayer;
-    match instance.shutdown(options.end) {
+    let end = match replayer.report.stopped {
+        Some(_) => ShutdownReason::Requested,
+        None => {
+            replayer.advance_to(now.max(last_arrival) + options.drain_millis)?;
+            options.end
+        }
+    };
+    let Replayer { mut instance, sink, mut report, diagnostics, progress, .. } = replayer;
+    match instance.shutdown(end) {
         Ok(output) => sink.write(&output).context("cannot write output")?,
         Err(e) => {
             let line = format!("shutdown: {e}");
@@ -200,7 +229,31 @@ pub fn replay<W: Write>(
     }
     sink.flush().context("cannot write output")?;
     report.emitted = sink.written();
+    report.retries = progress.plugin_retries.load(Ordering::Relaxed);
+    report.dead_letters = progress.dead_letters.lock().map(|d| d.values().sum()).unwrap_or(0);
     Ok(report)
+}
+
+/// Runs a replay to its end on this thread. The policy is async (it is
+/// `host run`'s), but nothing in a replay waits on I/O or timers, so no
+/// async runtime is needed, and none may be: WASI's blocking calls (a
+/// plugin's stderr) start their own and refuse to run inside another.
+pub fn run_to_end<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(output) => return output,
+            std::task::Poll::Pending => std::thread::park(),
+        }
+    }
 }
 
 /// The moving parts of one replay.
@@ -215,6 +268,9 @@ struct Replayer<'a, W: Write> {
     /// When the next timer call is due.
     next_tick: i64,
     report: ReplayReport,
+    /// Retries and dead letters, counted by the policy.
+    progress: Progress,
+    uncommitted: Uncommitted,
 }
 
 impl<W: Write> Replayer<'_, W> {
@@ -248,8 +304,66 @@ impl<W: Write> Replayer<'_, W> {
     }
 }
 
+/// The replay as the failure policy sees it: calls go straight to the
+/// instance (no blocking pool: nothing else runs), a commit is a snapshot
+/// the instance keeps, and back-off takes no time.
+impl<W: Write> PolicyShard for Replayer<'_, W> {
+    fn names(&self) -> (&str, &str) {
+        ("replay", REPLAY_SHARD)
+    }
+
+    fn plugin_sha256(&self) -> String {
+        self.instance.plugin().sha256().to_string()
+    }
+
+    fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    fn now_millis(&self) -> i64 {
+        self.time.load(Ordering::Relaxed)
+    }
+
+    async fn process(&mut self, batch: Arc<PackedBatch>) -> anyhow::Result<Result<Processed, PluginError>> {
+        Ok(self.instance.process(batch.as_wit()))
+    }
+
+    async fn accept(&mut self, _slice: &PackedBatch, _count: usize, output: &PluginOutput) -> anyhow::Result<()> {
+        self.emit(output)
+    }
+
+    fn skip_to(&mut self, _sequence_number: &str) {}
+
+    async fn commit(&mut self) -> anyhow::Result<()> {
+        self.instance.checkpoint().context("cannot snapshot the plugin")?;
+        self.uncommitted = Uncommitted::default();
+        Ok(())
+    }
+
+    fn reset(&mut self, failure: &PluginError) -> anyhow::Result<()> {
+        if !matches!(failure, PluginError::Trapped { .. }) {
+            self.instance.reset();
+        }
+        Ok(())
+    }
+
+    async fn back_off(&mut self, _attempt: u32) {}
+
+    fn in_probation(&self) -> bool {
+        false
+    }
+
+    fn uncommitted(&mut self) -> &mut Uncommitted {
+        &mut self.uncommitted
+    }
+
+    fn forget_uncommitted(&mut self) {
+        self.uncommitted = Uncommitted::default();
+    }
+}
+
 fn fmt_time(millis: i64) -> String {
-    kinesis_processor_sdk::time::format_timestamp_millis(millis)
+    kinesis_processor_sdk::helpers::time::format_timestamp_millis(millis)
 }
 
 #[cfg(test)]

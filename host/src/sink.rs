@@ -6,7 +6,7 @@ use base64::Engine as _;
 use std::io::Write;
 
 /// How output records are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
     /// One line per record: its data.
     #[default]
@@ -96,6 +96,46 @@ impl<W: Write> WriterSink<W> {
     }
 }
 
+/// Where output or dead letters go, parsed once from `--sink` or
+/// `--dead-letter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Lines on stdout (`stdout`; not for dead letters).
+    Stdout,
+    /// Lines appended to a file (`file:PATH`).
+    File(std::path::PathBuf),
+    /// Records put to a stream (`kinesis:STREAM`).
+    Kinesis(String),
+}
+
+impl Destination {
+    fn parse(spec: &str) -> Option<Self> {
+        match spec.split_once(':') {
+            None if spec == "stdout" => Some(Destination::Stdout),
+            Some(("file", path)) if !path.is_empty() => Some(Destination::File(path.into())),
+            Some(("kinesis", stream)) if !stream.is_empty() => Some(Destination::Kinesis(stream.into())),
+            _ => None,
+        }
+    }
+
+    /// Parses `--sink`: `stdout`, `file:PATH` or `kinesis:STREAM`.
+    pub fn sink(spec: &str) -> anyhow::Result<Self> {
+        Self::parse(spec)
+            .ok_or_else(|| anyhow::anyhow!("--sink {spec:?} must be `stdout`, `file:PATH` or `kinesis:STREAM`"))
+    }
+
+    /// Parses `--dead-letter`: `file:PATH` or `kinesis:STREAM` (a dead
+    /// letter must be kept, so not stdout).
+    pub fn dead_letter(spec: &str) -> anyhow::Result<Self> {
+        match Self::parse(spec) {
+            Some(Destination::Stdout) | None => {
+                anyhow::bail!("--dead-letter {spec:?} must be `file:PATH` or `kinesis:STREAM`")
+            }
+            Some(destination) => Ok(destination),
+        }
+    }
+}
+
 /// Where `host run` sends plugin output. Output of a batch is written (and
 /// flushed) before the batch's checkpoint is committed: at-least-once.
 pub enum Sink {
@@ -121,6 +161,19 @@ impl Sink {
             .with_context(|| format!("cannot open the output file {}", path.display()))?;
         let out: Box<dyn Write + Send> = Box::new(std::io::BufWriter::new(file));
         Ok(Sink::Writer(std::sync::Mutex::new(WriterSink::new(out, format))))
+    }
+
+    /// The sink for a parsed `--sink` destination.
+    pub fn open(
+        destination: &Destination,
+        format: OutputFormat,
+        client: &aws_sdk_kinesis::Client,
+    ) -> anyhow::Result<Self> {
+        match destination {
+            Destination::Stdout => Ok(Sink::stdout(format)),
+            Destination::File(path) => Sink::file(path, format),
+            Destination::Kinesis(stream) => Ok(Sink::Stream { client: client.clone(), stream: stream.clone() }),
+        }
     }
 
     /// Writes one call's output durably (flushed, or accepted by Kinesis).
@@ -154,6 +207,18 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destinations_parse_once_with_one_line_errors() {
+        assert_eq!(Destination::sink("stdout").expect("ok"), Destination::Stdout);
+        assert_eq!(Destination::sink("file:/tmp/x").expect("ok"), Destination::File("/tmp/x".into()));
+        assert_eq!(Destination::dead_letter("kinesis:dl").expect("ok"), Destination::Kinesis("dl".into()));
+        let e = Destination::sink("s3://b").expect_err("refused").to_string();
+        assert_eq!(e, "--sink \"s3://b\" must be `stdout`, `file:PATH` or `kinesis:STREAM`");
+        let e = Destination::dead_letter("stdout").expect_err("refused").to_string();
+        assert_eq!(e, "--dead-letter \"stdout\" must be `file:PATH` or `kinesis:STREAM`");
+        assert!(Destination::dead_letter("file:").is_err());
+    }
 
     #[test]
     fn formats_plain_and_json() {

@@ -114,15 +114,11 @@ pub async fn describe(client: &Client, stream: &str) -> anyhow::Result<String> {
 
 /// Deletes a stream (and its consumers).
 pub async fn delete(client: &Client, stream: &str) -> anyhow::Result<()> {
-    client
-        .delete_stream()
-        .stream_name(stream)
-        .enforce_consumer_deletion(true)
-        .send()
-        .await
-        .map_err(|e| match error_code(&e) {
+    client.delete_stream().stream_name(stream).enforce_consumer_deletion(true).send().await.map_err(|e| {
+        match error_code(&e) {
             Some("ResourceNotFoundException") => anyhow::anyhow!("stream `{stream}` does not exist"),
             _ => anyhow::anyhow!("cannot delete stream `{stream}`: {}", describe_error(&e)),
-        })?;
+        }
+    })?;
     Ok(())
 }

@@ -96,7 +96,10 @@ where
             let full = DisplayErrorContext(error).to_string().to_lowercase();
             let why = if full.contains("connection refused") {
                 "connection refused"
-            } else if matches!(error, SdkError::TimeoutError(_)) || full.contains("timed out") || full.contains("timeout") {
+            } else if matches!(error, SdkError::TimeoutError(_))
+                || full.contains("timed out")
+                || full.contains("timeout")
+            {
                 "timed out"
             } else if full.contains("dns") || full.contains("resolve") {
                 "host name not found"

@@ -57,7 +57,7 @@ pub async fn put_all(client: &Client, stream: &str, records: &[Outgoing]) -> any
                 if attempt > 20 {
                     bail!("{} records to `{stream}` still rejected after 20 retries", pending.len());
                 }
-                tokio::time::sleep(crate::kinesis::reader::backoff(attempt)).await;
+                tokio::time::sleep(crate::backoff::backoff(attempt)).await;
             }
         }
     }
@@ -107,7 +107,7 @@ impl std::str::FromStr for Source {
 pub fn utc_isoformat_now() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let millis = now.as_millis() as i64;
-    let text = kinesis_processor_sdk::time::format_timestamp_millis(millis - millis % 1000);
+    let text = kinesis_processor_sdk::helpers::time::format_timestamp_millis(millis - millis % 1000);
     format!("{}.{:06}", text.trim_end_matches('Z'), now.subsec_micros())
 }
 
@@ -142,7 +142,7 @@ mod tests {
     fn seed_data_shapes() {
         let stamp = utc_isoformat_now();
         assert_eq!(stamp.len(), 26, "{stamp}");
-        assert!(kinesis_processor_sdk::time::parse_timestamp_millis(stamp.as_bytes()).is_some());
+        assert!(kinesis_processor_sdk::helpers::time::parse_timestamp_millis(stamp.as_bytes()).is_some());
         let doc = document(3, &mut rand::rng());
         let v: serde_json::Value = serde_json::from_slice(&doc.data).expect("json");
         assert_eq!(v["number"], 3);
@@ -182,7 +182,8 @@ pub async fn produce(
         ProducePlan::Sources(sources) => {
             let mut tasks = tokio::task::JoinSet::new();
             for source in sources {
-                let (client, stream, put, progress) = (client.clone(), stream.to_string(), put.clone(), progress.clone());
+                let (client, stream, put, progress) =
+                    (client.clone(), stream.to_string(), put.clone(), progress.clone());
                 tasks.spawn(async move {
                     let mut sends = tokio::task::JoinSet::new();
                     let mut tick = tokio::time::interval(source.interval);
@@ -191,8 +192,10 @@ pub async fn produce(
                         if !time_left() || put.fetch_add(1, Ordering::Relaxed) >= count.unwrap_or(u64::MAX) {
                             break;
                         }
-                        let record = Outgoing { partition_key: source.ip.clone(), data: utc_isoformat_now().into_bytes() };
-                        let (client, stream, progress, lag) = (client.clone(), stream.clone(), progress.clone(), source.lag);
+                        let record =
+                            Outgoing { partition_key: source.ip.clone(), data: utc_isoformat_now().into_bytes() };
+                        let (client, stream, progress, lag) =
+                            (client.clone(), stream.clone(), progress.clone(), source.lag);
                         // Stamp now, send after the lag: the lagging producer of seed 000.
                         sends.spawn(async move {
                             tokio::time::sleep(lag).await;
@@ -240,7 +243,10 @@ pub async fn produce(
                 let due = (started.elapsed().as_secs_f64() * per_second) as u64 + 1;
                 let due = count.map_or(due, |c| due.min(c));
                 let batch: Vec<Outgoing> = (n..due)
-                    .map(|i| Outgoing { partition_key: format!("10.0.0.{}", i % 16), data: utc_isoformat_now().into_bytes() })
+                    .map(|i| Outgoing {
+                        partition_key: format!("10.0.0.{}", i % 16),
+                        data: utc_isoformat_now().into_bytes(),
+                    })
                     .collect();
                 if batch.is_empty() {
                     continue;

@@ -3,7 +3,9 @@
 //! record read) when one expires, and retries on network faults.
 
 use super::client::{describe_error, error_code, is_transient};
+use crate::backoff::backoff;
 use crate::batch::PackedBatch;
+use crate::source::{ReadBatch, ReaderStats, RecordSource, ShardFeed, ShardInfo, StartPosition};
 use anyhow::bail;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -13,49 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Where to start reading a shard (the AWS iterator types).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartPosition {
-    /// Only records written from now on.
-    Latest,
-    /// The oldest record still retained.
-    TrimHorizon,
-    /// The first record at or after this time (ms since the epoch).
-    AtTimestamp(i64),
-    /// The record with this sequence number.
-    AtSequenceNumber(String),
-    /// The record after this sequence number (how checkpoints resume).
-    AfterSequenceNumber(String),
-}
-
 /// Most records GetRecords returns per call.
 pub const MAX_BATCH: i32 = 10_000;
-
-/// Exponential back-off with jitter: 100 ms doubling per attempt up to 5 s,
-/// then a random point in the upper half, so shards do not retry in step.
-pub fn backoff(attempt: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
-}
-
-/// One GetRecords worth of a shard.
-#[derive(Debug, Default)]
-pub struct ReadBatch {
-    /// Records in sequence order (possibly none), already in the WIT
-    /// layout, with how far behind the tip the shard still is.
-    pub records: PackedBatch,
-    /// The shard is closed and every record has been read.
-    pub shard_ended: bool,
-    /// What this read had to ride out, for metrics and tests.
-    pub stats: ReaderStats,
-}
-
-impl ReadBatch {
-    /// How far behind the tip of the shard this read was.
-    pub fn millis_behind_latest(&self) -> i64 {
-        self.records.millis_behind_latest()
-    }
-}
 
 /// Reads one shard from a start position onwards.
 pub struct ShardReader {
@@ -71,15 +32,6 @@ pub struct ShardReader {
     /// Set while a read is backing off after throttling or a fault: the
     /// shard is then neither caught up nor idle, whatever it last reported.
     pub retrying: Arc<AtomicBool>,
-}
-
-/// Counts of the faults a read recovered from.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReaderStats {
-    /// GetRecords calls retried after throttling or a network fault.
-    pub retried: u64,
-    /// Iterators replaced after they expired.
-    pub expired_iterators: u64,
 }
 
 impl ShardReader {
@@ -117,15 +69,15 @@ impl ShardReader {
             let request = match &self.resume {
                 StartPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
                 StartPosition::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-                StartPosition::AtTimestamp(ms) => request
-                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                    .timestamp(DateTime::from_millis(*ms)),
-                StartPosition::AtSequenceNumber(seq) => request
-                    .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                    .starting_sequence_number(seq),
-                StartPosition::AfterSequenceNumber(seq) => request
-                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                    .starting_sequence_number(seq),
+                StartPosition::AtTimestamp(ms) => {
+                    request.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(DateTime::from_millis(*ms))
+                }
+                StartPosition::AtSequenceNumber(seq) => {
+                    request.shard_iterator_type(ShardIteratorType::AtSequenceNumber).starting_sequence_number(seq)
+                }
+                StartPosition::AfterSequenceNumber(seq) => {
+                    request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq)
+                }
             };
             match request.send().await {
                 Ok(out) => match out.shard_iterator() {
@@ -174,7 +126,8 @@ impl ShardReader {
                 .await
             {
                 Ok(out) => {
-                    let mut records = pack(&out.records).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.shard_id))?;
+                    let mut records =
+                        pack(&out.records).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.shard_id))?;
                     if let Some(last) = out.records.last() {
                         self.resume = StartPosition::AfterSequenceNumber(last.sequence_number.clone());
                     }
@@ -233,6 +186,8 @@ pub struct Prefetch {
     shard_id: String,
     /// Cuts the idle wait short (new logic wants its first batch now).
     wake: Arc<tokio::sync::Notify>,
+    /// The reader's back-off flag.
+    retrying: Arc<AtomicBool>,
 }
 
 impl ShardReader {
@@ -244,6 +199,7 @@ impl ShardReader {
         let (shard_id, limit) = (self.shard_id.clone(), self.limit as usize);
         let wake = Arc::new(tokio::sync::Notify::new());
         let woken = wake.clone();
+        let retrying = self.retrying.clone();
         let task = tokio::spawn(async move {
             loop {
                 let read = self.next_batch().await;
@@ -266,24 +222,60 @@ impl ShardReader {
                 }
             }
         });
-        Prefetch { batches, task, shard_id, wake }
+        Prefetch { batches, task, shard_id, wake, retrying }
     }
 }
 
-impl Prefetch {
-    /// The next batch, waiting for it if it is still being read.
-    pub async fn next(&mut self) -> anyhow::Result<ReadBatch> {
+#[async_trait::async_trait]
+impl ShardFeed for Prefetch {
+    async fn next(&mut self) -> anyhow::Result<ReadBatch> {
         match self.batches.recv().await {
             Some(read) => read,
             None => bail!("the reader of {} stopped after the shard's end or an error", self.shard_id),
         }
     }
+
+    fn poll_now(&self) {
+        self.wake.notify_one();
+    }
+
+    fn retrying(&self) -> Arc<AtomicBool> {
+        self.retrying.clone()
+    }
 }
 
-impl Prefetch {
-    /// Ends the current idle wait (or the next one) at once.
-    pub fn poll_now(&self) {
-        self.wake.notify_one();
+/// Polling retrieval: GetRecords per shard, each reader running one batch
+/// ahead of its worker (`ShardReader::prefetch`).
+#[derive(Debug, Clone)]
+pub struct Polling {
+    pub client: Client,
+    pub stream: String,
+    /// Records per GetRecords call (1–10,000).
+    pub batch_size: i32,
+    /// Wait between polls once caught up; no wait while behind.
+    pub idle_time: Duration,
+}
+
+#[async_trait::async_trait]
+impl RecordSource for Polling {
+    async fn shards(&self) -> anyhow::Result<Vec<ShardInfo>> {
+        let shards = super::admin::shards(&self.client, &self.stream).await?;
+        Ok(shards
+            .iter()
+            .map(|s| ShardInfo {
+                shard_id: s.shard_id().to_string(),
+                parent: s.parent_shard_id().map(str::to_string),
+                adjacent_parent: s.adjacent_parent_shard_id().map(str::to_string),
+                hash_range: s
+                    .hash_key_range()
+                    .map(|r| (r.starting_hash_key().to_string(), r.ending_hash_key().to_string())),
+            })
+            .collect())
+    }
+
+    async fn open(&self, shard_id: &str, start: StartPosition) -> anyhow::Result<Box<dyn ShardFeed>> {
+        let reader = ShardReader::open(self.client.clone(), &self.stream, shard_id, start, self.batch_size).await?;
+        Ok(Box::new(reader.prefetch(self.idle_time)))
     }
 }
 

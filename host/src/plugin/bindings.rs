@@ -11,8 +11,7 @@ wasmtime::component::bindgen!({
 
 pub use exports::kinesis::processor::processor::Guest as ProcessorExports;
 pub use kinesis::processor::types::{
-    LogLevel, OutputBatch, ProcessError, ProcessorInfo, RecordBatch, ShardContext,
-    ShutdownReason, State,
+    LogLevel, OutputBatch, ProcessError, ProcessorInfo, RecordBatch, ShardContext, ShutdownReason, State,
 };
 
 /// The interface name a component must export to be a processor.

@@ -64,7 +64,15 @@ impl PluginInstance {
     pub fn start(plugin: Arc<Plugin>, settings: InstanceSettings, state: Option<State>) -> Result<Self, PluginError> {
         let deadline_ticks = plugin.engine().deadline_ticks(settings.limits.call_timeout);
         let (live, info) = instantiate(&plugin, &settings, state.as_ref(), deadline_ticks)?;
-        Ok(PluginInstance { plugin, settings, live: Some(live), info, committed: state, deadline_ticks, shut_down: false })
+        Ok(PluginInstance {
+            plugin,
+            settings,
+            live: Some(live),
+            info,
+            committed: state,
+            deadline_ticks,
+            shut_down: false,
+        })
     }
 
     /// Name and state version the plugin reported.
@@ -80,16 +88,21 @@ impl PluginInstance {
     /// Runs one batch. `Err` means the plugin trapped (and was rebuilt from
     /// the last checkpoint); a reported failure comes back in [`Processed`].
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Processed, PluginError> {
-        let (result, mut output) = self.call("process", |b, s| b.kinesis_processor_processor().call_process(s, batch))?;
+        let (result, mut output) =
+            self.call("process", |b, s| b.kinesis_processor_processor().call_process(s, batch))?;
         let Err(e) = result else { return Ok(Processed { output, failure: None }) };
-        let batch_len = batch.index.len() / kinesis_processor_sdk::RecordEntry::ENCODED_LEN;
+        let batch_len = batch.index.len() / kinesis_processor_sdk::wire::RecordEntry::ENCODED_LEN;
         let record_index = match e.record_index {
             Some(i) if (i as usize) < batch_len => Some(i),
             Some(i) => {
                 output.clear();
                 return Ok(Processed {
                     output,
-                    failure: Some(self.failed(false, format!("{} (and named record {i} of a {batch_len}-record batch)", e.message), None)),
+                    failure: Some(self.failed(
+                        false,
+                        format!("{} (and named record {i} of a {batch_len}-record batch)", e.message),
+                        None,
+                    )),
                 });
             }
             None => {
@@ -103,7 +116,8 @@ impl PluginInstance {
 
     /// Fires the timer with the host clock's `now`.
     pub fn on_timer(&mut self, now_millis: i64) -> Result<PluginOutput, PluginError> {
-        let (result, output) = self.call("on-timer", |b, s| b.kinesis_processor_processor().call_on_timer(s, now_millis))?;
+        let (result, output) =
+            self.call("on-timer", |b, s| b.kinesis_processor_processor().call_on_timer(s, now_millis))?;
         match result {
             Ok(()) => Ok(output),
             Err(e) => Err(self.failed(e.retryable, e.message, None)),
@@ -164,16 +178,17 @@ impl PluginInstance {
             Err(error) => {
                 let (cause, detail) = classify(&error, live.store.data(), &self.settings.limits);
                 self.live = None;
-                let recovery = match instantiate(&self.plugin, &self.settings, self.committed.as_ref(), self.deadline_ticks) {
-                    Ok((live, _)) => {
-                        self.live = Some(live);
-                        match &self.committed {
-                            Some(_) => "instance rebuilt from the last checkpoint".to_string(),
-                            None => "instance rebuilt with fresh state (no checkpoint yet)".to_string(),
+                let recovery =
+                    match instantiate(&self.plugin, &self.settings, self.committed.as_ref(), self.deadline_ticks) {
+                        Ok((live, _)) => {
+                            self.live = Some(live);
+                            match &self.committed {
+                                Some(_) => "instance rebuilt from the last checkpoint".to_string(),
+                                None => "instance rebuilt with fresh state (no checkpoint yet)".to_string(),
+                            }
                         }
-                    }
-                    Err(e) => format!("rebuilding the instance failed too: {e}"),
-                };
+                        Err(e) => format!("rebuilding the instance failed too: {e}"),
+                    };
                 Err(PluginError::Trapped { plugin: self.info.name.clone(), call: name, cause, detail, recovery })
             }
         }
@@ -188,14 +203,21 @@ fn instantiate(
     deadline_ticks: u64,
 ) -> Result<(Live, ProcessorInfo), PluginError> {
     let label: Arc<str> = format!("{}@{}", plugin.path().display(), settings.context.shard_id).into();
-    let mut store = Store::new(plugin.engine().engine(), HostState::new(&settings.limits, settings.clock.clone(), label));
+    let mut store =
+        Store::new(plugin.engine().engine(), HostState::new(&settings.limits, settings.clock.clone(), label));
     store.limiter(|state| &mut state.memory);
     store.set_epoch_deadline(deadline_ticks);
     store.epoch_deadline_trap();
     let plugin_name = || plugin.path().display().to_string();
     let trapped = |call: &'static str, error: wasmtime::Error, store: &Store<HostState>| {
         let (cause, detail) = classify(&error, store.data(), &settings.limits);
-        PluginError::Trapped { plugin: plugin_name(), call, cause, detail, recovery: "the instance was not started".into() }
+        PluginError::Trapped {
+            plugin: plugin_name(),
+            call,
+            cause,
+            detail,
+            recovery: "the instance was not started".into(),
+        }
     };
     let bindings = match plugin.pre().instantiate(&mut store) {
         Ok(bindings) => bindings,

@@ -1,6 +1,6 @@
 //! What a plugin emitted during one call, held until the call succeeds.
 
-use kinesis_processor_sdk::OutputEntry;
+use kinesis_processor_sdk::wire::OutputEntry;
 use std::ops::Range;
 
 /// Output records of one call: keys and data in one buffer plus ranges, the

@@ -6,7 +6,7 @@
 //! `POST /rollback`, and `GET /status`. Answers are JSON: a [`SwapResult`]
 //! (status 200 when the logic changed or already ran, 409 when refused).
 
-use super::{Outcome, PluginSource, SwapHub, SwapRequest, SwapResult};
+use super::{PluginSource, SwapHub, SwapOutcome, SwapRequest, SwapResult};
 use anyhow::{bail, Context};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -83,7 +83,8 @@ pub async fn serve(addr: &ControlAddr, requests: mpsc::Sender<SwapRequest>, hub:
         }
         ControlAddr::Unix(path) => {
             // A socket file left by an earlier run would make bind fail.
-            if std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
                 let _ = std::fs::remove_file(path);
             }
             let listener = tokio::net::UnixListener::bind(path)
@@ -94,21 +95,34 @@ pub async fn serve(addr: &ControlAddr, requests: mpsc::Sender<SwapRequest>, hub:
     Ok(())
 }
 
-async fn ask(control: &Control, request: impl FnOnce(oneshot::Sender<SwapResult>) -> SwapRequest) -> (StatusCode, axum::Json<serde_json::Value>) {
+async fn ask(
+    control: &Control,
+    request: impl FnOnce(oneshot::Sender<SwapResult>) -> SwapRequest,
+) -> (StatusCode, axum::Json<serde_json::Value>) {
     let (reply, answer) = oneshot::channel();
     if control.requests.send(request(reply)).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"outcome": "refused", "message": "the host is stopping"})));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"outcome": "refused", "message": "the host is stopping"})),
+        );
     }
     match answer.await {
         Ok(result) => {
-            let code = if result.outcome == Outcome::Refused { StatusCode::CONFLICT } else { StatusCode::OK };
+            let code = if result.outcome == SwapOutcome::Refused { StatusCode::CONFLICT } else { StatusCode::OK };
             (code, axum::Json(serde_json::to_value(&result).unwrap_or_default()))
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"outcome": "refused", "message": "the host is stopping"}))),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"outcome": "refused", "message": "the host is stopping"})),
+        ),
     }
 }
 
-async fn swap(State(control): State<Control>, headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, axum::Json<serde_json::Value>) {
+async fn swap(
+    State(control): State<Control>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, axum::Json<serde_json::Value>) {
     let name = headers.get("x-plugin-name").and_then(|v| v.to_str().ok()).unwrap_or("uploaded.wasm").to_string();
     let source = PluginSource::Bytes { name, bytes: body.to_vec() };
     ask(&control, |reply| SwapRequest::Swap { source, reply: Some(reply) }).await
@@ -152,21 +166,30 @@ pub async fn call(addr: &ControlAddr, call: ControlCall) -> anyhow::Result<(u16,
         anyhow::anyhow!("cannot reach a host at {addr}: {e}; is `host run --control-addr {addr}` running?")
     };
     let response = match addr {
-        ControlAddr::Tcp(socket) => send(TokioIo::new(tokio::net::TcpStream::connect(socket).await.map_err(unreachable)?), request).await?,
-        ControlAddr::Unix(path) => send(TokioIo::new(tokio::net::UnixStream::connect(path).await.map_err(unreachable)?), request).await?,
+        ControlAddr::Tcp(socket) => {
+            send(TokioIo::new(tokio::net::TcpStream::connect(socket).await.map_err(unreachable)?), request).await?
+        }
+        ControlAddr::Unix(path) => {
+            send(TokioIo::new(tokio::net::UnixStream::connect(path).await.map_err(unreachable)?), request).await?
+        }
     };
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.context("the host's answer broke off")?.to_bytes();
-    let value = serde_json::from_slice(&body)
-        .with_context(|| format!("the host answered {status} with something other than JSON: {}", String::from_utf8_lossy(&body)))?;
+    let value = serde_json::from_slice(&body).with_context(|| {
+        format!("the host answered {status} with something other than JSON: {}", String::from_utf8_lossy(&body))
+    })?;
     Ok((status, value))
 }
 
-async fn send<IO>(io: IO, request: hyper::Request<Full<bytes::Bytes>>) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
+async fn send<IO>(
+    io: IO,
+    request: hyper::Request<Full<bytes::Bytes>>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.context("control endpoint handshake")?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(io).await.context("control endpoint handshake")?;
     tokio::spawn(connection);
     match sender.send_request(request).await {
         Ok(response) => Ok(response),

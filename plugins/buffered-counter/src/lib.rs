@@ -19,14 +19,12 @@
 //! window and key, and `{"…","count":31,"kind":"correction","late":1}` for
 //! late records (`count` is `null` when the window is past retention).
 
-use kinesis_processor_sdk::count::{
+use kinesis_processor_sdk::helpers::count::{
     retention_windows_setting, seconds_setting, write_count_head, WindowCounts, WindowSnapshot,
 };
-use kinesis_processor_sdk::select::{Selector, SelectorConfig};
-use kinesis_processor_sdk::time::window_start;
-use kinesis_processor_sdk::{
-    export_processor, Batch, Output, ProcessError, Processor, ShardContext, ShutdownReason,
-};
+use kinesis_processor_sdk::helpers::select::{Selector, SelectorConfig};
+use kinesis_processor_sdk::helpers::time::window_start;
+use kinesis_processor_sdk::{export_processor, Batch, Output, ProcessError, Processor, ShardContext, ShutdownReason};
 use serde::{Deserialize, Serialize};
 
 /// Settings; unknown fields are an error so typos surface.
@@ -91,8 +89,8 @@ impl BufferedCounter {
         self.watermark = Some(to);
         // Window `w` is complete when `w + size <= to`; the first incomplete
         // window start is the next multiple of size above `to - size`.
-        let first_open = window_start(to.saturating_sub(self.window_millis), self.window_millis)
-            .saturating_add(self.window_millis);
+        let first_open =
+            window_start(to.saturating_sub(self.window_millis), self.window_millis).saturating_add(self.window_millis);
         for (window, cells) in self.open.split_off_before(first_open) {
             for (key, count) in cells {
                 out.emit_with(&key, |buf| {
@@ -108,7 +106,6 @@ impl BufferedCounter {
         self.closed.split_off_before(keep_from);
         self.retained_from = Some(keep_from);
     }
-
 }
 
 impl Processor for BufferedCounter {
@@ -239,7 +236,7 @@ export_processor!(BufferedCounter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kinesis_processor_sdk::time::parse_timestamp_millis;
+    use kinesis_processor_sdk::helpers::time::parse_timestamp_millis;
     use kinesis_processor_sdk::BatchBuilder;
     use std::collections::BTreeMap;
 
@@ -250,7 +247,10 @@ mod tests {
         for (_, data) in out.iter() {
             let v: serde_json::Value = serde_json::from_slice(data).expect("json");
             let slot = into
-                .entry((v["window_start"].as_str().unwrap_or_default().into(), v["key"].as_str().unwrap_or_default().into()))
+                .entry((
+                    v["window_start"].as_str().unwrap_or_default().into(),
+                    v["key"].as_str().unwrap_or_default().into(),
+                ))
                 .or_default();
             match v["kind"].as_str() {
                 Some("final") => {
@@ -283,14 +283,14 @@ mod tests {
         records.sort_by_key(|r| r.2);
         records
             .into_iter()
-            .map(|(ip, t, arrival)| (ip, kinesis_processor_sdk::time::format_timestamp_millis(t), arrival))
+            .map(|(ip, t, arrival)| (ip, kinesis_processor_sdk::helpers::time::format_timestamp_millis(t), arrival))
             .collect()
     }
 
     fn expected(records: &[(String, String, i64)]) -> Tally {
         let mut want = Tally::new();
         for (ip, t, _) in records {
-            let w = kinesis_processor_sdk::time::format_timestamp_millis(window_start(ts(t), 60_000));
+            let w = kinesis_processor_sdk::helpers::time::format_timestamp_millis(window_start(ts(t), 60_000));
             want.entry((w, ip.clone())).or_default().0 += 1;
         }
         want
@@ -321,8 +321,8 @@ mod tests {
     #[test]
     fn lagging_producer_lands_in_the_right_windows() {
         let records = lagging_records(20);
-        let mut counter = BufferedCounter::init(r#"{"allowed_lateness_seconds": 30}"#, &ShardContext::default())
-            .expect("init");
+        let mut counter =
+            BufferedCounter::init(r#"{"allowed_lateness_seconds": 30}"#, &ShardContext::default()).expect("init");
         let mut got = Tally::new();
         run(&mut counter, &records, 5, &mut got);
         drain(&mut counter, records.last().map(|r| r.2).unwrap_or_default(), &mut got);
@@ -341,8 +341,8 @@ mod tests {
             let j = i.saturating_sub((seed % 8) as usize);
             records.swap(i, j);
         }
-        let mut counter = BufferedCounter::init(r#"{"allowed_lateness_seconds": 60}"#, &ShardContext::default())
-            .expect("init");
+        let mut counter =
+            BufferedCounter::init(r#"{"allowed_lateness_seconds": 60}"#, &ShardContext::default()).expect("init");
         let mut got = Tally::new();
         run(&mut counter, &records, 7, &mut got);
         drain(&mut counter, records.iter().map(|r| r.2).max().unwrap_or_default(), &mut got);
@@ -352,8 +352,8 @@ mod tests {
     #[test]
     fn records_later_than_the_lateness_become_corrections() {
         let records = lagging_records(90);
-        let mut counter = BufferedCounter::init(r#"{"allowed_lateness_seconds": 10}"#, &ShardContext::default())
-            .expect("init");
+        let mut counter =
+            BufferedCounter::init(r#"{"allowed_lateness_seconds": 10}"#, &ShardContext::default()).expect("init");
         let mut got = Tally::new();
         run(&mut counter, &records, 5, &mut got);
         drain(&mut counter, records.last().map(|r| r.2).unwrap_or_default(), &mut got);

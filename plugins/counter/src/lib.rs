@@ -14,11 +14,11 @@
 //! Output: one record per changed (window, key), keyed by the counted key:
 //! `{"window_start":"2018-07-29T22:36:00Z","key":"8.8.8.8","count":7}`.
 
-use kinesis_processor_sdk::count::{
+use kinesis_processor_sdk::helpers::count::{
     retention_windows_setting, seconds_setting, write_count_head, CountsState, WindowCounts,
 };
-use kinesis_processor_sdk::select::{Selector, SelectorConfig};
-use kinesis_processor_sdk::time::window_start;
+use kinesis_processor_sdk::helpers::select::{Selector, SelectorConfig};
+use kinesis_processor_sdk::helpers::time::window_start;
 use kinesis_processor_sdk::{export_processor, Batch, Output, ProcessError, Processor, ShardContext};
 use serde::Deserialize;
 
@@ -67,8 +67,7 @@ impl Processor for Counter {
     const STATE_VERSION: u32 = 1;
 
     fn init(config: &str, _shard: &ShardContext) -> Result<Self, String> {
-        let config: CounterConfig =
-            serde_json::from_str(config).map_err(|e| format!("invalid counter config: {e}"))?;
+        let config: CounterConfig = serde_json::from_str(config).map_err(|e| format!("invalid counter config: {e}"))?;
         let (key, time) = SelectorConfig {
             key_field: config.key_field,
             time_field: config.time_field,
@@ -116,8 +115,7 @@ impl Processor for Counter {
         if version != Self::STATE_VERSION {
             return Err(format!("counter cannot read state version {version} (it writes {})", Self::STATE_VERSION));
         }
-        let state: CountsState =
-            serde_json::from_slice(state).map_err(|e| format!("counter state is corrupt: {e}"))?;
+        let state: CountsState = serde_json::from_slice(state).map_err(|e| format!("counter state is corrupt: {e}"))?;
         self.newest_window = state.windows.iter().map(|(w, _)| *w).max().unwrap_or(i64::MIN);
         self.counts = WindowCounts::from_snapshot(state.windows);
         Ok(())
@@ -167,8 +165,9 @@ mod tests {
 
     #[test]
     fn retention_drops_old_windows() {
-        let mut counter = Counter::init(r#"{"retention_windows": 2, "event_time": "arrival"}"#, &ShardContext::default())
-            .expect("init");
+        let mut counter =
+            Counter::init(r#"{"retention_windows": 2, "event_time": "arrival"}"#, &ShardContext::default())
+                .expect("init");
         let mut batch = BatchBuilder::new();
         for minute in 0..5 {
             batch.push("k", b"", minute * 60_000);

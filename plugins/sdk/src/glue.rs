@@ -64,7 +64,8 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 
 impl<P: Processor> Guest for Glue<P> {
     fn init(config: String, context: types::ShardContext) -> Result<types::ProcessorInfo, String> {
-        let shard = ShardContext { stream: context.stream_name, shard_id: context.shard_id, application: context.application };
+        let shard =
+            ShardContext { stream: context.stream_name, shard_id: context.shard_id, application: context.application };
         let processor = P::init(&config, &shard)?;
         INSTANCE.with_borrow_mut(|slot| *slot = Some(Box::new(processor)));
         Ok(types::ProcessorInfo { name: P::NAME.to_string(), state_version: P::STATE_VERSION })

@@ -4,7 +4,7 @@
 //! [`export_processor!`]; build with `cargo build --target wasm32-wasip2
 //! --release` and run the `.wasm` with `host test` or `host run`.
 //!
-//! ```ignore
+//! ```
 //! use kinesis_processor_sdk::{export_processor, Batch, Output, ProcessError, Processor, ShardContext};
 //!
 //! struct Upper;
@@ -27,19 +27,31 @@
 //!
 //! Natively (`cargo test`), the same type runs without wasm: build batches
 //! with [`BatchBuilder`] and call the trait methods directly.
+//!
+//! The core API is the crate root: [`Processor`], [`Batch`]/[`Record`],
+//! [`Output`], [`ProcessError`], [`log`], [`now_millis`]. [`helpers`] holds
+//! optional building blocks the shipped counters use (time parsing and
+//! windows, picking a key and event time from config, per-window counts).
+//! [`wire`] is the packed batch layout, for hosts rather than authors.
 
 // Lets the generated bindings name this crate by its public path, which is
 // also how the export macro names it from a plugin crate.
 extern crate self as kinesis_processor_sdk;
 
 mod batch;
+pub mod helpers;
 mod output;
-pub mod count;
-pub mod select;
-pub mod time;
 
-pub use batch::{append_record, Batch, BatchBuilder, Record, RecordEntry};
-pub use output::{Output, OutputEntry};
+pub use batch::{Batch, BatchBuilder, Record};
+pub use output::Output;
+
+/// The packed layout of batches and output as they cross the component
+/// boundary (one payload buffer plus fixed-size index entries). Hosts and
+/// tools use it; processor authors read records through [`Batch`].
+pub mod wire {
+    pub use crate::batch::{append_record, RecordEntry};
+    pub use crate::output::OutputEntry;
+}
 
 /// Where an instance runs (one instance per shard).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -168,10 +180,7 @@ pub fn now_millis() -> i64 {
     #[cfg(target_arch = "wasm32")]
     return wit::kinesis::processor::host::now_millis();
     #[cfg(not(target_arch = "wasm32"))]
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -64,8 +64,13 @@ impl Output {
         self.payload.extend_from_slice(key.as_bytes());
         let data_offset = self.payload.len() as u32;
         write(&mut self.payload);
-        OutputEntry { key_offset, key_len: key.len() as u32, data_offset, data_len: self.payload.len() as u32 - data_offset }
-            .encode(&mut self.index);
+        OutputEntry {
+            key_offset,
+            key_len: key.len() as u32,
+            data_offset,
+            data_len: self.payload.len() as u32 - data_offset,
+        }
+        .encode(&mut self.index);
     }
 
     /// Number of records emitted.
@@ -84,7 +89,8 @@ impl Output {
             let e = OutputEntry::decode(chunk.try_into().unwrap_or(&[0; OutputEntry::ENCODED_LEN]));
             // Entries were written by `emit_with` and always lie inside the payload.
             let key = self.payload.get(e.key_offset as usize..(e.key_offset + e.key_len) as usize).unwrap_or_default();
-            let data = self.payload.get(e.data_offset as usize..(e.data_offset + e.data_len) as usize).unwrap_or_default();
+            let data =
+                self.payload.get(e.data_offset as usize..(e.data_offset + e.data_len) as usize).unwrap_or_default();
             (std::str::from_utf8(key).unwrap_or_default(), data)
         })
     }

@@ -1,0 +1,184 @@
+//! `host-bench`: the benchmarks, outside the production binary (they link
+//! the counter natively as the baseline). Each prints its figures and the
+//! ratios against a baseline measured in the same run.
+//!
+//! - `host-bench plugin`: records/s through a plugin per batch size, beside
+//!   the same counting compiled natively;
+//! - `host-bench stream`: `host run`'s consumer end to end on the in-process
+//!   emulator, beside a bare GetRecords loop and seed 000's boto3 worker;
+//! - `host-bench swap`: hot-swap latency and stall, beside a stop + restart.
+
+mod plugin_bench;
+mod stream_bench;
+mod swap_bench;
+
+use clap::{Args, Parser, Subcommand};
+use host::plugin::{CompiledCache, Plugin, PluginEngine};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Measures the host; figures on stdout, progress on stderr.
+#[derive(Debug, Parser)]
+#[command(name = "host-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Records/s through a plugin per batch size, beside the same counting
+    /// compiled natively, and the table.
+    Plugin(Box<BenchArgs>),
+    /// `host run` end to end on the in-process emulator, beside a bare
+    /// GetRecords loop and seed 000's boto3 worker in the same run.
+    Stream(BenchStreamArgs),
+    /// Hot swaps on the in-process emulator: file write to the new logic's
+    /// first batch, and the stall per shard, beside a stop + restart.
+    Swap(BenchSwapArgs),
+}
+
+/// `host-bench plugin`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub plugin: host::cli::PluginArgs,
+
+    /// Records per measurement.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub records: usize,
+
+    /// Batch sizes to measure, comma-separated.
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',', default_values_t = [1, 10, 100, 500, 10_000])]
+    pub batch_sizes: Vec<usize>,
+
+    /// Bytes of data per record.
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    pub record_size: usize,
+
+    /// Exit non-zero when a target is missed (wasm within 2x of native and
+    /// at least 2M records/s, at batch sizes of 100 and more).
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `host-bench stream`.
+#[derive(Debug, Args)]
+pub struct BenchStreamArgs {
+    /// The counter component.
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter.wasm")]
+    pub counter: PathBuf,
+
+    /// The echo component (latency run).
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/echo.wasm")]
+    pub echo: PathBuf,
+
+    /// Records in the throughput stream.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: usize,
+
+    /// Shards of the throughput stream.
+    #[arg(long, default_value_t = 4)]
+    pub shards: i32,
+
+    /// Rounds of the throughput pair (bare loop, then `host run`), taken in
+    /// turn; the report gives the median of each and their ratio.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub rounds: u32,
+
+    /// Python with boto3 for seed 000's worker (`none` skips it).
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+
+    /// Seed 000's worker, ported to boto3.
+    #[arg(long, value_name = "FILE", default_value = "host/benches/seed000_worker.py")]
+    pub seed_worker: PathBuf,
+
+    /// Seconds of steady production for the latency measurement.
+    #[arg(long, default_value_t = 10.0)]
+    pub latency_seconds: f64,
+}
+
+/// `host-bench swap`.
+#[derive(Debug, Args)]
+pub struct BenchSwapArgs {
+    /// The logic the run starts with.
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter.wasm")]
+    pub counter: PathBuf,
+
+    /// The changed logic it swaps to and back from.
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter_v2.wasm")]
+    pub changed: PathBuf,
+
+    /// Swaps to time.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub rounds: u32,
+
+    /// Records/s put into the 4-shard stream while swapping.
+    #[arg(long, default_value_t = 400)]
+    pub rate: u32,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_env_filter("warn,aws_config=error").with_writer(std::io::stderr).init();
+    let result = match Cli::parse().command {
+        Command::Plugin(args) => plugin(*args),
+        Command::Stream(args) => runtime().and_then(|rt| rt.block_on(stream(args))),
+        Command::Swap(args) => runtime().and_then(|rt| rt.block_on(swap(args))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn plugin(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let config = args.plugin.config_json()?;
+    let limits = args.plugin.limits()?;
+    let (_engine, plugin) = args.plugin.load()?;
+    let records = plugin_bench::make_records(args.records, args.record_size);
+    let rows = plugin_bench::run(&plugin, &config, &limits, &records, &args.batch_sizes, |line| eprintln!("{line}"))?;
+    print!("{}", plugin_bench::render(&rows, args.record_size));
+    let met = rows.iter().all(plugin_bench::BenchRow::meets_targets);
+    Ok(if args.check && !met { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn swap(args: BenchSwapArgs) -> anyhow::Result<ExitCode> {
+    let engine = PluginEngine::new()?;
+    let options = swap_bench::SwapBenchOptions {
+        counter: args.counter,
+        changed: args.changed,
+        rounds: args.rounds as usize,
+        rate: args.rate,
+    };
+    let report = swap_bench::run(&engine, &options, |line| eprintln!("{line}")).await?;
+    print!("{}", swap_bench::render(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stream(args: BenchStreamArgs) -> anyhow::Result<ExitCode> {
+    let engine = PluginEngine::new()?;
+    let cache = CompiledCache::default_dir().map(CompiledCache::new);
+    let counter = Arc::new(Plugin::load(&engine, &args.counter, cache.as_ref())?);
+    let echo = Arc::new(Plugin::load(&engine, &args.echo, cache.as_ref())?);
+    let options = stream_bench::StreamBenchOptions {
+        records: args.records,
+        shards: args.shards,
+        rounds: args.rounds as usize,
+        counter: args.counter.clone(),
+        python: (args.python != "none").then(|| args.python.clone()),
+        seed_worker: args.seed_worker.clone(),
+        latency_seconds: args.latency_seconds,
+    };
+    let report = stream_bench::run(&options, counter, echo, |line| eprintln!("{line}")).await?;
+    print!("{}", stream_bench::render(&report, args.shards));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,75 @@
+//! Where a shard stands: the position processed up to and the plugin's
+//! state, committed together so a restart (or another worker) resumes with
+//! both or neither.
+//!
+//! [`CheckpointStore`] is the seam: the shard worker loads and commits
+//! through it and knows nothing of the storage. [`SqliteStore`] is the one
+//! host implementation; a lease store (DynamoDB) fences commits by lease
+//! and answers [`CommitError::LeaseLost`] when another worker owns the shard.
+//! A store knows nothing of plugins: state is opaque bytes with a version.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// Where a shard stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Last sequence number fully processed.
+    pub sequence_number: Option<String>,
+    /// Its sub-sequence (aggregated records); 0 for plain records.
+    pub sub_sequence_number: u64,
+    /// The shard was read to its end and the plugin shut down (children may start).
+    pub shard_end: bool,
+    /// The plugin's state with its layout version, if it has been snapshotted.
+    pub state: Option<(u32, Vec<u8>)>,
+}
+
+/// Names one shard's checkpoint: several applications may read one stream,
+/// each with its own positions and state.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardKey {
+    pub application: String,
+    pub stream: String,
+    pub shard_id: String,
+}
+
+impl ShardKey {
+    /// The key of `shard_id` in `application`'s view of `stream`.
+    pub fn new(application: &str, stream: &str, shard_id: &str) -> Self {
+        ShardKey { application: application.into(), stream: stream.into(), shard_id: shard_id.into() }
+    }
+}
+
+/// Why a commit did not happen. Callers branch on it: a lost lease stops
+/// the shard quietly (someone else has it), anything else is an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Another worker owns the shard now; this worker must not write output
+    /// or state for it again.
+    #[error("shard {shard_id} is no longer ours: {reason}")]
+    LeaseLost { shard_id: String, reason: String },
+    /// The store could not write (I/O, network, corrupt file, …).
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// The durable home of checkpoints. Commits are atomic: position and state
+/// move together or not at all.
+#[async_trait::async_trait]
+pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
+    /// The checkpoint of a shard, if it has one.
+    async fn load(&self, key: &ShardKey) -> anyhow::Result<Option<Checkpoint>>;
+
+    /// Commits position and state in one write. Fails with
+    /// [`CommitError::LeaseLost`] when this worker no longer owns the shard.
+    async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError>;
+
+    /// Where the checkpoints are, for the operator ("checkpoints in …").
+    fn location(&self) -> String;
+}
+
+/// True when `error` (anywhere in its chain) is a lost lease.
+pub fn is_lease_lost(error: &anyhow::Error) -> bool {
+    error.chain().any(|c| matches!(c.downcast_ref::<CommitError>(), Some(CommitError::LeaseLost { .. })))
+}

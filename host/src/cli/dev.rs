@@ -1,0 +1,124 @@
+//! `host dev`: the embedded endpoint, a stream, seed 000's producers and a
+//! consumer with the plugin, in one process, output printed as it comes.
+
+use super::shared::{seconds, stop_on_signals, HotSwapArgs, PluginArgs};
+use crate::checkpoint::SqliteStore;
+use crate::consumer::Consumer;
+use crate::kinesis::producer::{produce, ProducePlan, Source};
+use crate::progress::Progress;
+use crate::shutdown::Shutdown;
+use crate::sink::{OutputFormat, Sink};
+use crate::source::StartPosition;
+use anyhow::Context;
+use clap::Args;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `host dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+
+    /// Port of the embedded endpoint on 127.0.0.1 (0: any free port), for
+    /// the AWS CLI or boto3 alongside.
+    #[arg(long, default_value_t = 4567)]
+    pub port: u16,
+
+    /// The stream to create and consume.
+    #[arg(long, default_value = "seed")]
+    pub stream: String,
+
+    /// Its shards.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub shards: i32,
+
+    /// Seconds the 8.8.8.9 producer lags behind its own timestamps (seed
+    /// 000's late, out-of-order records).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub lag: f64,
+
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
+    /// How plugin output is printed.
+    #[arg(long, value_name = "FORMAT", default_value = "plain", value_parser = super::output_format())]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub hot_swap: HotSwapArgs,
+}
+
+impl DevArgs {
+    pub async fn execute(self) -> anyhow::Result<ExitCode> {
+        let args = self;
+        let config = args.plugin.config_json()?;
+        let limits = args.plugin.limits()?;
+        let lag = seconds(args.lag, "--lag")?;
+        let duration = args.duration.map(|s| seconds(s, "--duration")).transpose()?;
+        let (engine, plugin) = tokio::task::block_in_place(|| args.plugin.load())?;
+        let local =
+            crate::local::LocalKinesis::start(crate::local::LocalOptions { port: args.port, ..Default::default() })
+                .await?;
+        let url = local.endpoint_url();
+        let client = crate::kinesis::connect(&crate::kinesis::AwsOptions {
+            endpoint_url: Some(url.clone()),
+            ..Default::default()
+        })
+        .await?;
+        crate::kinesis::admin::create(&client, &args.stream, args.shards).await?;
+        crate::kinesis::admin::wait_active(&client, &args.stream, Duration::from_secs(30)).await?;
+        let sources: Vec<Source> = vec![
+            Source { ip: "8.8.8.8".into(), interval: Duration::from_secs(2), lag: Duration::ZERO },
+            Source { ip: "8.8.8.9".into(), interval: Duration::from_secs(5), lag },
+        ];
+        eprintln!(
+        "dev: Kinesis on {url} (stream `{}`, {} shard(s); the AWS CLI, boto3 and `host run --endpoint-url {url}` can join); \
+         producing 8.8.8.8 every 2 s and 8.8.8.9 every 5 s{}; consuming with {}. {}",
+        args.stream,
+        args.shards,
+        if lag.is_zero() { String::new() } else { format!(" ({} s late)", lag.as_secs_f64()) },
+        args.plugin.plugin.display(),
+        match duration {
+            Some(d) => format!("Stopping after {} s.", d.as_secs_f64()),
+            None => "Ctrl-C stops.".into(),
+        }
+    );
+        let producer = {
+            let (client, stream) = (client.clone(), args.stream.clone());
+            tokio::spawn(
+                async move { produce(&client, &stream, ProducePlan::Sources(sources), None, None, |_| {}).await },
+            )
+        };
+        let dir = tempfile::tempdir().context("cannot create a directory for the checkpoints")?;
+        let consumer = crate::consumer::ConsumerConfig {
+            start: StartPosition::TrimHorizon,
+            status_interval: Duration::from_secs(86_400 * 365),
+            plugin_config: config,
+            limits,
+            ..crate::consumer::ConsumerConfig::new("dev", &args.stream)
+        };
+        let progress = Arc::new(Progress::default());
+        let settings = consumer.instance_settings("");
+        let (hub, _watcher) = args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone()).await?;
+        let shutdown = Shutdown::new();
+        stop_on_signals(shutdown.clone());
+        if let Some(duration) = duration {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(duration).await;
+                shutdown.trigger();
+            });
+        }
+        let store = SqliteStore::open(&dir.path().join("checkpoints.db"))?;
+        let sink = Arc::new(Sink::stdout(args.output));
+        let report = Consumer::new(client, hub, store, sink, consumer).progress(progress).run(shutdown).await;
+        producer.abort();
+        local.stop().await;
+        let report = report?;
+        eprintln!("dev: stopped after {} records", report.records);
+        Ok(ExitCode::SUCCESS)
+    }
+}

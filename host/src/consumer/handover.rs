@@ -1,0 +1,129 @@
+//! The shard's half of a hot swap: at a batch boundary, commit, hand the
+//! state to the new logic and retire the old instance; or go back to the
+//! logic and state before the last swap (rollback). The coordinator's half
+//! is `crate::swap`.
+
+use super::worker::Worker;
+use crate::plugin::bindings::{ShutdownReason, State};
+use crate::plugin::{Plugin, PluginError, PluginInstance};
+use crate::source::StartPosition;
+use crate::swap::{Change, Generation, OnRejectedState, ShardReport, ShardSwap};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What undoing the last swap of a shard needs.
+pub(super) struct PreSwap {
+    /// The swap's generation.
+    pub generation: u64,
+    /// The logic before it.
+    pub plugin: Arc<Plugin>,
+    /// Its state at the swap.
+    pub state: Option<State>,
+    /// The checkpoint position at the swap.
+    pub committed: Option<String>,
+}
+
+impl Worker {
+    /// Takes a newly published generation at this batch boundary. Returns
+    /// where to read from when it rolled the shard back (a replay).
+    pub async fn take_generation(&mut self, generation: &Generation) -> anyhow::Result<Option<StartPosition>> {
+        if generation.id <= self.generation {
+            return Ok(None);
+        }
+        if let Change::Rollback { of } = generation.change {
+            if self.pre_swap.as_ref().is_some_and(|p| p.generation == of) {
+                let resume = self.roll_back(generation.id).await?;
+                self.report(generation.id, ShardSwap::RolledBack { reason: "the swap was rolled back".into() });
+                self.announce();
+                return Ok(Some(resume));
+            }
+        }
+        if self.instance()?.plugin().sha256() == generation.plugin.sha256() {
+            // Already there (e.g. this shard rolled back on its own first).
+            self.generation = generation.id;
+            self.announce();
+            return Ok(None);
+        }
+        let outcome = self.switch(generation).await?;
+        self.report(generation.id, outcome);
+        self.announce();
+        Ok(None)
+    }
+
+    /// New logic failed on its first batches: undo the swap here at once
+    /// (the coordinator then undoes it everywhere). Returns where to replay from.
+    pub async fn roll_back_failed(&mut self, failure: PluginError) -> anyhow::Result<StartPosition> {
+        let generation = self.generation;
+        tracing::warn!(shard = %self.shard_id, "the new logic failed on its first batches: {failure}; rolling back");
+        let resume = self.roll_back(generation).await?;
+        self.report(generation, ShardSwap::RolledBack { reason: failure.to_string() });
+        Ok(resume)
+    }
+
+    fn report(&self, generation: u64, outcome: ShardSwap) {
+        self.shared.swaps.report(ShardReport { shard_id: self.shard_id.clone(), generation, outcome });
+    }
+
+    /// Commits the exact position and state, starts the new logic from that
+    /// state, and retires the old instance. If the new logic cannot start
+    /// (or rejects the state under `--on-rejected-state refuse`), the old
+    /// one keeps running, untouched.
+    async fn switch(&mut self, generation: &Generation) -> anyhow::Result<ShardSwap> {
+        let started = Instant::now();
+        self.commit_state().await?;
+        let state = self.instance()?.committed_state().cloned();
+        let (plugin, settings, handed) = (generation.plugin.clone(), self.settings.clone(), state.clone());
+        let on_rejected = self.shared.swaps.policy.on_rejected_state;
+        let new = tokio::task::spawn_blocking(move || {
+            match PluginInstance::start(plugin.clone(), settings.clone(), handed) {
+                Err(PluginError::RestoreRejected { .. }) if on_rejected == OnRejectedState::Fresh => {
+                    PluginInstance::start(plugin, settings, None).map(|i| (i, true))
+                }
+                started => started.map(|i| (i, false)),
+            }
+        })
+        .await
+        .context("starting the new plugin panicked")?;
+        let (new, fresh_state) = match new {
+            Ok(new) => new,
+            Err(e) => return Ok(ShardSwap::Refused { reason: e.to_string() }),
+        };
+        let old = self.instance.replace(new).context("plugin instance lost after a failed call")?;
+        self.pre_swap = Some(PreSwap {
+            generation: generation.id,
+            plugin: old.plugin().clone(),
+            state,
+            committed: self.committed.clone(),
+        });
+        self.probation = self.shared.swaps.policy.probation_batches;
+        self.generation = generation.id;
+        if fresh_state {
+            // The store must not pair the position with state the new logic refused.
+            self.commit_state().await?;
+        }
+        let stall_micros = started.elapsed().as_micros() as u64;
+        // Like a stop: the old logic's last word goes out; its state lives on.
+        self.shut_down_instance(old, ShutdownReason::Requested).await?;
+        Ok(ShardSwap::Switched { stall_micros, fresh_state })
+    }
+
+    /// Back to the logic and state before the last swap; rewinds the stored
+    /// checkpoint to the pre-swap one and returns where to replay from.
+    async fn roll_back(&mut self, generation: u64) -> anyhow::Result<StartPosition> {
+        let pre = self.pre_swap.take().context("no swap to roll back")?;
+        let (plugin, settings, state) = (pre.plugin.clone(), self.settings.clone(), pre.state.clone());
+        let instance = tokio::task::spawn_blocking(move || PluginInstance::start(plugin, settings, state))
+            .await
+            .context("restarting the previous plugin panicked")?
+            .with_context(|| format!("cannot restart the previous plugin on {}", self.shard_id))?;
+        // The failed or unwanted logic gets no last call: it is being undone.
+        self.instance = Some(instance);
+        crate::policy::PolicyShard::forget_uncommitted(self);
+        self.committed = pre.committed;
+        self.store_checkpoint(false, pre.state.map(|s| (s.version, s.bytes))).await?;
+        self.probation = 0;
+        self.generation = generation;
+        Ok(self.resume_position())
+    }
+}

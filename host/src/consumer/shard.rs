@@ -1,0 +1,184 @@
+//! One shard's loop: read → plugin (under the failure policy) → sink →
+//! checkpoint, in that order. Between batches it takes new logic (hot swap),
+//! fires the plugin's timer, and stops on request, at the shard's end, or
+//! when another worker has taken the shard (a commit fenced by its lease).
+
+use super::scheduler::Start;
+use super::worker::{state_of, Worker};
+use super::{ShardExit, Shared};
+use crate::checkpoint::is_lease_lost;
+use crate::plugin::bindings::ShutdownReason;
+use crate::plugin::PluginInstance;
+use crate::policy::{BatchVerdict, Policy};
+use crate::progress::Progress;
+use crate::source::{ReadBatch, ShardFeed, StartPosition};
+use crate::swap::Generation;
+use anyhow::Context;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What woke the worker up.
+enum Event {
+    Stop,
+    Generation(Arc<Generation>),
+    Read(ReadBatch),
+}
+
+/// Runs the shard until it stops, ends, is poisoned or is lost.
+pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<ShardExit> {
+    let Start { shard_id, checkpoint, has_parent } = start;
+    let config = &shared.config;
+    let position = match checkpoint.as_ref().and_then(|c| c.sequence_number.clone()) {
+        Some(seq) => StartPosition::AfterSequenceNumber(seq),
+        // A child of a reshard is read from its first record, or records
+        // between the parent's end and "now" would be lost.
+        None if has_parent => StartPosition::TrimHorizon,
+        None => config.start.clone(),
+    };
+    let state = state_of(checkpoint.as_ref());
+    let settings = config.instance_settings(&shard_id);
+    // Subscribing before reading the current generation: a swap published
+    // in between is seen as a change, never missed.
+    let mut generations = shared.swaps.subscribe();
+    let generation = generations.borrow_and_update().clone();
+    let (plugin, instance_settings) = (generation.plugin.clone(), settings.clone());
+    let instance = tokio::task::spawn_blocking(move || PluginInstance::start(plugin, instance_settings, state))
+        .await
+        .context("starting the plugin panicked")??;
+    tracing::info!(shard = %shard_id, start = ?position, plugin = %generation.plugin.sha256(), "shard worker started");
+    let mut worker = Worker {
+        key: config.key(&shard_id),
+        shared: shared.clone(),
+        shard_id,
+        settings,
+        instance: Some(instance),
+        committed: checkpoint.and_then(|c| c.sequence_number),
+        position: None,
+        uncommitted: Default::default(),
+        generation: generation.id,
+        pre_swap: None,
+        probation: 0,
+        start: position,
+    };
+    worker.announce();
+    let _registered = Registered(&shared, worker.shard_id.clone());
+    match drive(&mut worker, &mut generations).await {
+        Err(e) if is_lease_lost(&e) => {
+            worker.lose_lease().await;
+            Ok(ShardExit::LeaseLost(format!("{e:#}")))
+        }
+        exit => exit,
+    }
+}
+
+/// The loop proper; a lost lease surfaces as an error from a commit.
+async fn drive(
+    worker: &mut Worker,
+    generations: &mut tokio::sync::watch::Receiver<Arc<Generation>>,
+) -> anyhow::Result<ShardExit> {
+    let shared = worker.shared.clone();
+    let config = &shared.config;
+    let mut policy = Policy::new(config.failure.clone(), config.checkpoint_every);
+    let mut feed = open(&shared, &worker.shard_id, worker.start.clone()).await?;
+    let mut stop = shared.shutdown.subscribe();
+    let mut next_timer = Instant::now() + config.timer_interval;
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => Event::Stop,
+            Ok(()) = generations.changed() => Event::Generation(generations.borrow_and_update().clone()),
+            read = feed.next() => Event::Read(read?),
+        };
+        let read = match event {
+            Event::Stop => {
+                worker.finish(ShutdownReason::Requested).await?;
+                return Ok(ShardExit::Stopped);
+            }
+            Event::Generation(generation) => {
+                match worker.take_generation(&generation).await? {
+                    // A rollback replays from the pre-swap checkpoint.
+                    Some(resume) => feed = open(&shared, &worker.shard_id, resume).await?,
+                    // The new logic gets its first batch now, not after the idle wait.
+                    None => feed.poll_now(),
+                }
+                continue;
+            }
+            Event::Read(read) => read,
+        };
+        let ReadBatch { records, shard_ended, stats } = read;
+        note_read(&shared.progress, &worker.shard_id, &records, stats);
+        if !records.is_empty() {
+            match policy.handle(worker, records).await? {
+                BatchVerdict::Done => {
+                    worker.probation = worker.probation.saturating_sub(1);
+                    // The budget is checked here, per batch, so it stops the
+                    // run within one batch per shard.
+                    if config.max_records.is_some_and(|max| shared.progress.records.load(Ordering::Relaxed) >= max) {
+                        shared.shutdown.trigger();
+                    }
+                }
+                BatchVerdict::RollBack(failure) => {
+                    let resume = worker.roll_back_failed(failure).await?;
+                    feed = open(&shared, &worker.shard_id, resume).await?;
+                    continue;
+                }
+                BatchVerdict::Stopped(reason) => {
+                    worker.finish(ShutdownReason::Requested).await?;
+                    return Ok(ShardExit::Poisoned(reason));
+                }
+                BatchVerdict::Replay => {
+                    // Dropping the feed drops what it read ahead.
+                    drop(feed);
+                    feed = open(&shared, &worker.shard_id, worker.resume_position()).await?;
+                    continue;
+                }
+            }
+        }
+        if Instant::now() >= next_timer {
+            worker.timer().await?;
+            next_timer = Instant::now() + config.timer_interval;
+        }
+        if shard_ended {
+            worker.finish(ShutdownReason::ShardEnded).await?;
+            return Ok(ShardExit::Ended);
+        }
+    }
+}
+
+/// Counts what a read rode out and where the shard stands.
+fn note_read(
+    progress: &Progress,
+    shard_id: &str,
+    records: &crate::batch::PackedBatch,
+    stats: crate::source::ReaderStats,
+) {
+    progress.retried_reads.fetch_add(stats.retried, Ordering::Relaxed);
+    progress.expired_iterators.fetch_add(stats.expired_iterators, Ordering::Relaxed);
+    if let Ok(mut behind) = progress.behind.lock() {
+        behind.insert(shard_id.to_string(), records.millis_behind_latest());
+    }
+    if !records.is_empty() {
+        if let Ok(mut last) = progress.last_record.lock() {
+            last.insert(shard_id.to_string(), Instant::now());
+        }
+    }
+}
+
+/// Opens the shard's feed at `start` and registers its back-off flag.
+async fn open(shared: &Shared, shard_id: &str, start: StartPosition) -> anyhow::Result<Box<dyn ShardFeed>> {
+    let feed = shared.source.open(shard_id, start).await?;
+    if let Ok(mut retrying) = shared.progress.retrying.lock() {
+        retrying.insert(shard_id.to_string(), feed.retrying());
+    }
+    Ok(feed)
+}
+
+/// Takes the shard off the swap hub's list when the worker ends, however.
+struct Registered<'a>(&'a Shared, String);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.swaps.left(&self.1);
+    }
+}

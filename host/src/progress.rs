@@ -1,0 +1,63 @@
+//! Run counters: what the shard workers, the swap coordinator, the status
+//! line and the metrics endpoint all read or bump. A leaf module (it uses
+//! nothing of the crate), so every part can depend on it without circles.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Counters shared by the workers, the status line and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Records processed (and checkpointed or about to be) in this run.
+    pub records: AtomicU64,
+    /// Per shard: millis behind latest at the last read.
+    pub behind: Mutex<BTreeMap<String, i64>>,
+    /// Per shard: when it last read any record (for `--idle-exit`).
+    pub last_record: Mutex<BTreeMap<String, Instant>>,
+    /// GetRecords calls retried after throttling or network faults.
+    pub retried_reads: AtomicU64,
+    /// Shard iterators replaced after expiring.
+    pub expired_iterators: AtomicU64,
+    /// Per shard: records processed.
+    pub records_by_shard: Mutex<BTreeMap<String, u64>>,
+    /// Per shard: set while its reader backs off (a backing-off shard is
+    /// neither caught up nor idle, whatever it last reported).
+    pub retrying: Mutex<BTreeMap<String, Arc<AtomicBool>>>,
+    /// Per shard: content hash of the plugin it runs.
+    pub plugin_by_shard: Mutex<BTreeMap<String, String>>,
+    /// Hot swaps by outcome and the hash of the logic asked for.
+    pub swaps: SwapCounts,
+    /// Records set aside, per (shard, reason).
+    pub dead_letters: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Plugin calls retried after a retryable error or a trap.
+    pub plugin_retries: AtomicU64,
+    /// Shards stopped before a poison record, with the reason.
+    pub stopped_shards: Mutex<BTreeMap<String, String>>,
+    /// Shards whose lease another worker took (commits refused), with why.
+    pub lost_shards: Mutex<BTreeMap<String, String>>,
+}
+
+impl Progress {
+    /// Adds `n` to a per-shard counter map, ignoring a poisoned lock (the
+    /// counters are for operators; a panic elsewhere must not spread here).
+    pub fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) {
+        if let Ok(mut map) = map.lock() {
+            *map.entry(key).or_insert(0) += n;
+        }
+    }
+}
+
+/// Counts of swaps, for metrics: per (outcome, sha256 of the logic asked for).
+#[derive(Debug, Default)]
+pub struct SwapCounts {
+    pub by_outcome: Mutex<BTreeMap<(&'static str, String), u64>>,
+}
+
+impl SwapCounts {
+    /// Counts one finished swap request.
+    pub fn count(&self, outcome: &'static str, sha256: &str) {
+        Progress::bump(&self.by_outcome, (outcome, sha256.to_string()), 1);
+    }
+}

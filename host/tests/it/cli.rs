@@ -1,0 +1,136 @@
+//! The `host` binary's error paths: every bad input is one line on stderr
+//! naming what is wrong and what to do, with a non-zero exit.
+
+use crate::common::*;
+
+fn one_error_line(run: &Run) -> &str {
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr, got:\n{}", run.stderr);
+    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+    lines[0]
+}
+
+#[test]
+fn bad_plugin_paths_and_files_are_one_line() {
+    let run = host(&["test", "--plugin", "/nonexistent/counter.wasm"], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("does not exist; build it with `make plugins`"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not a component at all").expect("write");
+    let run = host(&["test", "--plugin", garbage.to_str().unwrap_or_default()], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("is not a WebAssembly file"));
+}
+
+#[test]
+fn bad_configs_are_one_line_naming_the_setting() {
+    let counter = plugin_path("counter").display().to_string();
+    let run = host(&["test", "--plugin", &counter, "--config", "{window_seconds: 5}"], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("--config is not valid JSON"));
+
+    let run = host(&["test", "--plugin", &counter, "--config", r#"{"window_seconds": 0}"#], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("`window_seconds` must be at least 1"));
+
+    let run = host(&["test", "--plugin", &counter, "--memory-limit-mb", "0"], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("must be at least 1"));
+}
+
+#[test]
+fn bad_input_is_one_line_naming_the_line() {
+    let counter = plugin_path("counter").display().to_string();
+    let run =
+        host(&["test", "--plugin", &counter], "{\"partitionKey\": \"a\", \"data\": \"x\"}\n{\"data\": \"no key\"}\n");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("stdin:2: not a record"));
+
+    let run = host(&["test", "--plugin", &counter, "--input", "/nonexistent/records.jsonl"], "");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("cannot open --input /nonexistent/records.jsonl"));
+}
+
+/// `host test` applies `host run`'s failure policy: a record that crashes
+/// the plugin every time is retried, then stops the shard right before it
+/// (exit 1, one line saying what to do), or goes to the dead letters.
+#[test]
+fn a_crashing_record_stops_the_replay_or_is_dead_lettered_as_in_host_run() {
+    let faulty = plugin_path("faulty").display().to_string();
+    let input = "{\"partitionKey\": \"k\", \"data\": \"before\"}\n{\"partitionKey\": \"k\", \"data\": \"trap\"}\n{\"partitionKey\": \"k\", \"data\": \"after\"}\n";
+    let run = host(&["test", "--plugin", &faulty, "--batch-size", "1"], input);
+    assert_eq!(run.code, 1, "a poison record without dead letters fails the run");
+    assert_eq!(run.stdout, "before\n");
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].contains("shard shardId-000000000000 stopped: record"), "{}", errors[0]);
+    assert!(errors[0].contains("plugin `faulty` crashed in `process`: faulty: trap on record 0"), "{}", errors[0]);
+    assert!(errors[0].contains("Pass --dead-letter file:PATH"), "{}", errors[0]);
+    assert!(run.stderr.contains("3 retried calls"), "{}", run.stderr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dl = dir.path().join("dl.jsonl");
+    let run = host(
+        &["test", "--plugin", &faulty, "--batch-size", "1", "--dead-letter", &format!("file:{}", dl.display())],
+        input,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "before\nafter\n");
+    let letters = json_lines(&std::fs::read_to_string(&dl).unwrap_or_default());
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0]["data"].as_str(), letters[0]["reason"].as_str()), (Some("trap"), Some("poison")));
+}
+
+#[test]
+fn json_output_carries_keys() {
+    let echo = plugin_path("echo").display().to_string();
+    let run =
+        host(&["test", "--plugin", &echo, "--output", "json"], "{\"partitionKey\": \"8.8.8.8\", \"data\": \"hi\"}\n");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json_lines(&run.stdout), vec![serde_json::json!({"key": "8.8.8.8", "data": "8.8.8.8 : hi"})]);
+}
+
+#[test]
+fn the_control_endpoint_stays_on_loopback() {
+    let counter = plugin_path("counter").display().to_string();
+    let run = host(&["run", "--plugin", &counter, "--stream", "s", "--control-addr", "0.0.0.0:7070"], "");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    // clap's own error: one line, then its pointer to --help.
+    let first = run.stderr.lines().next().unwrap_or_default();
+    assert!(first.starts_with("error: ") && first.contains("is not a loopback address"), "{}", run.stderr);
+    let run = host(&["swap", "--control-addr", "127.0.0.1:1", "--rollback"], "");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(one_error_line(&run).contains("cannot reach a host at 127.0.0.1:1"), "{}", run.stderr);
+}
+
+#[test]
+fn bad_failure_policy_flags_are_one_line() {
+    let counter = plugin_path("counter").display().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    let base =
+        ["run", "--plugin", &counter, "--stream", "s", "--endpoint-url", "http://127.0.0.1:1", "--checkpoint-db", &db];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        host(&args, "")
+    };
+    let run = with(&["--dead-letter", "s3://bucket"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        one_error_line(&run).contains("--dead-letter \"s3://bucket\" must be `file:PATH` or `kinesis:STREAM`"),
+        "{}",
+        run.stderr
+    );
+    let run = with(&["--max-record-age", "60"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(one_error_line(&run).contains("--max-record-age needs --dead-letter"), "{}", run.stderr);
+    let run = with(&["--max-record-age", "-1", "--dead-letter", "file:/dev/null"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        one_error_line(&run).contains("--max-record-age must be a non-negative number of seconds"),
+        "{}",
+        run.stderr
+    );
+}

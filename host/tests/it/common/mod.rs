@@ -1,0 +1,186 @@
+//! Shared by the integration tests: where the plugin components are, how to
+//! run the `host` binary, and seed-shaped input.
+#![allow(dead_code)]
+
+#[macro_use]
+pub mod emulators;
+
+use host::plugin::{CompiledCache, Plugin, PluginEngine};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+/// The workspace's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// A plugin component built by `make plugins`; fails the test with the fix if absent.
+pub fn plugin_path(crate_name: &str) -> PathBuf {
+    let path = target_dir().join("wasm32-wasip2/plugin").join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(path.is_file(), "{} is missing: run `make plugins` (or `make test`) first", path.display());
+    path
+}
+
+/// One compiled-component cache for the whole test run, so each plugin
+/// compiles once.
+pub fn cache_dir() -> PathBuf {
+    target_dir().join("test-plugin-cache")
+}
+
+/// Loads a plugin through the library.
+pub fn load(engine: &PluginEngine, crate_name: &str) -> Arc<Plugin> {
+    let cache = CompiledCache::new(cache_dir());
+    Arc::new(Plugin::load(engine, &plugin_path(crate_name), Some(&cache)).expect("plugin loads"))
+}
+
+/// What a run of the `host` binary printed.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `host` with `args`, feeding `stdin`.
+pub fn host(args: &[&str], stdin: &str) -> Run {
+    let mut child = host_command(args, Stdio::piped()).spawn().expect("host starts");
+    let mut input = child.stdin.take().expect("stdin");
+    // A host that exits early (e.g. on a bad plugin) closes its stdin; that is fine.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    let out = child.wait_with_output().expect("host runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// One produced record of seed 000: an IP, the UTC time it was stamped (the
+/// data) and when Kinesis got it (later for a lagging producer).
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    pub ip: &'static str,
+    pub stamped_millis: i64,
+    pub arrival_millis: i64,
+}
+
+/// 2018-07-29T22:35:30Z, a few seconds before the seed's own run.
+pub const SEED_START: i64 = 1_532_903_730_000;
+
+/// Seed 000's producers: 8.8.8.8 every 2 s and 8.8.8.9 every 5 s for
+/// `seconds`; 8.8.8.9 delivers `lag_seconds` late. Ordered by arrival, as a
+/// shard would hold them.
+pub fn seed000(seconds: i64, lag_seconds: i64) -> Vec<Stamped> {
+    let mut records = Vec::new();
+    for t in (0..seconds).step_by(2) {
+        let at = SEED_START + t * 1000;
+        records.push(Stamped { ip: "8.8.8.8", stamped_millis: at, arrival_millis: at });
+    }
+    for t in (0..seconds).step_by(5) {
+        let at = SEED_START + t * 1000 + 137;
+        records.push(Stamped { ip: "8.8.8.9", stamped_millis: at, arrival_millis: at + lag_seconds * 1000 });
+    }
+    records.sort_by_key(|r| (r.arrival_millis, r.ip));
+    records
+}
+
+/// Python's `datetime.utcnow().isoformat()` of a time: no offset, microseconds.
+pub fn python_isoformat(millis: i64) -> String {
+    let text = kinesis_processor_sdk::helpers::time::format_timestamp_millis(millis);
+    let text = text.trim_end_matches('Z');
+    match text.split_once('.') {
+        Some((whole, ms)) => format!("{whole}.{ms}000"),
+        None => format!("{text}.000000"),
+    }
+}
+
+/// Seed 000's records as `host test` input lines.
+pub fn seed000_jsonl(records: &[Stamped]) -> String {
+    records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "partitionKey": r.ip,
+                "data": python_isoformat(r.stamped_millis),
+                "approximateArrivalTimestamp": r.arrival_millis,
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+/// The per-minute counts seed 000's CounterWorker prints, computed directly:
+/// (minute start as `YYYY-MM-DDTHH:MM:00Z`, ip) → count.
+pub fn expected_minute_counts(records: &[Stamped]) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for r in records {
+        let minute = r.stamped_millis - r.stamped_millis.rem_euclid(60_000);
+        let key = (kinesis_processor_sdk::helpers::time::format_timestamp_millis(minute), r.ip.to_string());
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Parses JSON output lines.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect()
+}
+
+/// A valid component of another world (it exports `hello`, not the processor).
+pub fn other_world_component() -> Vec<u8> {
+    wat::parse_str(
+        r#"(component
+             (core module $m (func (export "f") (result i32) i32.const 7))
+             (core instance $i (instantiate $m))
+             (func (export "hello") (result u32) (canon lift (core func $i "f"))))"#,
+    )
+    .expect("wat")
+}
+
+/// Starts the `host` binary in the background, output captured.
+pub fn spawn_host(args: &[&str]) -> Child {
+    host_command(args, Stdio::null()).spawn().expect("host starts")
+}
+
+/// The `host` binary with the shared compiled cache, output captured.
+fn host_command(args: &[&str], stdin: Stdio) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command
+        .args(args)
+        .env("HOST_CACHE_DIR", cache_dir())
+        .env_remove("HOST_LOG")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+pub async fn wait(child: Child) -> Run {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
+}

@@ -1,0 +1,152 @@
+//! The no-AWS-account path: `host local` serves the AWS CLI, boto3 and
+//! `host run`, keeps its data with `--data-dir`, and the README's demo
+//! (`make demo`, which runs `host dev`) prints the counter's output.
+
+use crate::common::*;
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// Python with boto3 for seed 001's script (`HOST_TEST_PYTHON`, else
+/// `python3`); `None` outside CI when it is missing.
+fn python_with_boto3() -> Option<String> {
+    let python = std::env::var("HOST_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python).args(["-c", "import boto3"]).output().is_ok_and(|o| o.status.success());
+    match (ok, std::env::var_os("CI").is_some()) {
+        (true, _) => Some(python),
+        (false, true) => panic!("CI must provide boto3 ({python} -c 'import boto3' failed); .ci/run installs it"),
+        (false, false) => {
+            eprintln!("skipped: {python} has no boto3 (pip install boto3, or set HOST_TEST_PYTHON)");
+            None
+        }
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_runs_seed_001_against_host_local() {
+    let Some(python) = python_with_boto3() else { return };
+    let port = free_port();
+    let local = spawn_host(&["local", "--port", &port.to_string()]);
+    wait_for_port(port).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/seed001_boto3.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("python runs");
+    sigterm(&local);
+    let local = wait(local).await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(summary["records_read"], 26);
+    assert_eq!(local.code, 0, "host local stops cleanly on SIGTERM: {}", local.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_local_data_dir_keeps_streams_and_records_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("kinesis").display().to_string();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let local = spawn_host(&["local", "--port", &port.to_string(), "--data-dir", &data]);
+    wait_for_port(port).await;
+    assert_eq!(host(&["stream", "create", "kept", "--shards", "2", "--wait", "--endpoint-url", &url], "").code, 0);
+    let produced =
+        host(&["produce", "--stream", "kept", "--endpoint-url", &url, "--documents", "25", "--interval", "0"], "");
+    assert_eq!(produced.code, 0, "{}", produced.stderr);
+    sigterm(&local);
+    assert_eq!(wait(local).await.code, 0);
+
+    let local = spawn_host(&["local", "--port", &port.to_string(), "--data-dir", &data]);
+    wait_for_port(port).await;
+    let listed = host(&["stream", "list", "--endpoint-url", &url], "");
+    assert_eq!(listed.stdout.trim(), "kept", "{}", listed.stderr);
+    let echo = plugin_path("echo").display().to_string();
+    let db = dir.path().join("cp.db").display().to_string();
+    let read = host(
+        &[
+            "run",
+            "--plugin",
+            &echo,
+            "--stream",
+            "kept",
+            "--endpoint-url",
+            &url,
+            "--start-position",
+            "TRIM_HORIZON",
+            "--checkpoint-db",
+            &db,
+            "--idle-exit",
+            "1",
+            "--status-interval",
+            "0",
+        ],
+        "",
+    );
+    assert_eq!(read.code, 0, "{}", read.stderr);
+    let numbers: std::collections::BTreeSet<u64> = read
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(" : "))
+        .filter_map(|(_, doc)| serde_json::from_str::<serde_json::Value>(doc).ok()?["number"].as_u64())
+        .collect();
+    assert_eq!(numbers, (1..=25).collect(), "every document survived the restart: {}", read.stdout);
+    sigterm(&local);
+    wait(local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_demo_prints_the_counters_per_minute_counts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let first_command = readme.lines().skip_while(|l| !l.starts_with("```sh")).nth(1).unwrap_or_default().to_string();
+    assert!(first_command.starts_with("make demo"), "the README's first command is the demo: {first_command}");
+    // The demo as the README runs it, bounded, on a free port.
+    let out = tokio::task::spawn_blocking(move || {
+        // A user's shell, not this test's environment: the variables cargo
+        // sets for a test would make the inner build recompile the host.
+        let mut make = Command::new("make");
+        // HOST= runs the host this test suite built, so `make test` need not
+        // build the release one; everything else is the README's command.
+        let host_bin = format!("HOST={}", env!("CARGO_BIN_EXE_host"));
+        make.current_dir(&root)
+            .args(["--no-print-directory", "demo", "DEMO_FLAGS=--duration 11 --port 0", &host_bin])
+            .env_clear();
+        for var in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CI"] {
+            if let Some(value) = std::env::var_os(var) {
+                make.env(var, value);
+            }
+        }
+        make.env("HOST_CACHE_DIR", cache_dir()).output().expect("make runs")
+    })
+    .await
+    .expect("join");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("dev: Kinesis on http://127.0.0.1:"), "{stderr}");
+    // The counter's lines: per (window, key), counts that only grow.
+    let mut last: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for line in stdout.lines().filter(|l| l.starts_with("{\"window_start\"")) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("counter json");
+        let key = (
+            v["window_start"].as_str().unwrap_or_default().to_string(),
+            v["key"].as_str().unwrap_or_default().to_string(),
+        );
+        let count = v["count"].as_u64().unwrap_or_default();
+        let before = last.insert(key.clone(), count).unwrap_or(0);
+        assert!(count > before, "{key:?}: {before} then {count}");
+    }
+    let total = |ip: &str| last.iter().filter(|((_, k), _)| k == ip).map(|(_, n)| n).sum::<u64>();
+    // 11 s of seed 000's producers: 8.8.8.8 every 2 s, 8.8.8.9 every 5 s.
+    assert!((4..=7).contains(&total("8.8.8.8")), "8.8.8.8: {} in {stdout}", total("8.8.8.8"));
+    assert!((1..=3).contains(&total("8.8.8.9")), "8.8.8.9: {} in {stdout}", total("8.8.8.9"));
+    assert!(
+        stderr.contains(&format!("dev: stopped after {} records", total("8.8.8.8") + total("8.8.8.9"))),
+        "{stderr}"
+    );
+}

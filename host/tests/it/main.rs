@@ -1,0 +1,16 @@
+//! The host's integration tests, in one test binary (one link of wasmtime,
+//! the AWS SDK and ferrokinesis instead of one per file). Each module runs
+//! the real plugin components; see ARCHITECTURE.md for what each covers.
+
+#[macro_use]
+mod common;
+
+mod cli;
+mod consumer;
+mod faults;
+mod leases;
+mod local_dev;
+mod run_cli;
+mod sandbox;
+mod seeds;
+mod swap;

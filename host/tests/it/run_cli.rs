@@ -1,0 +1,590 @@
+//! `host run`, `host produce` and `host stream` as processes against the
+//! emulator (in this test process): crash recovery with kill -9, seed 000
+//! end to end, and the errors a user sees.
+
+use crate::common::*;
+use host::local::{LocalKinesis, LocalOptions};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+async fn emulator() -> LocalKinesis {
+    LocalKinesis::start(LocalOptions { port: 0, ..LocalOptions::default() }).await.expect("emulator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, out) = (dir.path().join("cp.db"), dir.path().join("out.jsonl"));
+    let (db, out) = (db.to_str().unwrap_or_default().to_string(), format!("file:{}", out.display()));
+    let created = host(&["stream", "create", "crash", "--shards", "2", "--wait", "--endpoint-url", &url], "");
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let echo = plugin_path("echo").display().to_string();
+    let run_args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            "--plugin",
+            &echo,
+            "--stream",
+            "crash",
+            "--endpoint-url",
+            &url,
+            "--start-position",
+            "TRIM_HORIZON",
+            "--checkpoint-db",
+            &db,
+            "--sink",
+            &out,
+            "--output",
+            "json",
+            "--batch-size",
+            "25",
+            "--idle-time-ms",
+            "50",
+            "--status-interval",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    // A steady producer: 1500 records over about 3 s.
+    let producer =
+        spawn_host(&["produce", "--stream", "crash", "--endpoint-url", &url, "--rate", "500", "--count", "1500"]);
+    let args = run_args(&[]);
+    let mut consumer = spawn_host(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    consumer.kill().expect("kill -9");
+    let killed = wait(consumer).await;
+    assert_ne!(killed.code, 0, "it was killed mid-stream");
+    let produced = wait(producer).await;
+    assert_eq!(produced.code, 0, "{}", produced.stderr);
+    let args = run_args(&["--idle-exit", "2"]);
+    let restarted = wait(spawn_host(&args.iter().map(String::as_str).collect::<Vec<_>>())).await;
+    assert_eq!(restarted.code, 0, "{}", restarted.stderr);
+
+    // Every record is there; a record appears twice only if its batch was
+    // processed but not yet checkpointed at the kill: at most one batch per shard.
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default();
+    let lines = json_lines(&text);
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for v in &lines {
+        *seen.entry(v["data"].as_str().unwrap_or_default().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 1500, "every produced record was processed");
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    assert!(duplicates <= 2 * 25, "at most one batch per shard again, got {duplicates}");
+    local.stop().await;
+}
+
+/// Parses `host produce` lines `IP : TIMESTAMP` into (window start, ip) counts.
+fn produced_counts(stdout: &str, window_ms: i64) -> BTreeMap<(String, String), u64> {
+    let mut counts = BTreeMap::new();
+    for line in stdout.lines() {
+        let Some((ip, stamp)) = line.split_once(" : ") else { continue };
+        let t = kinesis_processor_sdk::helpers::time::parse_timestamp_millis(stamp.as_bytes()).expect("timestamp");
+        let w = kinesis_processor_sdk::helpers::time::format_timestamp_millis(t - t.rem_euclid(window_ms));
+        *counts.entry((w, ip.to_string())).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_end_to_end_with_a_lagging_producer() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(host(&["stream", "create", "seed", "--shards", "1", "--wait", "--endpoint-url", &url], "").code, 0);
+    // Seed 000 sped up 10x: 8.8.8.8 every 0.2 s, 8.8.8.9 every 0.5 s and 1.5 s late;
+    // 5-second windows stand in for minutes.
+    let config = r#"{"window_seconds": 5, "allowed_lateness_seconds": 3, "idle_timeout_seconds": 1}"#;
+    let started = Instant::now();
+    let producer = spawn_host(&[
+        "produce",
+        "--stream",
+        "seed",
+        "--endpoint-url",
+        &url,
+        "--source",
+        "8.8.8.8:0.2",
+        "--source",
+        "8.8.8.9:0.5:1.5",
+        "--duration",
+        "8",
+    ]);
+    let consumers: Vec<Child> = [("counter", r#"{"window_seconds": 5}"#), ("buffered-counter", config)]
+        .iter()
+        .map(|(plugin, config)| {
+            let db = dir.path().join(format!("{plugin}.db"));
+            spawn_host(&[
+                "run",
+                "--plugin",
+                &plugin_path(plugin).display().to_string(),
+                "--config",
+                config,
+                "--stream",
+                "seed",
+                "--endpoint-url",
+                &url,
+                "--checkpoint-db",
+                db.to_str().unwrap_or_default(),
+                "--application",
+                plugin,
+                "--start-position",
+                "TRIM_HORIZON",
+                "--idle-time-ms",
+                "200",
+                "--timer-interval-ms",
+                "250",
+                "--idle-exit",
+                "6",
+                "--status-interval",
+                "1",
+            ])
+        })
+        .collect();
+    let produced = wait(producer).await;
+    assert_eq!(produced.code, 0, "{}", produced.stderr);
+    let mut runs = Vec::new();
+    for child in consumers {
+        runs.push(wait(child).await);
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let want = produced_counts(&produced.stdout, 5000);
+    assert!(want.values().sum::<u64>() >= 50, "the producers ran: {want:?}");
+
+    let (counter, buffered) = (&runs[0], &runs[1]);
+    assert_eq!(counter.code, 0, "{}", counter.stderr);
+    assert!(
+        counter.stderr.contains("status: ") && counter.stderr.contains("behind: shardId-000000000000"),
+        "{}",
+        counter.stderr
+    );
+    let mut last = BTreeMap::new();
+    for v in json_lines(&counter.stdout) {
+        last.insert(
+            (
+                v["window_start"].as_str().unwrap_or_default().to_string(),
+                v["key"].as_str().unwrap_or_default().to_string(),
+            ),
+            v["count"].as_u64().unwrap_or(0),
+        );
+    }
+    assert_eq!(last, want, "the counter's last counts are what was produced");
+
+    assert_eq!(buffered.code, 0, "{}", buffered.stderr);
+    let mut finals = BTreeMap::new();
+    for v in json_lines(&buffered.stdout) {
+        let key = (
+            v["window_start"].as_str().unwrap_or_default().to_string(),
+            v["key"].as_str().unwrap_or_default().to_string(),
+        );
+        let n = if v["kind"] == "final" { v["count"].as_u64() } else { v["late"].as_u64() };
+        *finals.entry(key).or_insert(0) += n.unwrap_or(0);
+    }
+    assert_eq!(finals, want, "finals (+ any corrections) are what was produced, each window once");
+    local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_errors_are_one_line() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let echo = plugin_path("echo").display().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["run", "--plugin", &echo, "--stream", "missing", "--endpoint-url", &url, "--checkpoint-db", &db],
+            "stream `missing` does not exist",
+        ),
+        (
+            vec![
+                "run",
+                "--plugin",
+                &echo,
+                "--stream",
+                "s",
+                "--endpoint-url",
+                "http://127.0.0.1:1",
+                "--checkpoint-db",
+                &db,
+            ],
+            "cannot reach the Kinesis endpoint (connection refused)",
+        ),
+        (
+            vec![
+                "run",
+                "--plugin",
+                &echo,
+                "--stream",
+                "s",
+                "--endpoint-url",
+                &url,
+                "--checkpoint-db",
+                &db,
+                "--sink",
+                "s3:bucket",
+            ],
+            "--sink \"s3:bucket\" must be",
+        ),
+        (
+            vec![
+                "run",
+                "--plugin",
+                &echo,
+                "--stream",
+                "s",
+                "--endpoint-url",
+                &url,
+                "--checkpoint-db",
+                &db,
+                "--start-position",
+                "AT_TIMESTAMP",
+            ],
+            "needs --start-timestamp",
+        ),
+        (
+            vec!["produce", "--stream", "missing", "--endpoint-url", &url, "--count", "1"],
+            "stream `missing` does not exist",
+        ),
+        (vec!["stream", "delete", "missing", "--endpoint-url", &url], "stream `missing` does not exist"),
+    ];
+    for (args, needle) in cases {
+        let run = wait(spawn_host(&args)).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, got {}", run.stderr);
+        assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{args:?}: {}", lines[0]);
+    }
+    // Missing credentials against real AWS (no endpoint): said before any call.
+    let run = wait({
+        let mut c = Command::new(env!("CARGO_BIN_EXE_host"));
+        c.args(["stream", "list", "--region", "eu-west-1"])
+            .env("HOME", dir.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn")
+    })
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("no AWS credentials found") && run.stderr.contains("aws configure"), "{}", run.stderr);
+    local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_with_everything_checkpointed() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    let out = format!("file:{}", dir.path().join("out.txt").display());
+    assert_eq!(host(&["stream", "create", "term", "--shards", "2", "--wait", "--endpoint-url", &url], "").code, 0);
+    assert_eq!(
+        host(&["produce", "--stream", "term", "--endpoint-url", &url, "--rate", "1000", "--count", "500"], "").code,
+        0
+    );
+    let echo = plugin_path("echo").display().to_string();
+    let args = [
+        "run",
+        "--plugin",
+        &echo,
+        "--stream",
+        "term",
+        "--endpoint-url",
+        &url,
+        "--start-position",
+        "TRIM_HORIZON",
+        "--checkpoint-db",
+        &db,
+        "--sink",
+        &out,
+        "--batch-size",
+        "50",
+        "--idle-time-ms",
+        "100",
+        "--status-interval",
+        "0",
+    ];
+    let consumer = spawn_host(&args);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let term = Command::new("kill").args(["-TERM", &consumer.id().to_string()]).status().expect("kill -TERM");
+    assert!(term.success());
+    let stopped = tokio::time::timeout(Duration::from_secs(15), wait(consumer)).await.expect("stops promptly");
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    assert!(stopped.stderr.contains("stopping: finishing the batches in flight"), "{}", stopped.stderr);
+    assert!(stopped.stderr.contains("stopped after 500 records"), "{}", stopped.stderr);
+    // Everything was checkpointed: a restart finds nothing new to do.
+    let mut again: Vec<&str> = args.to_vec();
+    again.extend(["--idle-exit", "1"]);
+    let restarted = wait(spawn_host(&again)).await;
+    assert!(restarted.stderr.contains("stopped after 0 records"), "{}", restarted.stderr);
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap_or_default().lines().count(), 500);
+    local.stop().await;
+}
+
+/// `GET path` over plain HTTP/1.0.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("response");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_show_records_lag_and_the_plugin_hash() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    assert_eq!(host(&["stream", "create", "metered", "--shards", "2", "--wait", "--endpoint-url", &url], "").code, 0);
+    assert_eq!(
+        host(&["produce", "--stream", "metered", "--endpoint-url", &url, "--rate", "1000", "--count", "300"], "").code,
+        0
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let counter = plugin_path("counter");
+    let consumer = spawn_host(&[
+        "run",
+        "--plugin",
+        &counter.display().to_string(),
+        "--stream",
+        "metered",
+        "--endpoint-url",
+        &url,
+        "--start-position",
+        "TRIM_HORIZON",
+        "--checkpoint-db",
+        &db,
+        "--sink",
+        "file:/dev/null",
+        "--metrics-addr",
+        &addr,
+        "--idle-exit",
+        "4",
+        "--status-interval",
+        "0",
+    ]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let body = tokio::task::spawn_blocking(move || http_get(port, "/metrics")).await.expect("join");
+    let run = wait(consumer).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"), "{body}");
+    let total: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("host_records_processed_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(total, 300, "{body}");
+    assert!(body.contains("host_millis_behind_latest{stream=\"metered\",shard=\"shardId-000000000000\"}"), "{body}");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&counter).expect("read")))
+    };
+    assert!(body.contains(&format!("sha256=\"{sha}\"")), "the plugin's content hash is exported: {body}");
+    local.stop().await;
+}
+
+/// The first 12 digits of a plugin file's content hash, as JSON output shows it.
+fn short_hash(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("plugin")));
+    format!("sha256:{}", &sha[..12])
+}
+
+/// Waits until `path` holds a line containing `needle`.
+async fn wait_for_line(path: &std::path::Path, needle: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path).unwrap_or_default().lines().any(|l| l.contains(needle)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    let out_path = dir.path().join("out.jsonl");
+    let live = dir.path().join("live.wasm");
+    let (counter, v2) = (plugin_path("counter"), plugin_path("counter-v2"));
+    std::fs::copy(&counter, &live).expect("copy");
+    assert_eq!(host(&["stream", "create", "hot", "--shards", "2", "--wait", "--endpoint-url", &url], "").code, 0);
+    let producer =
+        spawn_host(&["produce", "--stream", "hot", "--endpoint-url", &url, "--rate", "100", "--count", "1200"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let control = format!("127.0.0.1:{port}");
+    let consumer = spawn_host(&[
+        "run",
+        "--plugin",
+        &live.display().to_string(),
+        "--watch",
+        "--control-addr",
+        &control,
+        "--stream",
+        "hot",
+        "--endpoint-url",
+        &url,
+        "--start-position",
+        "TRIM_HORIZON",
+        "--checkpoint-db",
+        &db,
+        "--sink",
+        &format!("file:{}", out_path.display()),
+        "--output",
+        "json",
+        "--idle-exit",
+        "6",
+        "--status-interval",
+        "0",
+    ]);
+    assert!(wait_for_line(&out_path, &short_hash(&counter), Duration::from_secs(10)).await, "the counter runs");
+
+    // --watch: the file is replaced in place, the new logic takes over.
+    std::fs::copy(&v2, &live).expect("overwrite");
+    assert!(wait_for_line(&out_path, &short_hash(&v2), Duration::from_secs(10)).await, "the changed counter took over");
+    let status = host(&["swap", "--control-addr", &control, "--status"], "");
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    assert_eq!(format!("sha256:{}", &status["sha256"].as_str().unwrap_or_default()[..12]), short_hash(&v2), "{status}");
+
+    // `host swap`: to the counter, then undone. Once production is over and
+    // the consumer caught up (past its 1 s idle poll), so the rollback has
+    // nothing to replay and every record is processed exactly once.
+    let producer = wait(producer).await;
+    assert_eq!(producer.code, 0, "{}", producer.stderr);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &counter.display().to_string()], "");
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    assert!(swapped.stdout.starts_with("swapped: now running"), "{}", swapped.stdout);
+    let undone = host(&["swap", "--control-addr", &control, "--rollback"], "");
+    assert_eq!(undone.code, 0, "{}", undone.stderr);
+    assert!(undone.stdout.starts_with("rolled-back: rolled back to"), "{}", undone.stdout);
+    // A bad file is refused and said why, in one line; the logic stays.
+    let refused = host(&["swap", "--control-addr", &control, "--plugin", "Cargo.toml"], "");
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.starts_with("error: refused:") && refused.stderr.contains("not a WebAssembly file"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(refused.stderr.trim().lines().count(), 1, "{}", refused.stderr);
+
+    let run = wait(consumer).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("stopped after 1200 records"), "{}", run.stderr);
+    for line in ["swap: swapped: now running", "swap: rolled-back:", "swap: refused:"] {
+        assert!(run.stderr.contains(line), "the host logs every swap ({line}): {}", run.stderr);
+    }
+    // Nowhere is a control endpoint without asking, and never off loopback.
+    let unreachable = host(&["swap", "--control-addr", &control, "--status"], "");
+    assert!(unreachable.stderr.contains("is `host run --control-addr"), "{}", unreachable.stderr);
+    local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_plugin_file() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(plugin_path("counter"), &live).expect("copy");
+    assert_eq!(host(&["stream", "create", "hup", "--shards", "1", "--wait", "--endpoint-url", &url], "").code, 0);
+    let consumer = spawn_host(&[
+        "run",
+        "--plugin",
+        &live.display().to_string(),
+        "--stream",
+        "hup",
+        "--endpoint-url",
+        &url,
+        "--checkpoint-db",
+        &dir.path().join("cp.db").display().to_string(),
+        "--idle-exit",
+        "4",
+        "--status-interval",
+        "0",
+    ]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::copy(plugin_path("counter-v2"), &live).expect("overwrite");
+    let hup = Command::new("kill").args(["-HUP", &consumer.id().to_string()]).status().expect("kill -HUP");
+    assert!(hup.success());
+    let run = wait(consumer).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("swap: SIGHUP: reloading"), "{}", run.stderr);
+    assert!(run.stderr.contains("swap: swapped: now running"), "{}", run.stderr);
+    local.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_without_dead_letters_ends_the_run_with_exit_1_and_says_what_to_do() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    assert_eq!(host(&["stream", "create", "poisoned", "--shards", "1", "--wait", "--endpoint-url", &url], "").code, 0);
+    let client =
+        host::kinesis::connect(&host::kinesis::AwsOptions { endpoint_url: Some(url.clone()), ..Default::default() })
+            .await
+            .expect("client");
+    let records: Vec<host::kinesis::producer::Outgoing> = ["a", "b", "fail", "c"]
+        .iter()
+        .map(|d| host::kinesis::producer::Outgoing { partition_key: "k".into(), data: d.as_bytes().to_vec() })
+        .collect();
+    host::kinesis::producer::put_all(&client, "poisoned", &records).await.expect("put");
+    let faulty = plugin_path("faulty").display().to_string();
+    let letters = dir.path().join("letters.jsonl");
+    let args = [
+        "run",
+        "--plugin",
+        &faulty,
+        "--stream",
+        "poisoned",
+        "--endpoint-url",
+        &url,
+        "--start-position",
+        "TRIM_HORIZON",
+        "--checkpoint-db",
+        &db,
+        "--idle-exit",
+        "1",
+        "--status-interval",
+        "0",
+        "--retries",
+        "0",
+    ];
+    let run = wait(spawn_host(&args)).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().collect::<Vec<_>>(), ["a", "b"], "processed up to the poison record");
+    let error =
+        run.stderr.lines().find(|l| l.starts_with("error: shard shardId-000000000000 stopped:")).unwrap_or_default();
+    assert!(error.contains("fails") && error.contains("--dead-letter file:PATH"), "{}", run.stderr);
+    // The operator does what the line says; the run resumes at that record.
+    let mut again = args.to_vec();
+    let sink = format!("file:{}", letters.display());
+    again.extend(["--dead-letter", &sink]);
+    let run = wait(spawn_host(&again)).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().collect::<Vec<_>>(), ["c"]);
+    let letter: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&letters).expect("letters").trim()).expect("json");
+    assert_eq!(letter["data"], "fail");
+    local.stop().await;
+}

@@ -1,0 +1,253 @@
+//! Bad plugins and bad files: each gets a clear, typed error, the instance
+//! is rebuilt from its last checkpoint, and the host (and other instances)
+//! carry on. Uses the `faulty` fixture component and hand-made binaries.
+
+use crate::common::*;
+use host::batch::{InputRecord, PackedBatch};
+use host::plugin::bindings::ShardContext;
+use host::plugin::{
+    CacheOutcome, Clock, CompiledCache, InstanceSettings, Plugin, PluginEngine, PluginError, PluginInstance,
+    PluginLimits, TrapCause,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn settings(config: &str) -> InstanceSettings {
+    InstanceSettings {
+        config: config.into(),
+        context: ShardContext {
+            stream_name: "s".into(),
+            shard_id: "shardId-000000000000".into(),
+            application: "t".into(),
+        },
+        limits: PluginLimits {
+            memory_bytes: 48 << 20,
+            call_timeout: Duration::from_millis(250),
+            max_output_bytes: 4 << 20,
+            ..PluginLimits::default()
+        },
+        clock: Clock::System,
+    }
+}
+
+fn records(data: &[&str]) -> Vec<InputRecord> {
+    data.iter()
+        .enumerate()
+        .map(|(i, d)| InputRecord {
+            partition_key: format!("k{i}"),
+            data: d.as_bytes().to_vec(),
+            sequence_number: format!("{}", 1000 + i),
+            sub_sequence_number: 0,
+            arrival_millis: 0,
+        })
+        .collect()
+}
+
+/// Processes `data` as one batch, returning emitted data or the error.
+fn process(instance: &mut PluginInstance, data: &[&str]) -> Result<Vec<String>, PluginError> {
+    let mut packer = PackedBatch::default();
+    let batch = packer.repack(&records(data), 0).expect("packs");
+    let processed = instance.process(batch)?;
+    if let Some(failure) = processed.failure {
+        return Err(failure);
+    }
+    Ok(processed.output.iter().map(|(_, d)| String::from_utf8_lossy(d).into_owned()).collect())
+}
+
+/// The `faulty` fixture counts records it passed; its snapshot is that count.
+fn seen(instance: &mut PluginInstance) -> u64 {
+    let state = instance.checkpoint().expect("snapshot");
+    u64::from_le_bytes(state.bytes.try_into().expect("8 bytes"))
+}
+
+/// Runs one misbehaving record after a checkpoint and checks the trap, the
+/// rebuild from the checkpoint, and that the instance works again.
+fn contained(data: &str, want: TrapCause, detail: &str) {
+    let engine = PluginEngine::new().expect("engine");
+    let mut instance = PluginInstance::start(load(&engine, "faulty"), settings("{}"), None).expect("starts");
+    assert_eq!(process(&mut instance, &["a", "b"]).expect("ok"), ["a", "b"]);
+    assert_eq!(seen(&mut instance), 2, "checkpointed after two records");
+    let started = Instant::now();
+    let err = process(&mut instance, &["c", data, "d"]).expect_err("must trap");
+    assert!(started.elapsed() < Duration::from_secs(10), "contained promptly: {:?}", started.elapsed());
+    match &err {
+        PluginError::Trapped { cause, detail: Some(d), recovery, call, .. } => {
+            assert_eq!(*cause, want, "{err}");
+            assert!(d.contains(detail), "detail {d:?} should mention {detail:?}");
+            assert_eq!(*call, "process");
+            assert!(recovery.contains("rebuilt from the last checkpoint"), "{recovery}");
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "one line: {line}");
+    // The record "c" counted before the trap is not kept: state is the checkpoint's.
+    assert_eq!(seen(&mut instance), 2, "half-processed batch leaked state");
+    assert_eq!(process(&mut instance, &["e"]).expect("works again"), ["e"]);
+    assert_eq!(seen(&mut instance), 3);
+}
+
+#[test]
+fn a_trap_is_contained_and_names_the_panic() {
+    contained("trap", TrapCause::Crash, "faulty: trap on record 1");
+}
+
+#[test]
+fn an_infinite_loop_hits_the_deadline() {
+    contained("loop", TrapCause::Timeout, "limit 250 ms");
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_cap() {
+    contained("alloc", TrapCause::MemoryLimit, "48 MiB");
+}
+
+#[test]
+fn an_output_flood_hits_the_output_cap() {
+    contained("emit-flood", TrapCause::OutputLimit, "4194304 bytes");
+}
+
+#[test]
+fn a_log_flood_is_stopped() {
+    contained("log-flood", TrapCause::LogFlood, "log lines");
+}
+
+#[test]
+fn a_reported_failure_keeps_output_before_the_named_record() {
+    let engine = PluginEngine::new().expect("engine");
+    let mut instance = PluginInstance::start(load(&engine, "faulty"), settings("{}"), None).expect("starts");
+    let mut packer = PackedBatch::default();
+    let processed = instance.process(packer.repack(&records(&["a", "fail", "b"]), 0).expect("packs")).expect("no trap");
+    let out: Vec<_> = processed.output.iter().map(|(_, d)| d.to_vec()).collect();
+    assert_eq!(out, vec![b"a".to_vec()]);
+    match processed.failure {
+        Some(PluginError::Failed { retryable: false, record_index: Some(1), message, .. }) => {
+            assert!(message.contains("poison"), "{message}")
+        }
+        other => panic!("expected a failure at record 1, got {other:?}"),
+    }
+    // An index outside the batch is not believed: no output is released.
+    let processed = instance.process(packer.repack(&records(&["a", "bad-index"]), 0).expect("packs")).expect("no trap");
+    assert!(processed.output.is_empty());
+    assert!(matches!(processed.failure, Some(PluginError::Failed { record_index: None, .. })));
+}
+
+#[test]
+fn init_failures_are_clear() {
+    let engine = PluginEngine::new().expect("engine");
+    let plugin = load(&engine, "faulty");
+    let err = PluginInstance::start(plugin.clone(), settings(r#"{"fail_init": true}"#), None).err().expect("refused");
+    assert!(matches!(&err, PluginError::InitRejected { message, .. } if message.contains("init refused")), "{err}");
+    let err =
+        PluginInstance::start(plugin.clone(), settings(r#"{"panic_in_init": true}"#), None).err().expect("panics");
+    assert!(matches!(&err, PluginError::Trapped { call: "init", cause: TrapCause::Crash, .. }), "{err}");
+    assert!(err.to_string().contains("panic in init as configured"), "{err}");
+    let err = PluginInstance::start(load(&engine, "counter"), settings(r#"{"window_second": 5}"#), None)
+        .err()
+        .expect("bad config");
+    assert!(err.to_string().contains("rejected its config") && err.to_string().contains("window_second"), "{err}");
+}
+
+#[test]
+fn corrupt_state_is_refused_not_loaded() {
+    let engine = PluginEngine::new().expect("engine");
+    let plugin = load(&engine, "faulty");
+    let mut writer =
+        PluginInstance::start(plugin.clone(), settings(r#"{"corrupt_snapshot": true}"#), None).expect("starts");
+    let state = writer.checkpoint().expect("snapshot");
+    let err = PluginInstance::start(plugin.clone(), settings("{}"), Some(state)).err().expect("refused");
+    assert!(matches!(&err, PluginError::RestoreRejected { message, .. } if message.contains("corrupt state")), "{err}");
+    let counter = load(&engine, "counter");
+    let bad = host::plugin::bindings::State { version: 1, bytes: b"{\"windows\": 7}".to_vec() };
+    let err = PluginInstance::start(counter, settings("{}"), Some(bad)).err().expect("refused");
+    assert!(err.to_string().contains("counter state is corrupt"), "{err}");
+}
+
+/// Loads bytes as a plugin and returns the one-line error.
+fn load_error(engine: &PluginEngine, bytes: &[u8]) -> PluginError {
+    Plugin::from_bytes(engine, Path::new("bad.wasm"), bytes, None).expect_err("must be refused")
+}
+
+#[test]
+fn bad_files_are_refused_with_what_to_do() {
+    let engine = PluginEngine::new().expect("engine");
+    let err = Plugin::load(&engine, Path::new("/nonexistent/counter.wasm"), None).expect_err("missing");
+    assert!(matches!(err, PluginError::NotFound { .. }) && err.to_string().contains("make plugins"), "{err}");
+
+    let err = load_error(&engine, b"#!/bin/sh\necho not wasm\n");
+    assert!(matches!(err, PluginError::NotWasm { .. }), "{err}");
+
+    let core = wat::parse_str("(module (func (export \"process\")))").expect("wat");
+    let err = load_error(&engine, &core);
+    assert!(matches!(err, PluginError::CoreModule { .. }) && err.to_string().contains("wasm32-wasip2"), "{err}");
+
+    let mut truncated = std::fs::read(plugin_path("counter")).expect("read");
+    truncated.truncate(truncated.len() / 2);
+    assert!(matches!(load_error(&engine, &truncated), PluginError::Invalid { .. }));
+
+    let empty = wat::parse_str("(component)").expect("wat");
+    let err = load_error(&engine, &empty);
+    assert!(matches!(&err, PluginError::WrongWorld { reason, .. } if reason.contains("exports nothing")), "{err}");
+
+    let other_world = other_world_component();
+    let err = load_error(&engine, &other_world);
+    assert!(matches!(&err, PluginError::WrongWorld { reason, .. } if reason.contains("exports hello")), "{err}");
+    assert!(err.to_string().contains("kinesis:processor/processor@0.1.0"), "{err}");
+
+    // After all of that, the same engine still runs a good plugin.
+    let mut instance = PluginInstance::start(load(&engine, "echo"), settings("{}"), None).expect("starts");
+    assert_eq!(process(&mut instance, &["still alive"]).expect("ok"), ["k0 : still alive"]);
+}
+
+#[test]
+fn the_sandbox_grants_no_env_args_files_or_network() {
+    let engine = PluginEngine::new().expect("engine");
+    let mut instance = PluginInstance::start(load(&engine, "faulty"), settings("{}"), None).expect("starts");
+    let out = process(&mut instance, &["probe-sandbox"]).expect("ok");
+    assert_eq!(out, [r#"{"env":0,"args":0,"file":false,"net":false}"#]);
+}
+
+#[test]
+fn compiled_components_are_cached_and_a_corrupt_cache_costs_only_a_compile() {
+    let engine = PluginEngine::new().expect("engine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = CompiledCache::new(dir.path());
+    let path = plugin_path("echo");
+    assert_eq!(Plugin::load(&engine, &path, Some(&cache)).expect("loads").cache_outcome(), CacheOutcome::Compiled);
+    let plugin = Plugin::load(&engine, &path, Some(&cache)).expect("loads");
+    assert_eq!(plugin.cache_outcome(), CacheOutcome::Hit);
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        std::fs::write(entry.expect("entry").path(), b"garbage").expect("corrupt it");
+    }
+    let plugin = Plugin::load(&engine, &path, Some(&cache)).expect("still loads");
+    assert_eq!(plugin.cache_outcome(), CacheOutcome::Compiled);
+    let mut instance = PluginInstance::start(Arc::new(plugin), settings("{}"), None).expect("starts");
+    assert_eq!(process(&mut instance, &["x"]).expect("ok"), ["k0 : x"]);
+}
+
+#[test]
+fn instances_per_shard_run_in_parallel_with_separate_state() {
+    let engine = PluginEngine::new().expect("engine");
+    let plugin = load(&engine, "faulty");
+    let threads: Vec<_> = (0..4u64)
+        .map(|shard| {
+            let plugin = plugin.clone();
+            std::thread::spawn(move || {
+                let mut instance = PluginInstance::start(plugin, settings("{}"), None).expect("starts");
+                let data: Vec<String> = (0..=shard).map(|i| format!("r{i}")).collect();
+                let data: Vec<&str> = data.iter().map(String::as_str).collect();
+                for _ in 0..10 {
+                    process(&mut instance, &data).expect("ok");
+                }
+                // One shard traps; the others must not notice.
+                if shard == 0 {
+                    assert!(process(&mut instance, &["trap"]).is_err());
+                }
+                seen(&mut instance)
+            })
+        })
+        .collect();
+    let counts: Vec<u64> = threads.into_iter().map(|t| t.join().expect("thread")).collect();
+    assert_eq!(counts, vec![0, 20, 30, 40], "shard 0 trapped before any checkpoint: fresh state");
+}
