@@ -41,7 +41,7 @@ test: plugins lint
 
 # The benchmarks live in their own binary (host/bench), not in `host`.
 bench-bin:
-	$(CARGO) build --release -p host-bench
+	$(CARGO) build --release -p host -p host-bench
 
 bench: plugins bench-bin
 	target/release/host-bench plugin --plugin $(PLUGIN_DIR)/counter.wasm

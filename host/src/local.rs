@@ -26,6 +26,10 @@ pub struct LocalOptions {
     pub enforce_limits: bool,
     /// Seconds before a shard iterator expires.
     pub iterator_ttl_seconds: u64,
+    /// The one region the endpoint plays (in every ARN). Streams are not
+    /// kept per region: a client signing for another region sees the same
+    /// streams, as with kinesalite and kinesis-mock.
+    pub region: String,
 }
 
 impl Default for LocalOptions {
@@ -38,6 +42,7 @@ impl Default for LocalOptions {
             update_stream_ms: 50,
             enforce_limits: false,
             iterator_ttl_seconds: 300,
+            region: "us-east-1".into(),
         }
     }
 }
@@ -64,6 +69,7 @@ impl LocalKinesis {
                 snapshot_interval_secs: 30,
                 max_retained_bytes: None,
             }),
+            aws_region: options.region.clone(),
             ..Default::default()
         };
         if let Some(dir) = &options.data_dir {

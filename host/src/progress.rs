@@ -16,6 +16,9 @@ pub struct Progress {
     pub behind: Mutex<BTreeMap<String, i64>>,
     /// Per shard: when it last read any record (for `--idle-exit`).
     pub last_record: Mutex<BTreeMap<String, Instant>>,
+    /// Shards whose plugin is working on a batch now: busy is not idle,
+    /// however long a batch takes (retries, bisecting, a slow plugin).
+    pub busy: Mutex<std::collections::BTreeSet<String>>,
     /// GetRecords calls retried after throttling or network faults.
     pub retried_reads: AtomicU64,
     /// Shard iterators replaced after expiring.

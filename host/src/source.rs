@@ -70,6 +70,20 @@ impl ShardInfo {
     }
 }
 
+/// What a source reports that the consumer reacts to by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The stream went away under a running consumer (DeleteStream): every
+    /// shard stops; nothing more can be read.
+    #[error("stream `{stream}` was deleted while it was being read")]
+    StreamDeleted { stream: String },
+}
+
+/// True when `error` (anywhere in its chain) says the stream was deleted.
+pub fn is_stream_deleted(error: &anyhow::Error) -> bool {
+    error.chain().any(|c| matches!(c.downcast_ref::<SourceError>(), Some(SourceError::StreamDeleted { .. })))
+}
+
 /// A stream to read from: its shards, and a feed per shard.
 #[async_trait::async_trait]
 pub trait RecordSource: Send + Sync {

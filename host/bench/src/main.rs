@@ -136,6 +136,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// The `host` binary the process measurements run: the one built beside
+/// this one (`cargo build --release -p host -p host-bench`, or `make bench-bin`).
+fn host_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let host = exe.with_file_name("host");
+    anyhow::ensure!(
+        host.is_file(),
+        "{} is missing: build it beside host-bench with `cargo build --release -p host -p host-bench`",
+        host.display()
+    );
+    Ok(host)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

@@ -264,7 +264,7 @@ async fn rss_16_shards(
     for chunk in records.chunks(5_000) {
         put_all(client, "rss16", chunk).await?;
     }
-    let exe = std::env::current_exe().context("cannot find the host binary")?;
+    let exe = crate::host_binary()?;
     let db = dir.join("rss.db");
     let child = tokio::process::Command::new(exe)
         .args(["run", "--plugin"])

@@ -219,7 +219,7 @@ pub async fn run(
     consumer.await.context("consumer panicked")??;
 
     progress("baseline: stop `host run` (SIGTERM) and start it again with the other file…");
-    let exe = std::env::current_exe().context("cannot find the host binary")?;
+    let exe = crate::host_binary()?;
     let url = local.endpoint_url();
     let files = [dir.path().join("counter.wasm"), dir.path().join("changed.wasm")];
     for (file, bytes) in files.iter().zip(&versions) {

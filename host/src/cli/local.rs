@@ -28,6 +28,11 @@ pub struct LocalArgs {
     /// Seconds before a shard iterator expires.
     #[arg(long, default_value_t = 300)]
     pub iterator_ttl_seconds: u64,
+
+    /// The region in stream ARNs. The endpoint plays one region: clients
+    /// signing for any region see the same streams.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
 }
 
 impl LocalArgs {
@@ -39,16 +44,18 @@ impl LocalArgs {
             shard_limit: args.shard_limit,
             enforce_limits: args.enforce_limits,
             iterator_ttl_seconds: args.iterator_ttl_seconds,
+            region: args.region.clone(),
             ..Default::default()
         })
         .await?;
         eprintln!(
-            "Kinesis endpoint on {} ({}); use --endpoint-url {} (any credentials). Ctrl-C stops.",
+            "Kinesis endpoint on {} ({}, region {}); use --endpoint-url {} (any credentials). Ctrl-C stops.",
             endpoint.endpoint_url(),
             match &args.data_dir {
                 Some(dir) => format!("data in {}", dir.display()),
                 None => "in memory".to_string(),
             },
+            args.region,
             endpoint.endpoint_url()
         );
         until_interrupted().await?;

@@ -8,7 +8,7 @@ use crate::policy::FailurePolicy;
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 use crate::sink::{Destination, OutputFormat, Sink};
-use crate::source::StartPosition;
+use crate::source::{is_stream_deleted, StartPosition};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -211,10 +211,20 @@ impl RunArgs {
         stop_on_signals(shutdown.clone());
         let location = store.location();
         let report = Consumer::new(client, hub, store, Arc::new(sink), consumer)
-            .progress(progress)
+            .progress(progress.clone())
             .on_status(|line| eprintln!("status: {line}"))
             .run(shutdown)
-            .await?;
+            .await;
+        let report = match report {
+            Ok(report) => report,
+            Err(e) if is_stream_deleted(&e) => {
+                // Every shard stopped cleanly at what it had processed.
+                let records = progress.records.load(std::sync::atomic::Ordering::Relaxed);
+                eprintln!("error: {e}; stopped after {records} records, all checkpointed in {location}");
+                return Ok(ExitCode::from(2));
+            }
+            Err(e) => return Err(e),
+        };
         eprintln!("stopped after {} records; checkpoints in {location}", report.records);
         if !report.shards_stopped.is_empty() {
             for (shard, reason) in &report.shards_stopped {

@@ -24,7 +24,7 @@ use crate::policy::FailurePolicy;
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
-use crate::source::{RecordSource, StartPosition};
+use crate::source::{is_stream_deleted, RecordSource, StartPosition};
 use crate::swap::{SwapHub, SwapPolicy};
 use scheduler::Scheduler;
 use std::collections::BTreeMap;
@@ -315,7 +315,9 @@ impl Consumer {
                         Err(e) => {
                             // One failing shard stops the run: finish the others cleanly.
                             shutdown.trigger();
-                            first_error.get_or_insert(e.context(format!("shard {id}")));
+                            // A deleted stream is every shard's news, not this one's.
+                            let e = if is_stream_deleted(&e) { e } else { e.context(format!("shard {id}")) };
+                            first_error.get_or_insert(e);
                         }
                     }
                 }

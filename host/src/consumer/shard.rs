@@ -109,7 +109,9 @@ async fn drive(
         let ReadBatch { records, shard_ended, stats } = read;
         note_read(&shared.progress, &worker.shard_id, &records, stats);
         if !records.is_empty() {
-            match policy.handle(worker, records).await? {
+            let shard_id = worker.shard_id.clone();
+            let verdict = busy(&shared.progress, &shard_id, policy.handle(worker, records)).await?;
+            match verdict {
                 BatchVerdict::Done => {
                     worker.probation = worker.probation.saturating_sub(1);
                     // The budget is checked here, per batch, so it stops the
@@ -163,6 +165,19 @@ fn note_read(
             last.insert(shard_id.to_string(), Instant::now());
         }
     }
+}
+
+/// Runs `work` with the shard marked busy (not idle), and as active at its end.
+async fn busy<T>(progress: &Progress, shard_id: &str, work: impl std::future::Future<Output = T>) -> T {
+    if let Ok(mut busy) = progress.busy.lock() {
+        busy.insert(shard_id.to_string());
+    }
+    let result = work.await;
+    if let (Ok(mut busy), Ok(mut last)) = (progress.busy.lock(), progress.last_record.lock()) {
+        busy.remove(shard_id);
+        last.insert(shard_id.to_string(), Instant::now());
+    }
+    result
 }
 
 /// Opens the shard's feed at `start` and registers its back-off flag.

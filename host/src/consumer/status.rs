@@ -1,5 +1,6 @@
-//! The periodic status line of a running host: records so far, the rate
-//! over the last interval, shards running, and how far behind each is.
+//! The periodic status line of a running host: records so far, records per
+//! second over the interval since the last line (not a capacity: a caught-up
+//! host shows the producers' rate), shards running, and how far behind each is.
 
 use crate::progress::Progress;
 use std::sync::atomic::Ordering;
@@ -19,7 +20,8 @@ impl StatusLine {
     /// The line for now.
     pub fn render(&mut self, progress: &Progress, running: usize) -> String {
         let records = progress.records.load(Ordering::Relaxed);
-        let rate = (records - self.last.1) as f64 / self.last.0.elapsed().as_secs_f64().max(1e-3);
+        let interval = self.last.0.elapsed().as_secs_f64().max(1e-3);
+        let rate = (records - self.last.1) as f64 / interval;
         self.last = (Instant::now(), records);
         let behind = progress
             .behind
@@ -27,8 +29,10 @@ impl StatusLine {
             .map(|b| b.iter().map(|(s, ms)| format!("{s} {ms} ms")).collect::<Vec<_>>().join(", "))
             .unwrap_or_default();
         format!(
-            "{records} records ({}/s), {running} shards running, behind: {}",
+            "{records} records, {}/s over the last {} s, {running} {} running, behind: {}",
             rate_text(rate),
+            rate_text(interval),
+            if running == 1 { "shard" } else { "shards" },
             if behind.is_empty() { "-".into() } else { behind }
         )
     }
@@ -61,9 +65,8 @@ mod tests {
         progress.records.store(12, Ordering::Relaxed);
         progress.behind.lock().expect("lock").insert("shardId-1".into(), 40);
         let line = StatusLine::new().render(&progress, 1);
-        assert!(
-            line.starts_with("12 records (") && line.ends_with("1 shards running, behind: shardId-1 40 ms"),
-            "{line}"
-        );
+        assert!(line.starts_with("12 records, ") && line.contains("/s over the last "), "{line}");
+        assert!(line.ends_with(" s, 1 shard running, behind: shardId-1 40 ms"), "{line}");
+        assert!(StatusLine::new().render(&progress, 2).contains(", 2 shards running,"));
     }
 }

@@ -21,15 +21,43 @@ pub(crate) fn reached(
     let Some(idle) = config.idle_exit else { return false };
     // Idle means caught up (the last read reached the tip) *and* quiet: a
     // shard backing off from throttling has read nothing lately but is not idle.
-    match (progress.last_record.lock(), progress.behind.lock(), progress.retrying.lock()) {
-        (Ok(last), Ok(behind), Ok(retrying)) => {
+    match (progress.last_record.lock(), progress.behind.lock(), progress.retrying.lock(), progress.busy.lock()) {
+        (Ok(last), Ok(behind), Ok(retrying), Ok(busy)) => {
             !running.is_empty()
                 && running.iter().all(|s| {
                     behind.get(s) == Some(&0)
+                        && !busy.contains(s)
                         && !retrying.get(s).is_some_and(|r| r.load(Ordering::Relaxed))
                         && last.get(s).map_or(started.elapsed() >= idle, |t| t.elapsed() >= idle)
                 })
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_shard_is_idle_only_caught_up_quiet_and_not_busy() {
+        let mut config = ConsumerConfig::new("app", "s");
+        config.idle_exit = Some(Duration::from_millis(10));
+        let progress = Progress::default();
+        let running: HashSet<String> = ["a".to_string()].into();
+        let long_ago = Instant::now() - Duration::from_secs(5);
+        progress.behind.lock().expect("lock").insert("a".into(), 0);
+        progress.last_record.lock().expect("lock").insert("a".into(), long_ago);
+        assert!(reached(&config, &progress, &running, long_ago), "caught up and quiet");
+        progress.busy.lock().expect("lock").insert("a".into());
+        assert!(!reached(&config, &progress, &running, long_ago), "a slow batch is not idleness");
+        progress.busy.lock().expect("lock").clear();
+        progress.behind.lock().expect("lock").insert("a".into(), 500);
+        assert!(!reached(&config, &progress, &running, long_ago), "behind is not idle");
+        config.idle_exit = None;
+        config.max_records = Some(3);
+        progress.records.store(3, std::sync::atomic::Ordering::Relaxed);
+        assert!(reached(&config, &progress, &running, long_ago), "--max-records");
     }
 }

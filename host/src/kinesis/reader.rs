@@ -5,7 +5,7 @@
 use super::client::{describe_error, error_code, is_transient};
 use crate::backoff::backoff;
 use crate::batch::PackedBatch;
-use crate::source::{ReadBatch, ReaderStats, RecordSource, ShardFeed, ShardInfo, StartPosition};
+use crate::source::{ReadBatch, ReaderStats, RecordSource, ShardFeed, ShardInfo, SourceError, StartPosition};
 use anyhow::bail;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -149,6 +149,10 @@ impl ShardReader {
                         tracing::warn!(shard = %self.shard_id, attempt, "still retrying GetRecords: {}", describe_error(&e));
                     }
                     tokio::time::sleep(backoff(attempt)).await;
+                }
+                // The shard was listed and read before: it went away with its stream.
+                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                    return Err(SourceError::StreamDeleted { stream: self.stream.clone() }.into())
                 }
                 Err(e) => bail!("cannot read {}: {}", self.shard_id, describe_error(&e)),
             }

@@ -44,6 +44,7 @@ impl PluginEngine {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        super::deadline::bound_waits(&mut linker)?;
         ProcessorWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| wasmtime::format_err!("cannot start the epoch ticker thread: {e}"))?;

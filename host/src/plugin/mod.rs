@@ -8,6 +8,7 @@
 pub mod bindings;
 mod cache;
 mod component;
+mod deadline;
 mod engine;
 mod error;
 mod instance;

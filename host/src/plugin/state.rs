@@ -67,6 +67,9 @@ pub struct HostState {
     label: Arc<str>,
     /// Last bytes the plugin wrote to stderr (panic messages land here).
     pub(crate) stderr: StderrTail,
+    /// When the call in progress must end: waits inside it stop here
+    /// (`deadline.rs`), as the epoch stops running code.
+    call_deadline: Option<std::time::Instant>,
 }
 
 impl HostState {
@@ -86,11 +89,18 @@ impl HostState {
             clock,
             label,
             stderr,
+            call_deadline: None,
         }
+    }
+
+    /// The WASI resource table and the deadline of the call in progress.
+    pub(crate) fn table_and_deadline(&mut self) -> (&mut ResourceTable, Option<std::time::Instant>) {
+        (&mut self.table, self.call_deadline)
     }
 
     /// Resets per-call budgets; called before every export call.
     pub(crate) fn begin_call(&mut self) {
+        self.call_deadline = std::time::Instant::now().checked_add(self.limits.call_timeout);
         self.output.clear();
         self.log_lines = 0;
         self.logs_dropped = 0;

@@ -134,3 +134,24 @@ fn bad_failure_policy_flags_are_one_line() {
         run.stderr
     );
 }
+
+/// A stop that is not a shard's end (Ctrl-C, `--idle-exit`) leaves the
+/// buffered counter's incomplete windows in its saved state; it says so on
+/// stderr rather than leaving them to look lost.
+#[test]
+fn the_buffered_counter_says_what_it_holds_when_stopped() {
+    let buffered = plugin_path("buffered-counter").display().to_string();
+    let input =
+        "{\"partitionKey\": \"8.8.8.8\", \"data\": \"2018-07-29T22:35:46\", \"arrival\": \"2018-07-29T22:35:47Z\"}\n";
+    let run = host(&["test", "--plugin", &buffered, "--end", "requested", "--drain-seconds", "0"], input);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "", "the window is incomplete: nothing emitted");
+    assert!(
+        run.stderr.contains("holding 1 incomplete window(s) from 2018-07-29T22:35:00Z in the saved state"),
+        "{}",
+        run.stderr
+    );
+    let ended = host(&["test", "--plugin", &buffered, "--drain-seconds", "0"], input);
+    assert!(ended.stdout.contains("\"count\":1"), "at shard end it is emitted: {}", ended.stdout);
+    assert!(!ended.stderr.contains("holding"), "{}", ended.stderr);
+}

@@ -21,9 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Every poison command of the `faulty` fixture, and what its dead letter must say.
-const POISON: [(&str, &str); 8] = [
+const POISON: [(&str, &str); 10] = [
     ("trap", "crash"),
     ("loop", "time limit"),
+    ("sleep", "time limit"),
+    ("sleep-loop", "time limit"),
     ("alloc", "memory"),
     ("emit-flood", "output"),
     ("log-flood", "log"),
@@ -84,10 +86,10 @@ fn output_counts(f: &Fixture) -> BTreeMap<String, u32> {
 on_both_emulators!(hostile_records_are_dead_lettered_and_everything_else_goes_through_once);
 async fn hostile_records_are_dead_lettered_and_everything_else_goes_through_once(f: Fixture) {
     f.stream("hostile", 2).await;
-    // 120 good records, the poison ones spread among them (and over both
+    // 150 good records, the poison ones spread among them (and over both
     // shards), plus non-UTF-8 data, which is not poison.
     let mut records: Vec<Outgoing> = Vec::new();
-    for i in 0..120u64 {
+    for i in 0..150u64 {
         records.push(Outgoing { partition_key: format!("key-{}", i % 16), data: format!("n-{i}").into_bytes() });
         if i % 15 == 7 {
             let (command, _) = POISON[(i / 15) as usize];
@@ -126,7 +128,7 @@ async fn hostile_records_are_dead_lettered_and_everything_else_goes_through_once
         assert!(letter["arrival_millis"].as_i64().is_some_and(|t| t > 0), "{letter}");
     }
     // Every other record went through exactly once, on both shards.
-    let mut want: BTreeMap<String, u32> = (0..120).map(|i| (format!("n-{i}"), 1)).collect();
+    let mut want: BTreeMap<String, u32> = (0..150).map(|i| (format!("n-{i}"), 1)).collect();
     want.insert("base64://4AgA==".into(), 1);
     assert_eq!(output_counts(&f), want);
     let counted: u64 = progress.dead_letters.lock().expect("counts").values().sum();

@@ -150,3 +150,64 @@ async fn the_readme_demo_prints_the_counters_per_minute_counts() {
         "{stderr}"
     );
 }
+
+/// `host local` plays one region, the one asked for (`--region`, else
+/// `AWS_REGION`, else us-east-1): it is in every ARN, and a client signing
+/// for another region sees the same streams (documented in the README).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_local_plays_the_region_it_is_given() {
+    let port = free_port();
+    let local = spawn_host(&["local", "--port", &port.to_string(), "--region", "eu-west-1"]);
+    wait_for_port(port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let client = |region: &str| {
+        let options = host::kinesis::AwsOptions {
+            region: Some(region.into()),
+            endpoint_url: Some(url.clone()),
+            ..Default::default()
+        };
+        async move { host::kinesis::connect(&options).await.expect("client") }
+    };
+    let eu = client("eu-west-1").await;
+    host::kinesis::admin::create(&eu, "regional", 1).await.expect("create");
+    host::kinesis::admin::wait_active(&eu, "regional", std::time::Duration::from_secs(10)).await.expect("active");
+    let described = host::kinesis::admin::describe(&eu, "regional").await.expect("describe");
+    assert!(described.contains("arn: arn:aws:kinesis:eu-west-1:"), "{described}");
+    let us = client("us-east-1").await;
+    assert!(host::kinesis::admin::list(&us).await.expect("list").contains(&"regional".to_string()), "one region");
+    let stopped = Command::new("kill").args(["-TERM", &local.id().to_string()]).status().expect("kill");
+    assert!(stopped.success());
+    assert_eq!(wait(local).await.code, 0);
+}
+
+/// Arrival times from the embedded endpoint are milliseconds, as AWS gives
+/// (ferrokinesis 0.7.0 stored whole seconds; host/vendor/ferrokinesis is
+/// patched). `--max-record-age`, latency and event-time fallback rely on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_endpoint_gives_millisecond_arrival_times() {
+    use host::kinesis::producer::{put_all, Outgoing};
+    let local = host::local::LocalKinesis::start(host::local::LocalOptions { port: 0, ..Default::default() })
+        .await
+        .expect("endpoint");
+    let options = host::kinesis::AwsOptions { endpoint_url: Some(local.endpoint_url()), ..Default::default() };
+    let client = host::kinesis::connect(&options).await.expect("client");
+    host::kinesis::admin::create(&client, "ms", 1).await.expect("create");
+    host::kinesis::admin::wait_active(&client, "ms", std::time::Duration::from_secs(10)).await.expect("active");
+    for i in 0..10 {
+        let record = Outgoing { partition_key: "k".into(), data: format!("{i}").into_bytes() };
+        put_all(&client, "ms", &[record]).await.expect("put");
+        tokio::time::sleep(std::time::Duration::from_millis(37)).await;
+    }
+    let shard = host::kinesis::admin::shards(&client, "ms").await.expect("shards")[0].shard_id().to_string();
+    let start = host::source::StartPosition::TrimHorizon;
+    let mut reader =
+        host::kinesis::reader::ShardReader::open(client.clone(), "ms", &shard, start, 100).await.expect("reader");
+    let arrivals: Vec<i64> =
+        reader.next_batch().await.expect("read").records.to_records().iter().map(|r| r.arrival_millis).collect();
+    assert_eq!(arrivals.len(), 10);
+    assert!(arrivals.iter().any(|ms| ms % 1000 != 0), "whole seconds only: {arrivals:?}");
+    assert!(arrivals.windows(2).all(|w| w[0] <= w[1]), "in order: {arrivals:?}");
+    let spread = arrivals[9] - arrivals[0];
+    assert!((300..3000).contains(&spread), "10 puts 37 ms apart span {spread} ms: {arrivals:?}");
+    local.stop().await;
+}

@@ -588,3 +588,50 @@ async fn a_poison_record_without_dead_letters_ends_the_run_with_exit_1_and_says_
     assert_eq!(letter["data"], "fail");
     local.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_stream_under_a_run_is_one_line_with_what_was_checkpointed() {
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cp.db").display().to_string();
+    let out = dir.path().join("out.txt");
+    let sink = format!("file:{}", out.display());
+    assert_eq!(host(&["stream", "create", "gone", "--shards", "2", "--wait", "--endpoint-url", &url], "").code, 0);
+    let put = ["produce", "--stream", "gone", "--endpoint-url", &url, "--rate", "1000", "--count", "300"];
+    assert_eq!(host(&put, "").code, 0);
+    let echo = plugin_path("echo").display().to_string();
+    let consumer = spawn_host(&[
+        "run",
+        "--plugin",
+        &echo,
+        "--stream",
+        "gone",
+        "--endpoint-url",
+        &url,
+        "--start-position",
+        "TRIM_HORIZON",
+        "--checkpoint-db",
+        &db,
+        "--sink",
+        &sink,
+        "--idle-time-ms",
+        "100",
+        "--status-interval",
+        "0",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&out).unwrap_or_default().lines().count() < 300 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(host(&["stream", "delete", "gone", "--endpoint-url", &url], "").code, 0);
+    let run = tokio::time::timeout(Duration::from_secs(30), wait(consumer)).await.expect("stops by itself");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert_eq!(
+        errors[0],
+        format!("error: stream `gone` was deleted while it was being read; stopped after 300 records, all checkpointed in {db}")
+    );
+    local.stop().await;
+}

@@ -98,6 +98,33 @@ fn an_infinite_loop_hits_the_deadline() {
     contained("loop", TrapCause::Timeout, "limit 250 ms");
 }
 
+/// How long after its 250 ms deadline a call may end: the epoch ticks every
+/// 5 ms and a wait's timer fires within a millisecond or two; the rest is
+/// room for a loaded 2-core CI machine.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(150);
+
+/// A call that waits in the host (WASI clocks + poll) rather than spinning
+/// in wasm ends at its deadline with the same error as a busy loop.
+fn stopped_at_the_deadline(data: &str) {
+    let engine = PluginEngine::new().expect("engine");
+    let mut instance = PluginInstance::start(load(&engine, "faulty"), settings("{}"), None).expect("starts");
+    let started = Instant::now();
+    let err = process(&mut instance, &["c", data]).expect_err("must trap");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(250) + DEADLINE_MARGIN, "{data}: ended {took:?} after the call began");
+    assert!(took >= Duration::from_millis(240), "{data}: not before its deadline: {took:?}");
+    assert!(matches!(err, PluginError::Trapped { cause: TrapCause::Timeout, .. }), "{err}");
+    assert!(err.to_string().contains("exceeded its time limit per call in `process`: limit 250 ms"), "{err}");
+    assert_eq!(process(&mut instance, &["e"]).expect("rebuilt, works again"), ["e"]);
+}
+
+#[test]
+fn a_loop_a_long_sleep_and_a_loop_of_short_sleeps_all_end_at_the_deadline() {
+    for data in ["loop", "sleep", "sleep-loop"] {
+        stopped_at_the_deadline(data);
+    }
+}
+
 #[test]
 fn a_memory_bomb_hits_the_memory_cap() {
     contained("alloc", TrapCause::MemoryLimit, "48 MiB");

@@ -24,7 +24,9 @@ use kinesis_processor_sdk::helpers::count::{
 };
 use kinesis_processor_sdk::helpers::select::{Selector, SelectorConfig};
 use kinesis_processor_sdk::helpers::time::window_start;
-use kinesis_processor_sdk::{export_processor, Batch, Output, ProcessError, Processor, ShardContext, ShutdownReason};
+use kinesis_processor_sdk::{
+    export_processor, log, Batch, LogLevel, Output, ProcessError, Processor, ShardContext, ShutdownReason,
+};
 use serde::{Deserialize, Serialize};
 
 /// Settings; unknown fields are an error so typos surface.
@@ -227,6 +229,17 @@ impl Processor for BufferedCounter {
         // A closed shard gets no more records: everything held is complete.
         if reason == ShutdownReason::ShardEnded {
             self.advance_watermark(i64::MAX, out);
+        } else if let Some(first) = self.open.first_window() {
+            // A stop (Ctrl-C, --idle-exit, a swap) keeps incomplete windows
+            // in the saved state; say so, or they look lost.
+            let first = kinesis_processor_sdk::helpers::time::format_timestamp_millis(first);
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "holding {} incomplete window(s) from {first} in the saved state: the next run emits them once complete (or at shard end)",
+                    self.open.window_count()
+                ),
+            );
         }
     }
 }

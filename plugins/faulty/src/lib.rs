@@ -2,7 +2,8 @@
 //!
 //! Data `trap` panics (a wasm trap), `loop` spins forever, `alloc` grows
 //! memory without end, `emit-flood` emits without end, `log-flood` logs
-//! without end, `fail` returns a non-retryable error naming that record,
+//! without end, `sleep` sleeps 30 s in one host call, `sleep-loop` sleeps
+//! 10 ms at a time without end, `fail` returns a non-retryable error naming that record,
 //! `retry` a retryable one, `bad-index` names a record index past the batch,
 //! `probe-sandbox` reports what env, args, files and network it can reach.
 //! Config `{"panic_in_init": true}` panics in `init`; `{"fail_init": true}`
@@ -54,6 +55,12 @@ impl Processor for Faulty {
                         n = std::hint::black_box(n.wrapping_add(1));
                     }
                 }
+                // Waiting in the host (WASI clocks + poll), not spinning in
+                // wasm: the epoch cannot interrupt it, the call deadline must.
+                b"sleep" => std::thread::sleep(std::time::Duration::from_secs(30)),
+                b"sleep-loop" => loop {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                },
                 b"alloc" => {
                     let mut hoard: Vec<Vec<u8>> = Vec::new();
                     loop {

@@ -1,0 +1,3 @@
+//! Error types returned by the Kinesis emulator.
+
+pub use ferrokinesis_core::error::*;
