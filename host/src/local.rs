@@ -84,9 +84,13 @@ impl LocalKinesis {
         })?;
         let addr = listener.local_addr()?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(ferrokinesis::serve_plain_http(listener, app, async {
+        // Plain HTTP/1.1, as the AWS SDKs speak to an `http://` endpoint.
+        // (ferrokinesis' own server brings OpenTelemetry, gRPC and TOML
+        // along; axum alone serves its router.)
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
             let _ = stopped.await;
-        }));
+        });
+        let server = tokio::spawn(async move { serve.await });
         Ok(LocalKinesis { addr, shutdown: Some(shutdown), server: Some(server) })
     }
 
