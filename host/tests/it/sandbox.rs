@@ -119,8 +119,8 @@ fn stopped_at_the_deadline(data: &str) {
 }
 
 #[test]
-fn a_loop_a_long_sleep_and_a_loop_of_short_sleeps_all_end_at_the_deadline() {
-    for data in ["loop", "sleep", "sleep-loop"] {
+fn a_loop_a_long_sleep_a_loop_of_short_sleeps_and_a_poll_all_end_at_the_deadline() {
+    for data in ["loop", "sleep", "sleep-loop", "poll"] {
         stopped_at_the_deadline(data);
     }
 }

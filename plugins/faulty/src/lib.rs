@@ -3,7 +3,8 @@
 //! Data `trap` panics (a wasm trap), `loop` spins forever, `alloc` grows
 //! memory without end, `emit-flood` emits without end, `log-flood` logs
 //! without end, `sleep` sleeps 30 s in one host call, `sleep-loop` sleeps
-//! 10 ms at a time without end, `fail` returns a non-retryable error naming that record,
+//! 10 ms at a time without end, `poll` waits 30 s on a clock through
+//! `wasi:io/poll.poll` (as Python's `time.sleep` does), `fail` returns a non-retryable error naming that record,
 //! `retry` a retryable one, `bad-index` names a record index past the batch,
 //! `probe-sandbox` reports what env, args, files and network it can reach.
 //! Config `{"panic_in_init": true}` panics in `init`; `{"fail_init": true}`
@@ -61,6 +62,13 @@ impl Processor for Faulty {
                 b"sleep-loop" => loop {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 },
+                b"poll" => {
+                    #[cfg(target_arch = "wasm32")]
+                    {
+                        let timer = wasip2::clocks::monotonic_clock::subscribe_duration(30_000_000_000);
+                        let _ = wasip2::io::poll::poll(&[&timer]);
+                    }
+                }
                 b"alloc" => {
                     let mut hoard: Vec<Vec<u8>> = Vec::new();
                     loop {
