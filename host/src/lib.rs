@@ -6,8 +6,9 @@
 //! output goes) → `checkpoint` (the durable position and state, behind the
 //! checkpoint-store seam). `consumer` runs that path per shard; `swap`
 //! changes the logic under it; `replay` drives it offline (`host test`).
-//! `progress` and `shutdown` are leaves everything may use. `cli` is the
-//! only module that knows of command-line arguments.
+//! `progress` and `shutdown` are leaves everything may use. `lease` is the
+//! lease protocol several hosts will share a stream by (not wired in yet).
+//! `cli` is the only module that knows of command-line arguments.
 
 pub mod backoff;
 pub mod batch;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod consumer;
 pub mod dead_letter;
 pub mod kinesis;
+pub mod lease;
 pub mod local;
 pub mod metrics;
 pub mod plugin;
