@@ -43,11 +43,4 @@ impl Shutdown {
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.tx.subscribe()
     }
-
-    /// Resolves once triggered (at once if it already was).
-    pub async fn triggered(&self) {
-        let mut rx = self.tx.subscribe();
-        // The sender lives in `self`, so the channel cannot close under us.
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
 }

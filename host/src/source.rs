@@ -64,7 +64,7 @@ pub struct ShardInfo {
 }
 
 impl ShardInfo {
-    /// The parents that are still listed among `known` shards.
+    /// Its parents (one after a split, two after a merge), listed or not.
     pub fn parents(&self) -> impl Iterator<Item = &str> {
         self.parent.as_deref().into_iter().chain(self.adjacent_parent.as_deref())
     }
