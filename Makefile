@@ -37,7 +37,7 @@ lint:
 # The gates, unit tests of every crate, then the host's integration tests
 # (one test binary, tests/it), which run the real plugin components.
 test: plugins lint
-	host/tests/with-kinesis-mock.sh $(CARGO) test --workspace
+	host/tests/with-emulators.sh $(CARGO) test --workspace
 
 # The benchmarks live in their own binary (host/bench), not in `host`.
 bench-bin:

@@ -6,10 +6,13 @@
 //! output goes) → `checkpoint` (the durable position and state, behind the
 //! checkpoint-store seam). `consumer` runs that path per shard; `swap`
 //! changes the logic under it; `replay` drives it offline (`host test`).
-//! `progress` and `shutdown` are leaves everything may use. `lease` is the
-//! lease protocol several hosts will share a stream by (not wired in yet).
+//! `ownership` says which shards this host runs: all of them alone, or its
+//! share of a group's, through DynamoDB leases (`lease`, which is also a
+//! checkpoint store whose commits are fenced by the lease).
+//! `progress` and `shutdown` are leaves everything may use.
 //! `cli` is the only module that knows of command-line arguments.
 
+pub mod aws;
 pub mod backoff;
 pub mod batch;
 pub mod checkpoint;
@@ -20,6 +23,7 @@ pub mod kinesis;
 pub mod lease;
 pub mod local;
 pub mod metrics;
+pub mod ownership;
 pub mod plugin;
 pub mod policy;
 pub mod progress;

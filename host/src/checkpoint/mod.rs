@@ -73,3 +73,19 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
 pub fn is_lease_lost(error: &anyhow::Error) -> bool {
     error.chain().any(|c| matches!(c.downcast_ref::<CommitError>(), Some(CommitError::LeaseLost { .. })))
 }
+
+/// A shared store is a store (a lease store is also the run's ownership).
+#[async_trait::async_trait]
+impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
+    async fn load(&self, key: &ShardKey) -> anyhow::Result<Option<Checkpoint>> {
+        (**self).load(key).await
+    }
+
+    async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError> {
+        (**self).commit(key, checkpoint).await
+    }
+
+    fn location(&self) -> String {
+        (**self).location()
+    }
+}

@@ -4,6 +4,7 @@
 //! knows of clap; the library below it takes plain values.
 
 mod dev;
+mod leases;
 mod local;
 mod produce;
 mod run;

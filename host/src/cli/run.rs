@@ -1,5 +1,7 @@
-//! `host run`: consume a stream with a plugin, as one host.
+//! `host run`: consume a stream with a plugin, as one host or as one worker
+//! of a group sharing the stream through DynamoDB leases.
 
+use super::leases::LeaseArgs;
 use super::shared::{seconds, stop_on_signals, AwsArgs, HotSwapArgs, PluginArgs};
 use crate::checkpoint::{CheckpointStore, SqliteStore};
 use crate::consumer::{Consumer, ConsumerConfig};
@@ -123,6 +125,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub hot_swap: HotSwapArgs,
+
+    #[command(flatten)]
+    pub leases: LeaseArgs,
 }
 
 impl RunArgs {
@@ -172,8 +177,12 @@ impl RunArgs {
         let idle_exit = args.idle_exit.map(|s| seconds(s, "--idle-exit")).transpose()?;
         let shard_sync_interval =
             seconds(args.shard_sync_interval, "--shard-sync-interval")?.max(Duration::from_millis(100));
-        let store = SqliteStore::open(&args.checkpoint_db)?;
         let client = crate::kinesis::connect(&args.aws.options()).await?;
+        let leases = args.leases.open(&args.aws, &args.stream).await?;
+        let store: Arc<dyn CheckpointStore> = match &leases {
+            Some(leases) => leases.clone(),
+            None => Arc::new(SqliteStore::open(&args.checkpoint_db)?),
+        };
         let sink = Sink::open(&sink, args.output, &client)?;
         let dead_letter = dead_letter.map(|d| DeadLetterSink::open(&d, Some(&client))).transpose()?.map(Arc::new);
         let (engine, plugin) = tokio::task::block_in_place(|| args.plugin.load())?;
@@ -210,11 +219,12 @@ impl RunArgs {
         let shutdown = Shutdown::new();
         stop_on_signals(shutdown.clone());
         let location = store.location();
-        let report = Consumer::new(client, hub, store, Arc::new(sink), consumer)
-            .progress(progress.clone())
-            .on_status(|line| eprintln!("status: {line}"))
-            .run(shutdown)
-            .await;
+        let mut consumer = Consumer::new(client, hub, store, Arc::new(sink), consumer);
+        if let Some(leases) = leases {
+            consumer = consumer.ownership(leases);
+        }
+        let report =
+            consumer.progress(progress.clone()).on_status(|line| eprintln!("status: {line}")).run(shutdown).await;
         let report = match report {
             Ok(report) => report,
             Err(e) if is_stream_deleted(&e) => {

@@ -18,15 +18,16 @@ mod worker;
 
 use crate::checkpoint::{CheckpointStore, ShardKey};
 use crate::kinesis::reader::Polling;
+use crate::ownership::{Changes, Ownership, Solo};
 use crate::plugin::bindings::ShardContext;
 use crate::plugin::{Clock, InstanceSettings, Plugin, PluginLimits};
 use crate::policy::FailurePolicy;
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
-use crate::source::{is_stream_deleted, RecordSource, StartPosition};
+use crate::source::{is_stream_deleted, RecordSource, ShardInfo, StartPosition};
 use crate::swap::{SwapHub, SwapPolicy};
-use scheduler::Scheduler;
+use scheduler::{Scheduler, ShardSignal};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -180,6 +181,8 @@ pub struct Consumer {
     progress: Arc<Progress>,
     /// Where status lines go (stderr for `host run`).
     status: Box<dyn FnMut(String) + Send>,
+    /// Which shards this host runs: all ([`Solo`]) or its share of a group's.
+    ownership: Arc<dyn Ownership>,
 }
 
 impl Consumer {
@@ -216,7 +219,15 @@ impl Consumer {
             config,
             progress: Arc::default(),
             status: Box::new(|_| {}),
+            ownership: Arc::new(Solo),
         }
+    }
+
+    /// Runs only the shards `ownership` gives this host (one worker of a
+    /// group sharing the stream through leases).
+    pub fn ownership(mut self, ownership: Arc<dyn Ownership>) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     /// Counts into `progress` (shared with metrics, swaps, the caller).
@@ -235,7 +246,7 @@ impl Consumer {
     /// reached, or every shard has ended. A failing shard stops the run
     /// with its error (after the others stopped cleanly).
     pub async fn run(self, shutdown: impl Into<Shutdown>) -> anyhow::Result<RunReport> {
-        let Consumer { source, logic, store, sink, config, progress, mut status } = self;
+        let Consumer { source, logic, store, sink, config, progress, mut status, ownership } = self;
         let shutdown = shutdown.into();
         let shared = Arc::new(Shared {
             source: source.clone(),
@@ -251,19 +262,19 @@ impl Consumer {
         let mut report = RunReport::default();
         let mut first_error: Option<anyhow::Error> = None;
         let started = Instant::now();
-        let mut next_sync = Instant::now();
+        let mut shards: Vec<ShardInfo> = Vec::new();
+        let (mut next_sync, mut next_cycle) = (Instant::now(), Instant::now());
         let mut status_tick = tokio::time::interval(config.status_interval);
         status_tick.tick().await;
         let mut status_line = status::StatusLine::new();
         let mut stop_rx = shutdown.subscribe();
         loop {
+            let mut start_now = false;
             if !shutdown.is_triggered() && Instant::now() >= next_sync {
                 match source.shards().await {
-                    Ok(shards) => {
-                        for start in scheduler.ready(&shards, store.as_ref(), |id| config.key(id)).await? {
-                            let (shared, id) = (shared.clone(), start.shard_id.clone());
-                            workers.spawn(async move { (id, shard::run(shared, start).await) });
-                        }
+                    Ok(listed) => {
+                        shards = listed;
+                        start_now = true;
                         next_sync = Instant::now() + config.shard_sync_interval;
                     }
                     // At start, a listing that fails is the answer (no such
@@ -277,22 +288,49 @@ impl Consumer {
                     Err(e) => return Err(e),
                 }
             }
+            if !shutdown.is_triggered() && Instant::now() >= next_cycle && !shards.is_empty() {
+                match ownership.cycle(&shards).await {
+                    Ok(changes) => {
+                        start_now |= apply(&changes, &mut scheduler, ownership.as_ref()).await;
+                    }
+                    // Leases ride out a table outage: commits are fenced, so
+                    // nothing is written twice; others take what expires.
+                    Err(e) => tracing::warn!("lease cycle failed, trying again in {:?}: {e:#}", ownership.interval()),
+                }
+                next_cycle = Instant::now() + ownership.interval();
+            }
+            if start_now && !shutdown.is_triggered() {
+                let owns = |id: &str| ownership.owns(id);
+                for start in scheduler.ready(&shards, store.as_ref(), |id| config.key(id), owns).await? {
+                    let (shared, id) = (shared.clone(), start.shard_id.clone());
+                    workers.spawn(async move { (id, shard::run(shared, start).await) });
+                }
+            }
             if scheduler.running.is_empty() && (shutdown.is_triggered() || scheduler.all_done()) {
                 break;
             }
-            let sync_in = next_sync.saturating_duration_since(Instant::now());
+            let wake_in = next_sync.min(next_cycle).saturating_duration_since(Instant::now());
             tokio::select! {
                 Some(joined) = workers.join_next(), if !workers.is_empty() => {
                     let (id, exit) = match joined {
                         Ok(pair) => pair,
                         Err(e) => (String::from("?"), Err(anyhow::anyhow!("a shard worker panicked: {e}"))),
                     };
-                    scheduler.running.remove(&id);
+                    scheduler.exited(&id);
+                    if let Ok(mut behind) = progress.behind.lock() {
+                        behind.remove(&id);
+                    }
                     match exit {
                         Ok(ShardExit::Ended) => {
                             scheduler.ended.insert(id.clone());
-                            report.shards_ended.push(id);
+                            report.shards_ended.push(id.clone());
+                            // Nobody needs to hold an ended shard; its children may start.
+                            release(ownership.as_ref(), &id).await;
                             next_sync = Instant::now();
+                        }
+                        // Stopped while the run goes on: handed off to another host.
+                        Ok(ShardExit::Stopped) if !shutdown.is_triggered() => {
+                            release(ownership.as_ref(), &id).await;
                         }
                         Ok(ShardExit::Stopped) => {}
                         Ok(ShardExit::Poisoned(reason)) => {
@@ -321,13 +359,24 @@ impl Consumer {
                         }
                     }
                 }
-                _ = status_tick.tick() => status(status_line.render(&progress, scheduler.running.len())),
+                _ = status_tick.tick() => {
+                    let mut line = status_line.render(&progress, scheduler.running.len());
+                    if let Some(leases) = ownership.summary() {
+                        line.push_str(&format!(", {leases}"));
+                    }
+                    status(line)
+                }
                 _ = stop_rx.changed() => {}
-                _ = tokio::time::sleep(sync_in.max(Duration::from_millis(50))) => {}
+                _ = tokio::time::sleep(wake_in.max(Duration::from_millis(50))) => {}
             }
             if !shutdown.is_triggered() && stop_rules::reached(&config, &progress, &scheduler.running, started) {
                 shutdown.trigger();
             }
+        }
+        // Every shard made its last commit: let others have them at once
+        // (a clean stop hands over without waiting for leases to expire).
+        if let Err(e) = ownership.release_all().await {
+            tracing::warn!("releasing leases failed (others take them when they expire): {e:#}");
         }
         report.records = progress.records.load(Ordering::Relaxed);
         report.retried_reads = progress.retried_reads.load(Ordering::Relaxed);
@@ -336,5 +385,31 @@ impl Consumer {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+}
+
+/// Acts on a lease cycle: drops lost shards, releases asked-for ones (at
+/// once when not running here), lets taken ones start. True when a shard
+/// may start now.
+async fn apply(changes: &Changes, scheduler: &mut Scheduler, ownership: &dyn Ownership) -> bool {
+    for id in &changes.lost {
+        scheduler.signal(id, ShardSignal::Drop);
+    }
+    for id in &changes.hand_off {
+        if !scheduler.signal(id, ShardSignal::Release) {
+            release(ownership, id).await;
+        }
+    }
+    for id in &changes.taken {
+        // Lost earlier in this run and taken back: it may run again.
+        scheduler.parked.retain(|parked, _| parked != id);
+    }
+    !changes.taken.is_empty()
+}
+
+/// Releases one shard's lease; a failure only delays the next owner.
+async fn release(ownership: &dyn Ownership, shard_id: &str) {
+    if let Err(e) = ownership.release(shard_id).await {
+        tracing::warn!(shard = %shard_id, "releasing the lease failed (it is taken when it expires): {e:#}");
     }
 }

@@ -1,10 +1,24 @@
-//! Which shards run: a shard starts once its parents were read to their end
-//! (or have aged out of the stream), is never started twice, and a shard
-//! that stopped on poison or lost its lease is not restarted in this run.
+//! Which shards run: a shard starts once this host owns it and its parents
+//! were read to their end (by whichever host, or have aged out of the
+//! stream); it is never started twice; a shard that stopped on poison is
+//! not restarted in this run, nor one that lost its lease until it is taken
+//! again.
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
 use crate::source::ShardInfo;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tokio::sync::watch;
+
+/// What the consumer tells one running shard beside the global shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShardSignal {
+    /// Keep going.
+    Run,
+    /// Another host asked for it: finish the batch, commit, stop.
+    Release,
+    /// Another host took it: stop at once, write and commit nothing.
+    Drop,
+}
 
 /// A shard to start, with where it stands.
 #[derive(Debug)]
@@ -14,6 +28,8 @@ pub(crate) struct Start {
     /// A child of a reshard: without a checkpoint it starts at its first
     /// record, or records between the parent's end and "now" would be lost.
     pub has_parent: bool,
+    /// Hand-off and loss, from the consumer.
+    pub signal: watch::Receiver<ShardSignal>,
 }
 
 /// The shards of a run and where each is.
@@ -26,22 +42,26 @@ pub(crate) struct Scheduler {
     pub parked: BTreeMap<String, String>,
     /// Shards in the last listing.
     pub listed: usize,
+    /// The signal of each running shard.
+    pub signals: HashMap<String, watch::Sender<ShardSignal>>,
 }
 
 impl Scheduler {
-    /// The shards of a fresh listing that can start now; marks them running.
+    /// The shards of a listing that can start now (owned, parents ended);
+    /// marks them running.
     pub async fn ready(
         &mut self,
         shards: &[ShardInfo],
         store: &dyn CheckpointStore,
         key: impl Fn(&str) -> ShardKey,
+        owns: impl Fn(&str) -> bool,
     ) -> anyhow::Result<Vec<Start>> {
         self.listed = shards.len();
         let known: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
         let mut starts = Vec::new();
         for shard in shards {
             let id = &shard.shard_id;
-            if self.running.contains(id) || self.ended.contains(id) || self.parked.contains_key(id) {
+            if self.running.contains(id) || self.ended.contains(id) || self.parked.contains_key(id) || !owns(id) {
                 continue;
             }
             let checkpoint = store.load(&key(id)).await?;
@@ -49,14 +69,38 @@ impl Scheduler {
                 self.ended.insert(id.clone());
                 continue;
             }
-            if shard.parents().any(|p| known.contains(p) && !self.ended.contains(p)) {
+            let mut waiting = false;
+            let pending: Vec<&str> =
+                shard.parents().filter(|p| known.contains(p) && !self.ended.contains(*p)).collect();
+            for parent in pending {
+                // Another host may have read it to its end.
+                if store.load(&key(parent)).await?.is_some_and(|c| c.shard_end) {
+                    self.ended.insert(parent.to_string());
+                } else {
+                    waiting = true;
+                }
+            }
+            if waiting {
                 continue;
             }
             let has_parent = shard.parents().any(|p| known.contains(p));
+            let (signal, receiver) = watch::channel(ShardSignal::Run);
             self.running.insert(id.clone());
-            starts.push(Start { shard_id: id.clone(), checkpoint, has_parent });
+            self.signals.insert(id.clone(), signal);
+            starts.push(Start { shard_id: id.clone(), checkpoint, has_parent, signal: receiver });
         }
         Ok(starts)
+    }
+
+    /// Tells a running shard to release or drop; false when it is not running.
+    pub fn signal(&self, shard_id: &str, signal: ShardSignal) -> bool {
+        self.signals.get(shard_id).is_some_and(|s| s.send(signal).is_ok())
+    }
+
+    /// A shard's worker ended.
+    pub fn exited(&mut self, shard_id: &str) {
+        self.running.remove(shard_id);
+        self.signals.remove(shard_id);
     }
 
     /// Every listed shard has ended or is parked.
@@ -91,15 +135,16 @@ mod tests {
             shard("d", Some("gone"), None),
         ];
         let mut scheduler = Scheduler::default();
+        let all = |_: &str| true;
         let first: Vec<String> =
-            scheduler.ready(&shards, &store, key).await.expect("ready").into_iter().map(|s| s.shard_id).collect();
+            scheduler.ready(&shards, &store, key, all).await.expect("ready").into_iter().map(|s| s.shard_id).collect();
         assert_eq!(first, ["a", "b", "d"], "d's parent aged out of the stream");
-        scheduler.running.remove("a");
+        scheduler.exited("a");
         scheduler.ended.insert("a".into());
-        assert!(scheduler.ready(&shards, &store, key).await.expect("ready").is_empty(), "b has not ended");
-        scheduler.running.remove("b");
+        assert!(scheduler.ready(&shards, &store, key, all).await.expect("ready").is_empty(), "b has not ended");
+        scheduler.exited("b");
         scheduler.ended.insert("b".into());
-        let next = scheduler.ready(&shards, &store, key).await.expect("ready");
+        let next = scheduler.ready(&shards, &store, key, all).await.expect("ready");
         assert_eq!(next.len(), 1);
         assert!(next[0].shard_id == "c" && next[0].has_parent && next[0].checkpoint.is_none());
         assert!(!scheduler.all_done());

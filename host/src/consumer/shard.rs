@@ -3,10 +3,10 @@
 //! fires the plugin's timer, and stops on request, at the shard's end, or
 //! when another worker has taken the shard (a commit fenced by its lease).
 
-use super::scheduler::Start;
+use super::scheduler::{ShardSignal, Start};
 use super::worker::{state_of, Worker};
 use super::{ShardExit, Shared};
-use crate::checkpoint::is_lease_lost;
+use crate::checkpoint::{is_lease_lost, CommitError};
 use crate::plugin::bindings::ShutdownReason;
 use crate::plugin::PluginInstance;
 use crate::policy::{BatchVerdict, Policy};
@@ -20,14 +20,17 @@ use std::time::Instant;
 
 /// What woke the worker up.
 enum Event {
+    /// Stop: the run ends, or another host asked for the shard.
     Stop,
+    /// Another host took the shard.
+    Lost,
     Generation(Arc<Generation>),
     Read(ReadBatch),
 }
 
 /// Runs the shard until it stops, ends, is poisoned or is lost.
 pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<ShardExit> {
-    let Start { shard_id, checkpoint, has_parent } = start;
+    let Start { shard_id, checkpoint, has_parent, mut signal } = start;
     let config = &shared.config;
     let position = match checkpoint.as_ref().and_then(|c| c.sequence_number.clone()) {
         Some(seq) => StartPosition::AfterSequenceNumber(seq),
@@ -63,7 +66,7 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     };
     worker.announce();
     let _registered = Registered(&shared, worker.shard_id.clone());
-    match drive(&mut worker, &mut generations).await {
+    match drive(&mut worker, &mut generations, &mut signal).await {
         Err(e) if is_lease_lost(&e) => {
             worker.lose_lease().await;
             Ok(ShardExit::LeaseLost(format!("{e:#}")))
@@ -76,6 +79,7 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
 async fn drive(
     worker: &mut Worker,
     generations: &mut tokio::sync::watch::Receiver<Arc<Generation>>,
+    signal: &mut tokio::sync::watch::Receiver<ShardSignal>,
 ) -> anyhow::Result<ShardExit> {
     let shared = worker.shared.clone();
     let config = &shared.config;
@@ -87,6 +91,10 @@ async fn drive(
         let event = tokio::select! {
             biased;
             _ = stop.wait_for(|stop| *stop) => Event::Stop,
+            Ok(signal) = signal.wait_for(|s| *s != ShardSignal::Run) => match *signal {
+                ShardSignal::Drop => Event::Lost,
+                _ => Event::Stop,
+            },
             Ok(()) = generations.changed() => Event::Generation(generations.borrow_and_update().clone()),
             read = feed.next() => Event::Read(read?),
         };
@@ -94,6 +102,10 @@ async fn drive(
             Event::Stop => {
                 worker.finish(ShutdownReason::Requested).await?;
                 return Ok(ShardExit::Stopped);
+            }
+            Event::Lost => {
+                let reason = "another worker took the lease (seen at renewal)".to_string();
+                return Err(CommitError::LeaseLost { shard_id: worker.shard_id.clone(), reason }.into());
             }
             Event::Generation(generation) => {
                 match worker.take_generation(&generation).await? {

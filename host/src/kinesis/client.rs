@@ -1,115 +1,21 @@
 //! Building a Kinesis client the way every AWS tool does: the default
 //! credential chain, profiles, regions, and any Kinesis-compatible endpoint.
 
-use anyhow::bail;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::{Credentials, ProvideCredentials};
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
+pub use crate::aws::AwsOptions;
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::Client;
-use std::time::Duration;
 
-/// Where and as whom to connect; unset fields fall back to the usual AWS
-/// environment variables and config files.
-#[derive(Debug, Clone, Default)]
-pub struct AwsOptions {
-    /// Region, e.g. `eu-west-1` (else `AWS_REGION` / the profile's region).
-    pub region: Option<String>,
-    /// Named profile from `~/.aws/config` (else `AWS_PROFILE`).
-    pub profile: Option<String>,
-    /// A Kinesis-compatible endpoint such as `http://localhost:4567`
-    /// (else `AWS_ENDPOINT_URL`).
-    pub endpoint_url: Option<String>,
-}
-
-/// Connects, checking up front what would otherwise fail later and vaguely:
-/// a region must be known, and credentials must resolve (a local endpoint
-/// accepts any, so there we fall back to placeholder ones, like the seeds' `''`).
+/// Connects to Kinesis (see [`crate::aws::sdk_config`]).
 pub async fn connect(options: &AwsOptions) -> anyhow::Result<Client> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-        aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .operation_attempt_timeout(Duration::from_secs(20))
-            .build(),
-    );
-    if let Some(profile) = &options.profile {
-        loader = loader.profile_name(profile);
-    }
-    if let Some(region) = &options.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(url) = &options.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    let local = options.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    let env_set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    if local {
-        // A local endpoint takes any credentials and region: do not probe the
-        // EC2 metadata service for them (slow, and noisy off AWS).
-        if options.region.is_none() && !env_set("AWS_REGION") && !env_set("AWS_DEFAULT_REGION") {
-            loader = loader.region(Region::new("us-east-1"));
-        }
-        if options.profile.is_none() && !env_set("AWS_PROFILE") && !env_set("AWS_ACCESS_KEY_ID") {
-            loader = loader.credentials_provider(Credentials::new("local", "local", None, None, "host-local"));
-        }
-    }
-    let config = loader.load().await;
-    let mut builder = aws_sdk_kinesis::config::Builder::from(&config);
-    if config.region().is_none() {
-        if !local {
-            bail!("no AWS region configured: pass --region, set AWS_REGION, or give the profile a region");
-        }
-        builder = builder.region(Region::new("us-east-1"));
-    }
-    let credentials = match config.credentials_provider() {
-        Some(provider) => provider.provide_credentials().await.map_err(|e| e.to_string()),
-        None => Err("no credential provider".to_string()),
-    };
-    if let Err(reason) = credentials {
-        if !local {
-            bail!(
-                "no AWS credentials found ({reason}): run `aws configure`, pass --profile, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            );
-        }
-        tracing::debug!("no credentials for the local endpoint; using placeholders");
-        builder = builder.credentials_provider(Credentials::new("local", "local", None, None, "host-local"));
-    }
-    Ok(Client::from_conf(builder.build()))
+    Ok(Client::new(&crate::aws::sdk_config(options).await?))
 }
 
-/// One line for an SDK error: the service's code and message when there is
-/// one, else the transport cause (e.g. connection refused).
+/// One line for a Kinesis SDK error (see [`crate::aws::describe`]).
 pub fn describe_error<E>(error: &aws_sdk_kinesis::error::SdkError<E>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    use aws_sdk_kinesis::error::SdkError;
-    match error {
-        SdkError::ServiceError(e) => {
-            let err = e.err();
-            match (err.code(), err.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_string(),
-                _ => DisplayErrorContext(error).to_string(),
-            }
-        }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            let full = DisplayErrorContext(error).to_string().to_lowercase();
-            let why = if full.contains("connection refused") {
-                "connection refused"
-            } else if matches!(error, SdkError::TimeoutError(_))
-                || full.contains("timed out")
-                || full.contains("timeout")
-            {
-                "timed out"
-            } else if full.contains("dns") || full.contains("resolve") {
-                "host name not found"
-            } else {
-                "network error"
-            };
-            format!("cannot reach the Kinesis endpoint ({why}); check --endpoint-url/--region, the network, or that the endpoint is running")
-        }
-        _ => DisplayErrorContext(error).to_string(),
-    }
+    crate::aws::describe(error, "Kinesis")
 }
 
 /// Error code of a service error, if it is one.

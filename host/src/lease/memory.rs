@@ -1,15 +1,21 @@
 //! A lease table in memory, with DynamoDB's conditional-write semantics:
-//! for the protocol's tests (and single-process use).
+//! for the protocol's tests.
 
-use super::{Conflict, Lease, LeaseError, LeaseTable};
+use super::{sha256_hex, state_tag, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 /// Leases in a map behind a lock: each write checks its condition and
 /// applies atomically, as a DynamoDB conditional update does.
 #[derive(Debug, Default)]
 pub struct InMemoryTable {
     leases: Mutex<BTreeMap<String, Lease>>,
+    /// Big states: (shard, tag) → bytes.
+    states: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, LeaseError> {
+    mutex.lock().map_err(|_| LeaseError::Table(anyhow::anyhow!("lease table lock poisoned")))
 }
 
 impl InMemoryTable {
@@ -21,7 +27,7 @@ impl InMemoryTable {
         condition: impl FnOnce(&Lease) -> bool,
         update: impl FnOnce(&mut Lease),
     ) -> Result<Lease, LeaseError> {
-        let mut leases = self.leases.lock().map_err(|_| anyhow::anyhow!("lease table lock poisoned"))?;
+        let mut leases = locked(&self.leases)?;
         let conflict = || Conflict { key: key.to_string(), expected: counter };
         let lease = leases.get_mut(key).ok_or_else(conflict)?;
         if lease.counter != counter || !condition(lease) {
@@ -31,49 +37,99 @@ impl InMemoryTable {
         lease.counter += 1;
         Ok(lease.clone())
     }
+
+    /// How many big-state versions are stored (cleanup tests).
+    pub fn stored_states(&self) -> usize {
+        self.states.lock().map(|s| s.len()).unwrap_or(0)
+    }
 }
 
 #[async_trait::async_trait]
 impl LeaseTable for InMemoryTable {
-    async fn create(&self, key: &str) -> Result<(), LeaseError> {
-        let mut leases = self.leases.lock().map_err(|_| anyhow::anyhow!("lease table lock poisoned"))?;
-        leases.entry(key.to_string()).or_insert_with(|| Lease::new(key));
+    async fn create(&self, key: &str, parents: &[String]) -> Result<(), LeaseError> {
+        locked(&self.leases)?.entry(key.to_string()).or_insert_with(|| Lease::new(key, parents));
         Ok(())
     }
 
     async fn scan(&self) -> Result<Vec<Lease>, LeaseError> {
-        let leases = self.leases.lock().map_err(|_| anyhow::anyhow!("lease table lock poisoned"))?;
-        Ok(leases.values().cloned().collect())
+        Ok(locked(&self.leases)?.values().cloned().collect())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        Ok(locked(&self.leases)?.get(key).cloned())
     }
 
     async fn take(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
-        self.write(key, counter, |_| true, |lease| lease.owner = Some(me.to_string()))
+        self.write(
+            key,
+            counter,
+            |_| true,
+            |lease| {
+                if lease.owner.as_deref() != Some(me) {
+                    lease.owner_switches += 1;
+                }
+                lease.owner = Some(me.to_string());
+                lease.hand_off_to = None;
+            },
+        )
     }
 
     async fn renew(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
         self.write(key, counter, |lease| lease.owner.as_deref() == Some(me), |_| {})
     }
 
-    async fn checkpoint(
-        &self,
-        key: &str,
-        counter: u64,
-        me: &str,
-        checkpoint: &str,
-        state_version: u64,
-    ) -> Result<Lease, LeaseError> {
+    async fn checkpoint(&self, key: &str, counter: u64, me: &str, commit: &Commit) -> Result<Lease, LeaseError> {
         self.write(
             key,
             counter,
             |lease| lease.owner.as_deref() == Some(me),
             |lease| {
-                lease.checkpoint = Some(checkpoint.to_string());
-                lease.state_version = state_version;
+                if let Some(checkpoint) = &commit.checkpoint {
+                    lease.checkpoint = Some(checkpoint.clone());
+                }
+                lease.sub_sequence = commit.sub_sequence;
+                lease.state_version = commit.state_version;
+                if let Some(state) = &commit.state {
+                    lease.state = Some(state.clone());
+                }
+                lease.owner_switches = 0;
             },
         )
     }
 
     async fn release(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
         self.write(key, counter, |lease| lease.owner.as_deref() == Some(me), |lease| lease.owner = None)
+    }
+
+    async fn request_hand_off(&self, key: &str, owner: &str, me: &str) -> Result<(), LeaseError> {
+        let mut leases = locked(&self.leases)?;
+        match leases.get_mut(key) {
+            Some(lease) if lease.owner.as_deref() == Some(owner) && lease.hand_off_to.is_none() => {
+                lease.hand_off_to = Some(me.to_string());
+                Ok(())
+            }
+            _ => Err(Conflict { key: key.to_string(), expected: 0 }.into()),
+        }
+    }
+
+    async fn put_state(&self, key: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
+        let tag = state_tag(version);
+        locked(&self.states)?.insert((key.to_string(), tag.clone()), bytes.to_vec());
+        Ok(StateRef::Chunked { layout, tag, chunks: 1, len: bytes.len() as u64, sha256: sha256_hex(bytes) })
+    }
+
+    async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError> {
+        match state {
+            StateRef::Inline { bytes, .. } => Ok(bytes.clone()),
+            StateRef::Chunked { tag, .. } => locked(&self.states)?
+                .get(&(key.to_string(), tag.clone()))
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("state {tag} of {key} is missing").into()),
+        }
+    }
+
+    async fn drop_states(&self, key: &str, keep: &str) -> Result<(), LeaseError> {
+        locked(&self.states)?.retain(|(k, tag), _| k != key || !superseded(tag, keep));
+        Ok(())
     }
 }

@@ -1,5 +1,4 @@
-//! Leases: how several hosts share a stream's shards (issue 11, first step:
-//! the protocol, against an in-memory table; the DynamoDB table is next).
+//! Leases: how several hosts share a stream's shards (issue 11).
 //!
 //! A lease is one item per shard: an owner, a counter, and the checkpoint.
 //! Every write is conditional on the counter the writer last saw (and on
@@ -9,17 +8,28 @@
 //! lease is expired when its counter has not moved for the lease duration
 //! on the observer's own clock (KCL's rule).
 //!
-//! - [`LeaseTable`]: the conditional writes (`InMemoryTable` here).
+//! - [`LeaseTable`]: the conditional writes ([`InMemoryTable`] for tests,
+//!   [`DynamoTable`] for a run).
 //! - [`keeper::LeaseKeeper`]: one worker's view: renew what it owns, take
-//!   expired or free leases up to its fair share, commit, release.
+//!   expired or free leases up to its fair share, ask the most loaded worker
+//!   for a hand-off, commit, release.
+//! - [`LeaseStore`]: the keeper behind the consumer's seams (a
+//!   `CheckpointStore` whose commits are fenced, and an `Ownership`).
 
+mod dynamo;
 pub mod keeper;
 mod memory;
+mod store;
 
+pub use dynamo::{DynamoTable, TableSetup};
 pub use memory::InMemoryTable;
+pub use store::LeaseStore;
+
+/// The `checkpoint` of a shard read to its end (KCL's sentinel).
+pub const SHARD_END: &str = "SHARD_END";
 
 /// One shard's lease, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lease {
     /// The shard id (the table's only key).
     pub key: String,
@@ -27,17 +37,67 @@ pub struct Lease {
     pub owner: Option<String>,
     /// Moves on every write; the fencing token of conditional writes.
     pub counter: u64,
-    /// Last sequence number processed, committed with the state.
+    /// Last sequence number processed (or [`SHARD_END`]), committed with the state.
     pub checkpoint: Option<String>,
-    /// Version of the plugin state committed with the checkpoint (grows by
-    /// one per commit; never goes back).
+    /// Its sub-sequence number (aggregated records); 0 for plain records.
+    pub sub_sequence: u64,
+    /// Grows by one per commit; never goes back.
     pub state_version: u64,
+    /// The plugin state committed with the checkpoint.
+    pub state: Option<StateRef>,
+    /// The shards it was split or merged from: it is taken only after they ended.
+    pub parents: Vec<String>,
+    /// A worker that asked for this lease (balancing): the owner releases it
+    /// after its next commit, and only that worker takes it while fresh.
+    pub hand_off_to: Option<String>,
+    /// Owner changes since the last checkpoint (KCL's attribute; > 0 after a
+    /// take means the last owner's uncommitted work is read again).
+    pub owner_switches: u64,
 }
 
 impl Lease {
     /// A free lease for a new shard.
-    pub fn new(key: &str) -> Self {
-        Lease { key: key.into(), owner: None, counter: 0, checkpoint: None, state_version: 0 }
+    pub fn new(key: &str, parents: &[String]) -> Self {
+        Lease { key: key.into(), parents: parents.to_vec(), ..Lease::default() }
+    }
+
+    /// The shard was read to its end: nobody needs to hold it any more.
+    pub fn ended(&self) -> bool {
+        self.checkpoint.as_deref() == Some(SHARD_END)
+    }
+}
+
+/// Where a committed state lives. Small states ride inside the lease item;
+/// larger ones are immutable chunks in the state table, named by version,
+/// and the lease holds the pointer (so renewals do not rewrite them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateRef {
+    /// The snapshot itself, with the plugin's layout version.
+    Inline { layout: u32, bytes: Vec<u8> },
+    /// `chunks` chunks `len` bytes in all, whose SHA-256 is `sha256`
+    /// (checked on load), stored under `tag`: the state version and a
+    /// random part, so a fenced-off writer's chunks can never overwrite the
+    /// ones a commit points to.
+    Chunked { layout: u32, tag: String, chunks: u32, len: u64, sha256: String },
+}
+
+/// A commit: position and state, written in one conditional update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// Sequence number processed up to, or [`SHARD_END`]; `None` keeps the
+    /// position (a state-only commit before the first record).
+    pub checkpoint: Option<String>,
+    pub sub_sequence: u64,
+    /// The new state version (the lease's + 1).
+    pub state_version: u64,
+    /// The new state; `None` keeps the state committed before.
+    pub state: Option<StateRef>,
+}
+
+impl Commit {
+    /// A commit of position alone (tests; states are opaque here).
+    pub fn position(checkpoint: &str, state_version: u64) -> Self {
+        Commit { checkpoint: Some(checkpoint.into()), sub_sequence: 0, state_version, state: None }
     }
 }
 
@@ -61,31 +121,65 @@ pub enum LeaseError {
     Table(#[from] anyhow::Error),
 }
 
-/// The lease table: every write conditional, every write moves the counter.
+/// The lease table: every write conditional, every write but a hand-off
+/// request moves the counter.
 #[async_trait::async_trait]
-pub trait LeaseTable: Send + Sync {
+pub trait LeaseTable: Send + Sync + std::fmt::Debug {
     /// Creates a free lease for `key` unless one exists (idempotent).
-    async fn create(&self, key: &str) -> Result<(), LeaseError>;
+    async fn create(&self, key: &str, parents: &[String]) -> Result<(), LeaseError>;
 
     /// Every lease.
     async fn scan(&self) -> Result<Vec<Lease>, LeaseError>;
 
-    /// Takes a lease seen with `counter` (free, expired, or handed over).
+    /// One lease, read consistently.
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError>;
+
+    /// Takes a lease seen with `counter` (free, expired, or handed over);
+    /// clears a hand-off request.
     async fn take(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError>;
 
-    /// Renews a lease `me` holds at `counter`.
+    /// Renews a lease `me` holds at `counter`. The returned lease shows a
+    /// hand-off request if another worker made one.
     async fn renew(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError>;
 
-    /// Commits position and state version, fenced by owner and counter.
-    async fn checkpoint(
-        &self,
-        key: &str,
-        counter: u64,
-        me: &str,
-        checkpoint: &str,
-        state_version: u64,
-    ) -> Result<Lease, LeaseError>;
+    /// Commits position and state, fenced by owner and counter.
+    async fn checkpoint(&self, key: &str, counter: u64, me: &str, commit: &Commit) -> Result<Lease, LeaseError>;
 
-    /// Gives a lease up (SIGTERM, hand-off), fenced by owner and counter.
+    /// Gives a lease up (SIGTERM, hand-off, shard end), fenced by owner and
+    /// counter. A hand-off request stays, so the asker takes it.
     async fn release(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError>;
+
+    /// Asks `owner` to hand `key` over to `me`, unless someone asked first.
+    /// Does not move the counter: the owner goes on committing until it
+    /// releases.
+    async fn request_hand_off(&self, key: &str, owner: &str, me: &str) -> Result<(), LeaseError>;
+
+    /// Stores a state too big for the lease item as chunks, tagged with
+    /// `version` and a random part.
+    async fn put_state(&self, key: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError>;
+
+    /// Reads a state back (checking its hash).
+    async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError>;
+
+    /// Deletes `key`'s chunks older than the state tagged `keep`: earlier
+    /// versions, and other tags of its version (a fenced-off writer's).
+    /// Newer ones stay: a cleanup running late must not delete them.
+    async fn drop_states(&self, key: &str, keep: &str) -> Result<(), LeaseError>;
+}
+
+/// SHA-256 of a state, hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A tag for a new state version's chunks: sorts by version, unique per write.
+pub(crate) fn state_tag(version: u64) -> String {
+    format!("{version:020}.{:016x}", rand::random::<u64>())
+}
+
+/// Whether the chunks tagged `tag` are superseded by the state tagged `keep`.
+pub(crate) fn superseded(tag: &str, keep: &str) -> bool {
+    let version = |t: &str| t.split('.').next().unwrap_or_default().to_string();
+    tag != keep && version(tag) <= version(keep)
 }

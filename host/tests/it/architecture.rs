@@ -60,13 +60,15 @@ fn modules_form_no_import_circle_and_keep_their_layers() {
             );
         }
     }
-    let forbidden: [(&str, &[&str]); 6] = [
+    let forbidden: [(&str, &[&str]); 8] = [
         ("plugin", &["kinesis", "checkpoint", "sink", "consumer", "source", "policy", "swap"]),
         ("checkpoint", &["plugin", "consumer", "kinesis"]),
         ("policy", &["kinesis", "checkpoint", "consumer", "source", "swap"]),
         ("swap", &["consumer"]),
         ("source", &["kinesis", "consumer", "checkpoint"]),
         ("progress", &["consumer", "swap", "metrics", "kinesis", "plugin"]),
+        ("consumer", &["lease"]),
+        ("lease", &["consumer", "plugin", "kinesis", "policy", "swap", "sink"]),
     ];
     for (module, never) in forbidden {
         for target in never {

@@ -13,5 +13,6 @@ mod leases;
 mod local_dev;
 mod run_cli;
 mod sandbox;
+mod scale_out;
 mod seeds;
 mod swap;

@@ -3,7 +3,7 @@
 //! and crashes (kill -9: the worker's memory is gone, its leases are not).
 
 use super::*;
-use crate::lease::InMemoryTable;
+use crate::lease::{Commit, InMemoryTable};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
@@ -28,7 +28,7 @@ impl Worker {
 async fn table_with(shards: usize) -> InMemoryTable {
     let table = InMemoryTable::default();
     for i in 0..shards {
-        table.create(&format!("shard-{i}")).await.expect("create");
+        table.create(&format!("shard-{i}"), &[]).await.expect("create");
     }
     table
 }
@@ -81,6 +81,11 @@ async fn schedule(seed: u64) -> (u32, u32) {
             for key in cycle.lost {
                 worker.positions.remove(&key);
             }
+            // Asked for a lease: let it go (its commits are in the table).
+            for key in cycle.hand_off {
+                worker.positions.remove(&key);
+                worker.keeper.release(&table, &key).await.expect("release");
+            }
         }
         // The chosen worker commits progress on each shard it believes it
         // holds, even when frozen (its commits then come late, as a resumed
@@ -90,8 +95,8 @@ async fn schedule(seed: u64) -> (u32, u32) {
             let position = worker.positions[&key] + 1;
             let version = position;
             let before = table.scan().await.expect("scan").into_iter().find(|l| l.key == key).map(|l| l.counter);
-            match worker.keeper.commit(&table, &key, &position.to_string(), version).await {
-                Ok(()) => {
+            match worker.keeper.commit(&table, &key, &Commit::position(&position.to_string(), version)).await {
+                Ok(_) => {
                     worker.positions.insert(key.clone(), position);
                     let slot = (key.clone(), before.expect("exists"));
                     assert!(commit_slots.insert(slot), "seed {seed} step {step}: two commits at one counter of {key}");
@@ -113,13 +118,19 @@ async fn schedule(seed: u64) -> (u32, u32) {
         }
     }
     // Everyone awake again: within a few leases every shard is held by
-    // exactly one live worker. (Balancing by hand-off is the next step:
-    // here the first worker up may hold more than its share.)
+    // exactly one live worker.
     let end = start + TICK * 400;
-    for round in 0..12u32 {
+    for round in 0..30u32 {
         for worker in workers.iter_mut() {
             worker.frozen = 0;
-            worker.keeper.cycle(&table, end + TICK * round).await.expect("cycle");
+            let cycle = worker.keeper.cycle(&table, end + TICK * round).await.expect("cycle");
+            for key in cycle.hand_off {
+                worker.keeper.release(&table, &key).await.expect("release");
+            }
+        }
+        // A round may end between a release and the asker's take.
+        if workers.iter().map(|w| w.keeper.held().count()).sum::<usize>() == 8 {
+            break;
         }
     }
     let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -128,7 +139,7 @@ async fn schedule(seed: u64) -> (u32, u32) {
             holders.entry(key.to_string()).or_default().push(worker.keeper.id().to_string());
         }
     }
-    assert_eq!(holders.len(), 8, "seed {seed}: every shard held: {holders:?}");
+    assert_eq!(holders.len(), 8, "seed {seed}: every shard held: {holders:?}\n{:#?}", table.scan().await);
     assert!(holders.values().all(|h| h.len() == 1), "seed {seed}: one holder each: {holders:?}");
     (refused, moved)
 }
@@ -153,13 +164,13 @@ async fn a_frozen_worker_cannot_commit_after_its_lease_was_taken() {
     let mut a = LeaseKeeper::new("a", LEASE);
     let mut b = LeaseKeeper::new("b", LEASE);
     assert_eq!(a.cycle(&table, t0).await.expect("cycle").taken.len(), 1);
-    a.commit(&table, "shard-0", "10", 1).await.expect("a holds it");
+    a.commit(&table, "shard-0", &Commit::position("10", 1)).await.expect("a holds it");
     // a freezes; b watches the counter stand still for a lease, then takes it.
     assert!(b.cycle(&table, t0).await.expect("cycle").taken.is_empty(), "a is live");
     assert!(b.cycle(&table, t0 + LEASE).await.expect("cycle").taken.len() == 1, "expired by b's clock");
-    b.commit(&table, "shard-0", "11", 2).await.expect("b holds it");
+    b.commit(&table, "shard-0", &Commit::position("11", 2)).await.expect("b holds it");
     // a wakes up and tries to commit what it did before freezing.
-    let late = a.commit(&table, "shard-0", "12", 2).await;
+    let late = a.commit(&table, "shard-0", &Commit::position("12", 2)).await;
     assert!(matches!(late, Err(LeaseError::Conflict(_))), "{late:?}");
     assert_eq!(a.held().count(), 0, "a dropped it");
     let lease = table.scan().await.expect("scan").remove(0);
@@ -193,12 +204,94 @@ async fn a_zombie_with_the_same_worker_id_is_fenced_by_the_counter_alone() {
     assert_eq!(zombie.cycle(&table, t0).await.expect("cycle").taken.len(), 1);
     twin.cycle(&table, t0).await.expect("cycle");
     assert_eq!(twin.cycle(&table, t0 + LEASE).await.expect("cycle").taken.len(), 1);
-    twin.commit(&table, "shard-0", "20", 5).await.expect("the twin holds it");
+    twin.commit(&table, "shard-0", &Commit::position("20", 5)).await.expect("the twin holds it");
     // The owner matches; only the counter tells the zombie's writes apart.
-    let late = zombie.commit(&table, "shard-0", "7", 2).await;
+    let late = zombie.commit(&table, "shard-0", &Commit::position("7", 2)).await;
     assert!(matches!(late, Err(LeaseError::Conflict(_))), "{late:?}");
     let renewed = zombie.cycle(&table, t0 + LEASE).await.expect("cycle");
     assert!(renewed.lost.is_empty() && zombie.held().count() == 0, "dropped at the refused commit");
     let lease = table.scan().await.expect("scan").remove(0);
     assert_eq!((lease.checkpoint.as_deref(), lease.state_version), (Some("20"), 5));
+}
+
+/// Runs a cycle of each worker at `now`, releasing what each is asked for
+/// (after its commit, as a running host does); returns the leases that
+/// changed hands.
+async fn round(table: &InMemoryTable, workers: &mut [LeaseKeeper], now: Instant) -> usize {
+    let mut moved = 0;
+    for worker in workers.iter_mut() {
+        let cycle = worker.cycle(table, now).await.expect("cycle");
+        moved += cycle.taken.len();
+        for key in cycle.hand_off {
+            worker.commit(table, &key, &Commit::position("1", 1)).await.expect("commit before hand-off");
+            worker.release(table, &key).await.expect("release");
+        }
+    }
+    moved
+}
+
+fn counts(workers: &[LeaseKeeper]) -> Vec<usize> {
+    let mut counts: Vec<usize> = workers.iter().map(|w| w.held().count()).collect();
+    counts.sort();
+    counts
+}
+
+#[tokio::test]
+async fn late_joiners_reach_their_share_by_hand_offs_and_then_nothing_moves() {
+    let table = table_with(8).await;
+    let t0 = Instant::now();
+    let mut workers = vec![LeaseKeeper::new("a", LEASE)];
+    round(&table, &mut workers, t0).await;
+    assert_eq!(counts(&workers), [8], "alone: all of them");
+    workers.push(LeaseKeeper::new("b", LEASE));
+    workers.push(LeaseKeeper::new("c", LEASE));
+    // One request per worker per cycle; each handed-over lease moves once.
+    let mut tick = 1;
+    while counts(&workers) != [2, 3, 3] && tick < 20 {
+        round(&table, &mut workers, t0 + TICK * tick).await;
+        tick += 1;
+    }
+    assert_eq!(counts(&workers), [2, 3, 3], "balanced after {tick} cycles");
+    let expired: u64 = workers.iter().map(|w| w.takes.get("expired").copied().unwrap_or(0)).sum();
+    assert_eq!(
+        expired,
+        0,
+        "every move was a hand-off, none a steal: {:?}",
+        workers.iter().map(|w| &w.takes).collect::<Vec<_>>()
+    );
+    for t in tick..tick + 10 {
+        assert_eq!(round(&table, &mut workers, t0 + TICK * t).await, 0, "steady state: no lease changes hands");
+    }
+    workers.push(LeaseKeeper::new("d", LEASE));
+    let mut tick = tick + 10;
+    let joined = tick;
+    while counts(&workers) != [2, 2, 2, 2] && tick < joined + 20 {
+        round(&table, &mut workers, t0 + TICK * tick).await;
+        tick += 1;
+    }
+    assert_eq!(counts(&workers), [2, 2, 2, 2], "a 4th worker reaches its share");
+    for t in tick..tick + 10 {
+        assert_eq!(round(&table, &mut workers, t0 + TICK * t).await, 0, "no flapping after the join");
+    }
+}
+
+#[tokio::test]
+async fn a_child_is_taken_only_after_its_parents_ended_and_ended_leases_count_for_nobody() {
+    let table = InMemoryTable::default();
+    for key in ["p0", "p1"] {
+        table.create(key, &[]).await.expect("create");
+    }
+    table.create("merged", &["p0".into(), "p1".into()]).await.expect("create");
+    let t0 = Instant::now();
+    let mut a = LeaseKeeper::new("a", LEASE);
+    let cycle = a.cycle(&table, t0).await.expect("cycle");
+    assert_eq!(cycle.taken.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["p0", "p1"]);
+    a.commit(&table, "p0", &Commit::position(crate::lease::SHARD_END, 1)).await.expect("p0 ended");
+    a.release(&table, "p0").await.expect("release");
+    assert!(a.cycle(&table, t0 + TICK).await.expect("cycle").taken.is_empty(), "p1 has not ended");
+    a.commit(&table, "p1", &Commit::position(crate::lease::SHARD_END, 1)).await.expect("p1 ended");
+    a.release(&table, "p1").await.expect("release");
+    let mut b = LeaseKeeper::new("b", LEASE);
+    let cycle = b.cycle(&table, t0 + TICK * 2).await.expect("cycle");
+    assert_eq!(cycle.taken.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["merged"], "whoever read the parents");
 }

@@ -20,7 +20,7 @@ pub enum Emulator {
     /// `ferrokinesis`, in this process.
     Ferrokinesis,
     /// kinesis-mock (npm `kinesis-local`) at `KINESIS_MOCK_URL`, started by
-    /// `make test` (host/tests/with-kinesis-mock.sh).
+    /// `make test` (host/tests/with-emulators.sh).
     KinesisMock,
 }
 

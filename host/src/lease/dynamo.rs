@@ -1,0 +1,387 @@
+//! The lease table in DynamoDB: one item per shard with KCL 2.x's attribute
+//! names where they mean the same thing, every write a conditional
+//! UpdateItem; big plugin states as immutable chunks in a second table
+//! (`<name>-state`), pointed to from the lease.
+
+use super::{sha256_hex, state_tag, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef};
+use anyhow::Context;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+
+/// Bytes per state chunk: under the 400 KB item limit with room for keys.
+const CHUNK: usize = 350 * 1024;
+/// Marks items this host wrote (a KCL table has none).
+const FORMAT: &str = "hostLeaseFormat";
+
+type Item = HashMap<String, AttributeValue>;
+
+mod item;
+mod setup;
+
+use item::{chunk_key, lease_of, n, s};
+
+/// Whether a missing table may be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableSetup {
+    /// Create the lease and state tables (on-demand billing) when missing.
+    CreateIfMissing,
+    /// Never create (locked-down accounts): a missing table is an error.
+    MustExist,
+}
+
+/// A lease table in DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoTable {
+    client: Client,
+    /// The lease table's name (`--lease-table`).
+    table: String,
+    /// Where big states go: `<table>-state`.
+    state_table: String,
+    /// The stream whose shards the leases are: one table per stream and
+    /// application, since shard ids repeat across streams.
+    stream: String,
+}
+
+impl DynamoTable {
+    /// Connects with the usual AWS conventions (`options.endpoint_url` is
+    /// the DynamoDB endpoint) and opens `table` (see [`DynamoTable::open`]).
+    pub async fn connect(
+        options: &crate::aws::AwsOptions,
+        table: &str,
+        stream: &str,
+        setup: TableSetup,
+    ) -> anyhow::Result<Self> {
+        let client = Client::new(&crate::aws::sdk_config(options).await?);
+        DynamoTable::open(client, table, stream, setup).await
+    }
+
+    /// Opens `table` for the leases of `stream`, creating it (and its state
+    /// table) if allowed, and checks that it is a lease table of this
+    /// host's layout for that stream.
+    pub async fn open(client: Client, table: &str, stream: &str, setup: TableSetup) -> anyhow::Result<Self> {
+        let this =
+            DynamoTable { client, table: table.into(), state_table: format!("{table}-state"), stream: stream.into() };
+        this.ensure(&this.table, &[("leaseKey", KeyType::Hash)], setup).await?;
+        this.ensure(&this.state_table, &[("leaseKey", KeyType::Hash), ("chunk", KeyType::Range)], setup).await?;
+        let sample =
+            this.client.scan().table_name(&this.table).limit(20).send().await.map_err(|e| sdk(e, &this.table))?;
+        if let Some(item) = sample.items().iter().find(|item| !item.contains_key(FORMAT)) {
+            let key = item.get("leaseKey").and_then(|k| k.as_s().ok()).map_or("?", String::as_str);
+            anyhow::bail!(
+                "table `{table}` holds leases this host did not write (item `{key}`: a KCL application's?); \
+                 give --lease-table a table of its own"
+            );
+        }
+        let other = sample.items().iter().filter_map(|item| item.get("streamName")?.as_s().ok()).find(|s| *s != stream);
+        if let Some(other) = other {
+            anyhow::bail!(
+                "table `{table}` holds the leases of stream `{other}`, not `{stream}`; \
+                 give each stream (and application) a --lease-table of its own"
+            );
+        }
+        Ok(this)
+    }
+
+    /// The lease table's name.
+    pub fn name(&self) -> &str {
+        &self.table
+    }
+
+    /// A conditional update of one lease; a failed condition is a [`Conflict`].
+    async fn update(
+        &self,
+        key: &str,
+        counter: u64,
+        condition: &str,
+        update: &str,
+        mut values: Vec<(&str, AttributeValue)>,
+    ) -> Result<Lease, LeaseError> {
+        values.push((":c", n(counter)));
+        values.push((":next", n(counter + 1)));
+        let mut call = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(key))
+            .condition_expression(format!("leaseCounter = :c{condition}"))
+            .update_expression(update)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        for (name, value) in values {
+            call = call.expression_attribute_values(name, value);
+        }
+        match call.send().await {
+            Ok(out) => lease_of(out.attributes().context("UpdateItem returned no item")?).map_err(Into::into),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(Conflict { key: key.into(), expected: counter }.into())
+            }
+            Err(e) => Err(sdk(e, &self.table).into()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseTable for DynamoTable {
+    async fn create(&self, key: &str, parents: &[String]) -> Result<(), LeaseError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("leaseKey", s(key))
+            .item("leaseCounter", n(0))
+            .item("ownerSwitchesSinceCheckpoint", n(0))
+            .item("stateVersion", n(0))
+            .item(FORMAT, n(1))
+            .item("streamName", s(&self.stream))
+            .condition_expression("attribute_not_exists(leaseKey)");
+        if !parents.is_empty() {
+            put = put.item("parentShardId", AttributeValue::Ss(parents.to_vec()));
+        }
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(sdk(e, &self.table).into()),
+        }
+    }
+
+    async fn scan(&self) -> Result<Vec<Lease>, LeaseError> {
+        let mut leases = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk(e, &self.table))?;
+            for item in page.items() {
+                leases.push(lease_of(item)?);
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        leases.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(leases)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk(e, &self.table))?;
+        Ok(out.item().map(lease_of).transpose()?)
+    }
+
+    async fn take(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
+        // An owner switch is counted only when the owner changes.
+        let switches = "ownerSwitchesSinceCheckpoint = if_not_exists(ownerSwitchesSinceCheckpoint, :zero) + :one";
+        self.update(
+            key,
+            counter,
+            "",
+            &format!("SET leaseOwner = :me, leaseCounter = :next, {switches} REMOVE handOffTo"),
+            vec![(":me", s(me)), (":zero", n(0)), (":one", n(1))],
+        )
+        .await
+    }
+
+    async fn renew(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
+        self.update(key, counter, " AND leaseOwner = :me", "SET leaseCounter = :next", vec![(":me", s(me))]).await
+    }
+
+    async fn checkpoint(&self, key: &str, counter: u64, me: &str, commit: &Commit) -> Result<Lease, LeaseError> {
+        let mut set = vec![
+            "leaseCounter = :next",
+            "checkpointSubSequenceNumber = :sub",
+            "stateVersion = :sv",
+            "ownerSwitchesSinceCheckpoint = :zero",
+        ];
+        let mut values =
+            vec![(":me", s(me)), (":sub", n(commit.sub_sequence)), (":sv", n(commit.state_version)), (":zero", n(0))];
+        if let Some(checkpoint) = &commit.checkpoint {
+            set.push("checkpoint = :cp");
+            values.push((":cp", s(checkpoint)));
+        }
+        let mut remove = Vec::new();
+        match &commit.state {
+            None => {}
+            Some(StateRef::Inline { layout, bytes }) => {
+                set.extend(["stateLayout = :layout", "stateInline = :inline"]);
+                values.extend([
+                    (":layout", n(u64::from(*layout))),
+                    (":inline", AttributeValue::B(Blob::new(bytes.clone()))),
+                ]);
+                remove.extend(["stateChunkTag", "stateChunks", "stateLength", "stateSha256"]);
+            }
+            Some(StateRef::Chunked { layout, tag, chunks, len, sha256 }) => {
+                set.extend([
+                    "stateLayout = :layout",
+                    "stateChunkTag = :tag",
+                    "stateChunks = :chunks",
+                    "stateLength = :len",
+                    "stateSha256 = :sha",
+                ]);
+                values.extend([
+                    (":layout", n(u64::from(*layout))),
+                    (":tag", s(tag)),
+                    (":chunks", n(u64::from(*chunks))),
+                    (":len", n(*len)),
+                    (":sha", s(sha256)),
+                ]);
+                remove.push("stateInline");
+            }
+        }
+        let mut update = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            update.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        self.update(key, counter, " AND leaseOwner = :me", &update, values).await
+    }
+
+    async fn release(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
+        self.update(
+            key,
+            counter,
+            " AND leaseOwner = :me",
+            "SET leaseCounter = :next REMOVE leaseOwner",
+            vec![(":me", s(me))],
+        )
+        .await
+    }
+
+    async fn request_hand_off(&self, key: &str, owner: &str, me: &str) -> Result<(), LeaseError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(key))
+            .condition_expression("leaseOwner = :owner AND attribute_not_exists(handOffTo)")
+            .update_expression("SET handOffTo = :me")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":me", s(me))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(Conflict { key: key.into(), expected: 0 }.into())
+            }
+            Err(e) => Err(sdk(e, &self.table).into()),
+        }
+    }
+
+    async fn put_state(&self, key: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
+        let tag = state_tag(version);
+        let chunks = bytes.chunks(CHUNK).collect::<Vec<_>>();
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.client
+                .put_item()
+                .table_name(&self.state_table)
+                .item("leaseKey", s(key))
+                .item("chunk", s(&chunk_key(&tag, i)))
+                .item("data", AttributeValue::B(Blob::new(chunk.to_vec())))
+                .send()
+                .await
+                .map_err(|e| sdk(e, &self.state_table))?;
+        }
+        Ok(StateRef::Chunked {
+            layout,
+            tag,
+            chunks: chunks.len() as u32,
+            len: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        })
+    }
+
+    async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError> {
+        let (tag, chunks, len, sha256) = match state {
+            StateRef::Inline { bytes, .. } => return Ok(bytes.clone()),
+            StateRef::Chunked { tag, chunks, len, sha256, .. } => (tag, *chunks, *len, sha256),
+        };
+        let mut bytes = Vec::with_capacity(len as usize);
+        for i in 0..chunks as usize {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.state_table)
+                .key("leaseKey", s(key))
+                .key("chunk", s(&chunk_key(tag, i)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk(e, &self.state_table))?;
+            let data = out.item().and_then(|item| item.get("data")).and_then(|d| d.as_b().ok()).with_context(|| {
+                format!("chunk {i} of state {tag} of shard {key} is missing from {}", self.state_table)
+            })?;
+            bytes.extend_from_slice(data.as_ref());
+        }
+        if bytes.len() as u64 != len || &sha256_hex(&bytes) != sha256 {
+            return Err(anyhow::anyhow!(
+                "state {tag} of shard {key} in {} does not match its hash: refusing to restore it",
+                self.state_table
+            )
+            .into());
+        }
+        Ok(bytes)
+    }
+
+    async fn drop_states(&self, key: &str, keep: &str) -> Result<(), LeaseError> {
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.state_table)
+                .key_condition_expression("leaseKey = :k")
+                .expression_attribute_values(":k", s(key))
+                .projection_expression("leaseKey, chunk")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk(e, &self.state_table))?;
+            for item in page.items() {
+                let Some(chunk) = item.get("chunk").and_then(|c| c.as_s().ok()) else { continue };
+                // "<tag>.<index>": the tag is all but the last part.
+                let tag = chunk.rsplit_once('.').map_or(chunk.as_str(), |(tag, _)| tag);
+                if !superseded(tag, keep) {
+                    continue;
+                }
+                self.client
+                    .delete_item()
+                    .table_name(&self.state_table)
+                    .key("leaseKey", s(key))
+                    .key("chunk", s(chunk))
+                    .send()
+                    .await
+                    .map_err(|e| sdk(e, &self.state_table))?;
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line for a failed DynamoDB call, naming the table.
+fn sdk<E, R>(error: SdkError<E, R>, table: &str) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let what = crate::aws::describe(&error, "DynamoDB").replace("--endpoint-url", "--dynamodb-endpoint-url");
+    anyhow::anyhow!("DynamoDB call on table `{table}` failed: {what}")
+}

@@ -1,0 +1,374 @@
+//! The lease keeper behind the consumer's two seams: a [`CheckpointStore`]
+//! whose commits are fenced by the lease (position and state in one
+//! conditional write), and an [`Ownership`] that renews, takes, hands off
+//! and releases.
+
+use super::keeper::LeaseKeeper;
+use super::{Commit, LeaseError, LeaseTable, StateRef, SHARD_END};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, ShardKey};
+use crate::ownership::{Changes, Ownership};
+use crate::source::ShardInfo;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// States up to this size ride inside the lease item; bigger ones are chunks.
+const INLINE_STATE: usize = 4 * 1024;
+/// The biggest plugin state a lease carries (chunks are written before each
+/// commit: bigger states would make every commit slow and costly).
+pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
+
+/// One worker of a group: its keeper and the table.
+pub struct LeaseStore {
+    table: Arc<dyn LeaseTable>,
+    /// Renewals, takes and commits go through it one at a time, so a renewal
+    /// and a commit of one lease never race on its counter.
+    keeper: tokio::sync::Mutex<LeaseKeeper>,
+    lease_duration: Duration,
+    /// What the keeper held after its last write (for `owns`, which cannot wait).
+    owned: Mutex<BTreeSet<String>>,
+    /// Shards whose lease exists (created or seen), so listings create only new ones.
+    known: Mutex<BTreeSet<String>>,
+    /// Per shard: the state version of its last commit or load.
+    versions: Mutex<BTreeMap<String, u64>>,
+    /// For the status line and metrics.
+    stats: Mutex<LeaseStats>,
+    /// "dynamodb table NAME", for the operator.
+    location: String,
+    /// This worker's id (also inside the keeper, which is often locked).
+    worker_id: String,
+}
+
+impl std::fmt::Debug for LeaseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseStore").field("location", &self.location).finish()
+    }
+}
+
+impl LeaseStore {
+    /// Worker `worker_id` of the group sharing `table`.
+    pub fn new(table: Arc<dyn LeaseTable>, worker_id: &str, lease_duration: Duration, location: String) -> Self {
+        LeaseStore {
+            table,
+            keeper: tokio::sync::Mutex::new(LeaseKeeper::new(worker_id, lease_duration)),
+            lease_duration,
+            owned: Mutex::default(),
+            known: Mutex::default(),
+            versions: Mutex::default(),
+            stats: Mutex::new(LeaseStats { workers: 1, ..LeaseStats::default() }),
+            location,
+            worker_id: worker_id.into(),
+        }
+    }
+
+    /// Refuses to start when another live worker already uses this id (its
+    /// leases would be indistinguishable from ours). Leases left by an
+    /// earlier run with the id are fine: their counters stand still.
+    pub async fn check_worker_id(&self) -> anyhow::Result<()> {
+        let mine = |leases: Vec<super::Lease>| -> BTreeMap<String, u64> {
+            leases
+                .into_iter()
+                .filter(|l| l.owner.as_deref() == Some(&self.worker_id))
+                .map(|l| (l.key, l.counter))
+                .collect()
+        };
+        let before = mine(self.table.scan().await?);
+        if before.is_empty() {
+            return Ok(());
+        }
+        eprintln!(
+            "worker id {} holds {} lease(s) in {}: checking for {:?} that no live worker uses it",
+            self.worker_id,
+            before.len(),
+            self.location,
+            self.lease_duration
+        );
+        tokio::time::sleep(self.lease_duration).await;
+        let after = mine(self.table.scan().await?);
+        if let Some(key) =
+            after.iter().find(|(key, counter)| before.get(*key).is_some_and(|c| c != *counter)).map(|(k, _)| k)
+        {
+            anyhow::bail!(
+                "worker id {} is live in the group (its lease on {key} is being renewed): give each worker its own \
+                 --worker-id, or leave it out for a unique one",
+                self.worker_id
+            );
+        }
+        Ok(())
+    }
+
+    fn note_owned(&self, keeper: &LeaseKeeper) {
+        if let Ok(mut owned) = self.owned.lock() {
+            *owned = keeper.held().map(String::from).collect();
+        }
+    }
+
+    /// Commits, riding out table errors for a while. A retried write may
+    /// have succeeded the first time (the answer was lost): the lease then
+    /// shows this worker's commit, which counts as done.
+    async fn commit_fenced(&self, shard: &str, commit: &Commit) -> Result<(), CommitError> {
+        let mut delay = Duration::from_millis(100);
+        let give_up = Instant::now() + self.lease_duration / 2;
+        let mut retried = false;
+        loop {
+            let mut keeper = self.keeper.lock().await;
+            let result = keeper.commit(self.table.as_ref(), shard, commit).await;
+            match result {
+                Ok(_) => {
+                    self.note_owned(&keeper);
+                    return Ok(());
+                }
+                Err(LeaseError::Conflict(conflict)) => {
+                    if retried {
+                        if let Ok(Some(lease)) = self.table.get(shard).await {
+                            let me = Some(keeper.id());
+                            if lease.owner.as_deref() == me && lease.state_version == commit.state_version {
+                                keeper.adopt(shard, lease.counter);
+                                self.note_owned(&keeper);
+                                return Ok(());
+                            }
+                        }
+                    }
+                    self.note_owned(&keeper);
+                    if let Ok(mut stats) = self.stats.lock() {
+                        stats.lost += 1;
+                    }
+                    return Err(CommitError::LeaseLost {
+                        shard_id: shard.into(),
+                        reason: format!("another worker took the lease ({conflict})"),
+                    });
+                }
+                Err(LeaseError::Table(e)) if Instant::now() + delay < give_up => {
+                    drop(keeper);
+                    tracing::warn!(shard, "lease commit failed, retrying in {delay:?}: {e:#}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    retried = true;
+                }
+                Err(LeaseError::Table(e)) => return Err(CommitError::Store(e)),
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for LeaseStore {
+    async fn load(&self, key: &ShardKey) -> anyhow::Result<Option<Checkpoint>> {
+        let Some(lease) = self.table.get(&key.shard_id).await? else { return Ok(None) };
+        if let Ok(mut versions) = self.versions.lock() {
+            versions.insert(key.shard_id.clone(), lease.state_version);
+        }
+        if lease.checkpoint.is_none() && lease.state.is_none() {
+            return Ok(None);
+        }
+        let state = match &lease.state {
+            None => None,
+            Some(state) => {
+                let layout = match state {
+                    StateRef::Inline { layout, .. } | StateRef::Chunked { layout, .. } => *layout,
+                };
+                Some((layout, self.table.get_state(&key.shard_id, state).await?))
+            }
+        };
+        let shard_end = lease.ended();
+        Ok(Some(Checkpoint {
+            sequence_number: lease.checkpoint.filter(|c| c != SHARD_END),
+            sub_sequence_number: lease.sub_sequence,
+            shard_end,
+            state,
+        }))
+    }
+
+    async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError> {
+        let shard = key.shard_id.as_str();
+        let version = self.versions.lock().map(|v| v.get(shard).copied().unwrap_or(0)).unwrap_or(0) + 1;
+        let state = match &checkpoint.state {
+            None => None,
+            Some((_, bytes)) if bytes.len() > MAX_STATE_BYTES => {
+                return Err(CommitError::Store(anyhow::anyhow!(
+                    "the plugin's state of shard {shard} is {} bytes; a lease table carries at most {} MiB per \
+                     shard: keep less state, or run without --lease-table",
+                    bytes.len(),
+                    MAX_STATE_BYTES >> 20
+                )));
+            }
+            Some((layout, bytes)) if bytes.len() <= INLINE_STATE => {
+                Some(StateRef::Inline { layout: *layout, bytes: bytes.clone() })
+            }
+            // Chunks are written before the lease points at them, outside the
+            // keeper's lock: a big state does not hold up other shards' renewals.
+            Some((layout, bytes)) => {
+                Some(self.table.put_state(shard, version, *layout, bytes).await.map_err(|e| match e {
+                    LeaseError::Table(e) => CommitError::Store(e),
+                    conflict => CommitError::Store(conflict.into()),
+                })?)
+            }
+        };
+        let position =
+            if checkpoint.shard_end { Some(SHARD_END.to_string()) } else { checkpoint.sequence_number.clone() };
+        let commit = Commit {
+            checkpoint: position,
+            sub_sequence: checkpoint.sub_sequence_number,
+            state_version: version,
+            state: state.clone(),
+        };
+        self.commit_fenced(shard, &commit).await?;
+        if let Ok(mut versions) = self.versions.lock() {
+            versions.insert(shard.to_string(), version);
+        }
+        // Older versions (and chunks of refused commits) go in the background.
+        if let Some(StateRef::Chunked { tag, .. }) = state {
+            let (table, shard) = (self.table.clone(), shard.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = table.drop_states(&shard, &tag).await {
+                    tracing::debug!(shard, "cleaning up old states failed (tried again next commit): {e}");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Ownership for LeaseStore {
+    async fn cycle(&self, shards: &[ShardInfo]) -> anyhow::Result<Changes> {
+        let new: Vec<&ShardInfo> = {
+            let known = self.known.lock().map_err(|_| anyhow::anyhow!("lease store lock poisoned"))?;
+            shards.iter().filter(|s| !known.contains(&s.shard_id)).collect()
+        };
+        for shard in new {
+            let parents: Vec<String> = shard.parents().map(String::from).collect();
+            self.table.create(&shard.shard_id, &parents).await?;
+            if let Ok(mut known) = self.known.lock() {
+                known.insert(shard.shard_id.clone());
+            }
+        }
+        let mut keeper = self.keeper.lock().await;
+        let cycle = keeper.cycle(self.table.as_ref(), Instant::now()).await;
+        self.note_owned(&keeper);
+        let cycle = cycle?;
+        if let Ok(mut stats) = self.stats.lock() {
+            stats.workers = cycle.workers;
+            stats.lost += cycle.lost.len() as u64;
+            stats.taken = keeper.takes.clone();
+        }
+        Ok(Changes {
+            taken: cycle.taken.into_iter().map(|l| l.key).collect(),
+            lost: cycle.lost,
+            hand_off: cycle.hand_off,
+        })
+    }
+
+    fn owns(&self, shard_id: &str) -> bool {
+        self.owned.lock().map(|o| o.contains(shard_id)).unwrap_or(false)
+    }
+
+    async fn release(&self, shard_id: &str) -> anyhow::Result<()> {
+        let mut keeper = self.keeper.lock().await;
+        let result = keeper.release(self.table.as_ref(), shard_id).await;
+        self.note_owned(&keeper);
+        Ok(result?)
+    }
+
+    async fn release_all(&self) -> anyhow::Result<()> {
+        let mut keeper = self.keeper.lock().await;
+        let result = keeper.release_all(self.table.as_ref()).await;
+        self.note_owned(&keeper);
+        Ok(result?)
+    }
+
+    fn interval(&self) -> Duration {
+        self.lease_duration / 3
+    }
+
+    fn summary(&self) -> Option<String> {
+        let held = self.owned.lock().map(|o| o.len()).unwrap_or(0);
+        let stats = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut line = format!("worker {}: {held} lease(s), {} worker(s) live", self.worker_id, stats.workers);
+        if !stats.taken.is_empty() {
+            let taken: Vec<String> = stats.taken.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+            line.push_str(&format!(", taken {}", taken.join(", ")));
+        }
+        if stats.lost > 0 {
+            line.push_str(&format!(", {} lost", stats.lost));
+        }
+        Some(line)
+    }
+}
+
+/// Counts of what the leases did, for the operator.
+#[derive(Debug, Clone, Default)]
+struct LeaseStats {
+    /// Workers seen live in the last scan, this one included.
+    workers: usize,
+    /// Leases lost to another worker (refused renewals and commits).
+    lost: u64,
+    /// Leases taken, by how (free, handed-off, expired).
+    taken: BTreeMap<&'static str, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::InMemoryTable;
+
+    fn store(table: &Arc<InMemoryTable>, id: &str) -> LeaseStore {
+        LeaseStore::new(table.clone(), id, Duration::from_secs(3), "memory".into())
+    }
+
+    fn shard(id: &str) -> ShardInfo {
+        ShardInfo { shard_id: id.into(), parent: None, adjacent_parent: None, hash_range: None }
+    }
+
+    fn checkpoint(seq: &str, state: Vec<u8>) -> Checkpoint {
+        Checkpoint {
+            sequence_number: Some(seq.into()),
+            sub_sequence_number: 0,
+            shard_end: false,
+            state: Some((3, state)),
+        }
+    }
+
+    #[tokio::test]
+    async fn big_and_small_states_move_to_the_next_owner_intact_and_old_versions_go() {
+        let table = Arc::new(InMemoryTable::default());
+        let (a, b) = (store(&table, "a"), store(&table, "b"));
+        let key = ShardKey::new("app", "s", "s0");
+        a.cycle(&[shard("s0")]).await.expect("cycle");
+        assert!(a.owns("s0"));
+        let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        for (i, state) in [vec![1u8; 100], big.clone(), vec![2u8; 1024 * 1024], big.clone()].into_iter().enumerate() {
+            a.commit(&key, &checkpoint(&format!("{i}"), state)).await.expect("commit");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(table.stored_states(), 1, "only the committed version's chunks stay");
+        a.release_all().await.expect("release");
+        b.cycle(&[shard("s0")]).await.expect("cycle");
+        assert!(b.owns("s0") && !a.owns("s0"));
+        let loaded = b.load(&key).await.expect("load").expect("checkpoint");
+        assert_eq!(loaded.sequence_number.as_deref(), Some("3"));
+        assert_eq!(loaded.state, Some((3, big)), "the 4 MB state arrived byte for byte");
+        // The next commit goes on from the version b loaded.
+        b.commit(&key, &checkpoint("4", vec![9; 10])).await.expect("commit");
+        assert_eq!(table.get("s0").await.expect("get").map(|l| l.state_version), Some(5));
+        // a is fenced off: its late commit is a lost lease, not an error.
+        let late = a.commit(&key, &checkpoint("9", vec![0; 10])).await;
+        assert!(matches!(late, Err(CommitError::LeaseLost { .. })), "{late:?}");
+    }
+
+    #[tokio::test]
+    async fn a_state_over_the_limit_fails_with_the_limit_named_and_commits_nothing() {
+        let table = Arc::new(InMemoryTable::default());
+        let a = store(&table, "a");
+        let key = ShardKey::new("app", "s", "s0");
+        a.cycle(&[shard("s0")]).await.expect("cycle");
+        let err = a.commit(&key, &checkpoint("1", vec![0; MAX_STATE_BYTES + 1])).await.expect_err("too big");
+        assert!(err.to_string().contains("at most 16 MiB"), "{err}");
+        assert!(!matches!(err, CommitError::LeaseLost { .. }));
+        assert_eq!(table.get("s0").await.expect("get").and_then(|l| l.checkpoint), None);
+    }
+}

@@ -1,0 +1,497 @@
+//! Several `host run` processes sharing a stream through a DynamoDB lease
+//! table (dynalite, from npm, started by `make test`), on the in-process
+//! Kinesis emulator: balance, kill -9, SIGTERM, a late joiner, SIGSTOP, and
+//! the errors a user sees. Counts are checked against a single host's run
+//! over the same stream (the reference), per key and window.
+
+use crate::common::*;
+use host::aws::AwsOptions;
+use host::lease::{DynamoTable, Lease, LeaseTable, TableSetup};
+use host::local::{LocalKinesis, LocalOptions};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Lease duration in these tests (seconds): short, so failover is quick.
+const LEASE: u64 = 3;
+
+/// The DynamoDB emulator, or `None` (the test is skipped) outside `make test`.
+fn dynalite() -> Option<String> {
+    match std::env::var("DYNALITE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => panic!("CI must run dynalite: use `make test`"),
+        Err(_) => {
+            eprintln!("skipped: dynalite is not running (DYNALITE_URL unset); `make test` starts it");
+            None
+        }
+    }
+}
+
+/// A group of workers on one stream and one lease table.
+struct Group {
+    _local: LocalKinesis,
+    kinesis: String,
+    dynamo: String,
+    stream: String,
+    table: String,
+    dir: tempfile::TempDir,
+    /// Worker id → its process (None once it ended).
+    workers: BTreeMap<String, Option<Child>>,
+    leases: DynamoTable,
+}
+
+impl Group {
+    async fn new(name: &str, shards: u32) -> Option<Group> {
+        let dynamo = dynalite()?;
+        let local = LocalKinesis::start(LocalOptions { port: 0, ..LocalOptions::default() }).await.expect("emulator");
+        let kinesis = local.endpoint_url();
+        let stream = name.to_string();
+        let created = host(
+            &["stream", "create", &stream, "--shards", &shards.to_string(), "--wait", "--endpoint-url", &kinesis],
+            "",
+        );
+        assert_eq!(created.code, 0, "{}", created.stderr);
+        let table = format!("{name}-{}", std::process::id());
+        let options = AwsOptions { endpoint_url: Some(dynamo.clone()), ..AwsOptions::default() };
+        let leases = DynamoTable::connect(&options, &table, &stream, TableSetup::CreateIfMissing).await.expect("table");
+        let dir = tempfile::tempdir().expect("tempdir");
+        Some(Group { _local: local, kinesis, dynamo, stream, table, dir, workers: BTreeMap::new(), leases })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts worker `id` (counter plugin, short lease, output to its own file).
+    fn start(&mut self, id: &str) {
+        let out = format!("file:{}", self.path(&format!("out-{id}.jsonl")).display());
+        let log = std::fs::File::create(self.path(&format!("log-{id}.txt"))).expect("log file");
+        let counter = plugin_path("counter").display().to_string();
+        let lease = LEASE.to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args([
+                "run",
+                "--plugin",
+                &counter,
+                "--stream",
+                &self.stream,
+                "--endpoint-url",
+                &self.kinesis,
+                "--dynamodb-endpoint-url",
+                &self.dynamo,
+                "--lease-table",
+                &self.table,
+                "--lease-duration",
+                &lease,
+                "--worker-id",
+                id,
+                "--start-position",
+                "TRIM_HORIZON",
+                "--sink",
+                &out,
+                "--idle-time-ms",
+                "200",
+                "--shard-sync-interval",
+                "1",
+                "--status-interval",
+                "1",
+            ])
+            .env("HOST_CACHE_DIR", cache_dir())
+            .env("HOST_LOG", "host=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("host run starts");
+        self.workers.insert(id.to_string(), Some(child));
+    }
+
+    fn pid(&self, id: &str) -> String {
+        self.workers[id].as_ref().expect("running").id().to_string()
+    }
+
+    fn signal(&self, id: &str, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.pid(id)]).status().expect("kill");
+        assert!(status.success(), "kill {signal} {id}");
+    }
+
+    /// kill -9: no clean-up of any kind.
+    async fn kill(&mut self, id: &str) {
+        let mut child = self.workers.get_mut(id).and_then(Option::take).expect("running");
+        child.kill().expect("kill -9");
+        tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    }
+
+    /// SIGTERM and wait for the clean exit.
+    async fn stop(&mut self, id: &str) -> i32 {
+        self.signal(id, "-TERM");
+        let mut child = self.workers.get_mut(id).and_then(Option::take).expect("running");
+        let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+        status.code().unwrap_or(-1)
+    }
+
+    fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("log-{id}.txt"))).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        self.workers.keys().map(|id| format!("--- {id}\n{}", self.log(id))).collect()
+    }
+
+    async fn scan(&self) -> Vec<Lease> {
+        self.leases.scan().await.expect("scan the lease table")
+    }
+
+    /// Shard → owner, for leases not read to their end.
+    async fn owners(&self) -> BTreeMap<String, Option<String>> {
+        self.scan().await.into_iter().filter(|l| !l.ended()).map(|l| (l.key, l.owner)).collect()
+    }
+
+    /// Waits until `done(owners)` holds; returns how long it took.
+    async fn until(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&BTreeMap<String, Option<String>>) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            let owners = self.owners().await;
+            if done(&owners) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < limit, "{what}: not within {limit:?}; owners {owners:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until no checkpoint has moved for 2 s (every record processed
+    /// and committed once production stopped).
+    async fn settle(&self) {
+        let mut last = Vec::new();
+        let mut still = Instant::now();
+        let start = Instant::now();
+        loop {
+            let now: Vec<_> = self.scan().await.into_iter().map(|l| (l.key, l.checkpoint)).collect();
+            if now != last {
+                last = now;
+                still = Instant::now();
+            } else if still.elapsed() >= Duration::from_secs(2) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "checkpoints never settled\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every output line of every worker.
+    fn outputs(&self) -> Vec<(String, String, u64)> {
+        self.workers.keys().flat_map(|id| count_lines(&self.path(&format!("out-{id}.jsonl")))).collect()
+    }
+
+    /// The counts a single host computes over the same stream.
+    async fn reference(&self) -> BTreeMap<(String, String), u64> {
+        let out = self.path("reference.jsonl");
+        let db = self.path("reference.db");
+        let run = host(
+            &[
+                "run",
+                "--plugin",
+                &plugin_path("counter").display().to_string(),
+                "--stream",
+                &self.stream,
+                "--endpoint-url",
+                &self.kinesis,
+                "--start-position",
+                "TRIM_HORIZON",
+                "--checkpoint-db",
+                &db.display().to_string(),
+                "--sink",
+                &format!("file:{}", out.display()),
+                "--idle-exit",
+                "1.5",
+                "--idle-time-ms",
+                "100",
+                "--status-interval",
+                "0",
+            ],
+            "",
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        final_counts(&count_lines(&out))
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for child in self.workers.values_mut().filter_map(Option::as_mut) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// (window, key, count) of each line of a counter's output file.
+fn count_lines(path: &std::path::Path) -> Vec<(String, String, u64)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    json_lines(&text)
+        .iter()
+        .map(|v| {
+            let text = |f: &str| v[f].as_str().unwrap_or_default().to_string();
+            (text("window_start"), text("key"), v["count"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// The last (largest) count of each key and window.
+fn final_counts(lines: &[(String, String, u64)]) -> BTreeMap<(String, String), u64> {
+    let mut counts = BTreeMap::new();
+    for (window, key, count) in lines {
+        let entry = counts.entry((window.clone(), key.clone())).or_insert(0);
+        *entry = (*entry).max(*count);
+    }
+    counts
+}
+
+/// Lines that appear more than once: records whose effect was emitted twice.
+fn duplicates(lines: &[(String, String, u64)]) -> Vec<(String, String, u64)> {
+    let mut seen = BTreeSet::new();
+    lines.iter().filter(|l| !seen.insert((*l).clone())).cloned().collect()
+}
+
+fn producer(group: &Group, rate: u32, seconds: u32) -> Child {
+    spawn_host(&[
+        "produce",
+        "--stream",
+        &group.stream,
+        "--endpoint-url",
+        &group.kinesis,
+        "--rate",
+        &rate.to_string(),
+        "--duration",
+        &seconds.to_string(),
+    ])
+}
+
+fn held_by(owners: &BTreeMap<String, Option<String>>) -> BTreeMap<String, usize> {
+    let mut held = BTreeMap::new();
+    for owner in owners.values().flatten() {
+        *held.entry(owner.clone()).or_insert(0) += 1;
+    }
+    held
+}
+
+/// Every shard owned, by live workers only, each holding `low..=high`.
+fn balanced(owners: &BTreeMap<String, Option<String>>, live: &[&str], low: usize, high: usize) -> bool {
+    let held = held_by(owners);
+    owners.values().all(|o| o.as_deref().is_some_and(|o| live.contains(&o)))
+        && live.iter().all(|w| (low..=high).contains(held.get(*w).unwrap_or(&0)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_balance_hold_still_and_survive_a_kill_9_with_exact_counts() {
+    let Some(mut group) = Group::new("scale-kill", 8).await else { return };
+    let mut produce = producer(&group, 300, 24);
+    for id in ["w1", "w2", "w3"] {
+        group.start(id);
+    }
+    let took =
+        group.until("3 workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2", "w3"], 2, 3)).await;
+    eprintln!("balanced after {took:?}");
+    // Steady state: no lease changes hands.
+    let before = group.owners().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(group.owners().await, before, "steady state: no lease moved\n{}", group.logs());
+    let victims: Vec<String> =
+        before.iter().filter(|(_, o)| o.as_deref() == Some("w2")).map(|(shard, _)| shard.clone()).collect();
+    group.kill("w2").await;
+    let pickup = group
+        .until("the killed worker's shards are picked up", Duration::from_secs(30), |o| {
+            balanced(o, &["w1", "w3"], 4, 4)
+        })
+        .await;
+    eprintln!("kill -9: {} shard(s) picked up after {pickup:?}", victims.len());
+    // Within 2 lease durations plus a scan (a third of one), and slack for a
+    // busy 2-core machine.
+    assert!(pickup <= Duration::from_secs(2 * LEASE + 1 + 2), "pickup took {pickup:?}");
+    tokio::task::spawn_blocking(move || produce.wait()).await.expect("join").expect("producer");
+    group.settle().await;
+    for id in ["w1", "w3"] {
+        assert_eq!(group.stop(id).await, 0, "clean stop of {id}\n{}", group.logs());
+    }
+    let lines = group.outputs();
+    let reference = group.reference().await;
+    assert!(reference.values().sum::<u64>() >= 7000, "the producer put ~7200 records: {reference:?}");
+    assert_eq!(final_counts(&lines), reference, "every count exact across owners\n{}", group.logs());
+    // Records emitted twice come only from the killed worker's uncommitted
+    // batches: at most one batch per shard it held.
+    let duplicated = duplicates(&lines);
+    let killed_keys: BTreeSet<String> =
+        count_lines(&group.path("out-w2.jsonl")).into_iter().map(|(_, key, _)| key).collect();
+    assert!(duplicated.iter().all(|(_, key, _)| killed_keys.contains(key)), "duplicates only from w2: {duplicated:?}");
+    eprintln!("kill -9: {} duplicated output line(s)", duplicated.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_moves_a_joiner_and_a_sigterm_duplicate_nothing() {
+    let Some(mut group) = Group::new("scale-planned", 8).await else { return };
+    let mut produce = producer(&group, 300, 24);
+    for id in ["w1", "w2", "w3"] {
+        group.start(id);
+    }
+    group.until("3 workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2", "w3"], 2, 3)).await;
+    group.start("w4");
+    let joined = group
+        .until("a 4th worker reaches its share", Duration::from_secs(30), |o| {
+            balanced(o, &["w1", "w2", "w3", "w4"], 2, 2)
+        })
+        .await;
+    eprintln!("a 4th worker reached its share by hand-offs after {joined:?}");
+    let before = group.owners().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(group.owners().await, before, "no flapping after the join\n{}", group.logs());
+    let term = Instant::now();
+    assert_eq!(group.stop("w3").await, 0, "clean stop\n{}", group.log("w3"));
+    let pickup = group
+        .until("SIGTERM'd worker's shards are picked up", Duration::from_secs(20), |o| {
+            o.values().all(|owner| owner.as_deref().is_some_and(|w| w != "w3"))
+        })
+        .await;
+    let pickup = term.elapsed().max(pickup);
+    eprintln!("SIGTERM: shards picked up {pickup:?} after the signal");
+    // Released at once: taken at the next cycle (a third of a lease), not at expiry.
+    assert!(pickup < Duration::from_secs(LEASE), "pickup after SIGTERM took {pickup:?}");
+    tokio::task::spawn_blocking(move || produce.wait()).await.expect("join").expect("producer");
+    group.settle().await;
+    for id in ["w1", "w2", "w4"] {
+        assert_eq!(group.stop(id).await, 0, "clean stop of {id}\n{}", group.logs());
+    }
+    let lines = group.outputs();
+    assert_eq!(final_counts(&lines), group.reference().await, "every count exact\n{}", group.logs());
+    assert_eq!(duplicates(&lines), vec![], "hand-offs and a clean stop emit nothing twice\n{}", group.logs());
+    let handed: usize = ["w4"].iter().map(|id| group.log(id).matches("handed-off").count()).sum();
+    assert!(handed > 0, "w4's status line counts handed-off leases\n{}", group.log("w4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_past_its_lease_is_fenced_and_no_state_regresses() {
+    let Some(mut group) = Group::new("scale-frozen", 4).await else { return };
+    let mut produce = producer(&group, 200, 20);
+    for id in ["w1", "w2"] {
+        group.start(id);
+    }
+    group.until("2 workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 2, 2)).await;
+    group.signal("w1", "-STOP");
+    group.until("w2 takes the frozen worker's shards", Duration::from_secs(30), |o| balanced(o, &["w2"], 4, 4)).await;
+    tokio::time::sleep(Duration::from_secs(LEASE)).await;
+    group.signal("w1", "-CONT");
+    // w1 wakes up believing it holds two shards: its commits are refused,
+    // it drops them, and then (as a live worker with nothing) asks for its
+    // share back by hand-offs.
+    group.until("w1 is back in the group", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 2, 2)).await;
+    tokio::task::spawn_blocking(move || produce.wait()).await.expect("join").expect("producer");
+    group.settle().await;
+    for id in ["w1", "w2"] {
+        assert_eq!(group.stop(id).await, 0, "clean stop of {id}\n{}", group.logs());
+    }
+    let log = group.log("w1");
+    assert!(log.contains("lease lost, shard dropped"), "w1 saw it lost its leases\n{log}");
+    let lines = group.outputs();
+    assert_eq!(final_counts(&lines), group.reference().await, "no record counted twice in state\n{}", group.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lease_tables_get_one_clear_line() {
+    let Some(dynamo) = dynalite() else { return };
+    let local = LocalKinesis::start(LocalOptions { port: 0, ..LocalOptions::default() }).await.expect("emulator");
+    let kinesis = local.endpoint_url();
+    let created = host(&["stream", "create", "bad-leases", "--shards", "1", "--wait", "--endpoint-url", &kinesis], "");
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let run = |extra: &[&str]| {
+        let counter = plugin_path("counter").display().to_string();
+        let mut args = vec!["run", "--plugin", &counter, "--stream", "bad-leases", "--endpoint-url", &kinesis];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        host(&args.iter().map(String::as_str).collect::<Vec<_>>(), "")
+    };
+    let missing = format!("missing-{}", std::process::id());
+    let no_create = run(&["--lease-table", &missing, "--dynamodb-endpoint-url", &dynamo, "--no-create-table"]);
+    assert_eq!(no_create.code, 2);
+    assert!(no_create.stderr.contains("does not exist and --no-create-table was given"), "{}", no_create.stderr);
+    let down = run(&["--lease-table", "leases", "--dynamodb-endpoint-url", "http://127.0.0.1:9"]);
+    assert_eq!(down.code, 2);
+    assert!(down.stderr.contains("cannot reach the DynamoDB endpoint (connection refused)"), "{}", down.stderr);
+    // A table of KCL's layout: same key, items without this host's marker.
+    let kcl = format!("kcl-{}", std::process::id());
+    let options = AwsOptions { endpoint_url: Some(dynamo.clone()), ..AwsOptions::default() };
+    let other = DynamoTable::connect(&options, &kcl, "someone-else", TableSetup::CreateIfMissing).await.expect("table");
+    other.create("shardId-000000000000", &[]).await.expect("lease");
+    let foreign = run(&["--lease-table", &kcl, "--dynamodb-endpoint-url", &dynamo]);
+    assert_eq!(foreign.code, 2);
+    assert!(foreign.stderr.contains("holds the leases of stream `someone-else`"), "{}", foreign.stderr);
+    // A real KCL application's table: the same key, items without our marker.
+    let kcl_table = format!("kcl-app-{}", std::process::id());
+    DynamoTable::connect(&options, &kcl_table, "bad-leases", TableSetup::CreateIfMissing).await.expect("table");
+    let config = host::aws::sdk_config(&options).await.expect("config");
+    let raw = aws_sdk_dynamodb::Client::new(&config);
+    use aws_sdk_dynamodb::types::AttributeValue;
+    raw.put_item()
+        .table_name(&kcl_table)
+        .item("leaseKey", AttributeValue::S("shardId-000000000000".into()))
+        .item("leaseOwner", AttributeValue::S("kcl-worker".into()))
+        .item("leaseCounter", AttributeValue::N("7".into()))
+        .item("checkpoint", AttributeValue::S("TRIM_HORIZON".into()))
+        .send()
+        .await
+        .expect("a KCL lease");
+    let kcl_run = run(&["--lease-table", &kcl_table, "--dynamodb-endpoint-url", &dynamo]);
+    assert_eq!(kcl_run.code, 2);
+    assert!(kcl_run.stderr.contains("holds leases this host did not write"), "{}", kcl_run.stderr);
+    // A worker id that a live worker uses: its lease keeps being renewed.
+    let live_table = format!("live-{}", std::process::id());
+    let live = DynamoTable::connect(&options, &live_table, "bad-leases", TableSetup::CreateIfMissing).await.expect("t");
+    live.create("shardId-000000000000", &[]).await.expect("lease");
+    let mut counter = live.take("shardId-000000000000", 0, "twin").await.expect("take").counter;
+    let renewer = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            match live.renew("shardId-000000000000", counter, "twin").await {
+                Ok(lease) => counter = lease.counter,
+                Err(_) => return,
+            }
+        }
+    });
+    let dynamo2 = dynamo.clone();
+    let twin = tokio::task::spawn_blocking(move || {
+        let counter = plugin_path("counter").display().to_string();
+        host(
+            &[
+                "run",
+                "--plugin",
+                &counter,
+                "--stream",
+                "bad-leases",
+                "--endpoint-url",
+                &kinesis,
+                "--lease-table",
+                &live_table,
+                "--dynamodb-endpoint-url",
+                &dynamo2,
+                "--worker-id",
+                "twin",
+                "--lease-duration",
+                "2",
+            ],
+            "",
+        )
+    })
+    .await
+    .expect("join");
+    renewer.abort();
+    assert_eq!(twin.code, 2);
+    assert!(twin.stderr.contains("worker id twin is live in the group"), "{}", twin.stderr);
+    for out in [&no_create, &down, &foreign, &kcl_run, &twin] {
+        assert_eq!(out.stderr.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{}", out.stderr);
+    }
+}
