@@ -1,7 +1,13 @@
-//! An embedded Kinesis-compatible endpoint (the `ferrokinesis` emulator,
-//! in-process): `host local`, and the integration tests' Kinesis.
+//! An embedded Kinesis- and DynamoDB-compatible endpoint, in-process: the
+//! `ferrokinesis` emulator for Kinesis and `dynoxide` for DynamoDB (lease
+//! tables), on one port, told apart by the request's `X-Amz-Target`. For
+//! `host local`, `host dev`, and the integration tests.
 
 use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -52,6 +58,21 @@ pub struct LocalKinesis {
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Stops the embedded DynamoDB (its own loopback listener, reached
+    /// only through this endpoint).
+    dynamo_shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// DynamoDB calls served, by operation (for `host-bench leases`).
+    dynamo_calls: Calls,
+}
+
+/// DynamoDB calls by operation name.
+type Calls = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>;
+
+/// Where the router sends DynamoDB calls, and their count.
+#[derive(Clone)]
+struct Dynamo {
+    addr: SocketAddr,
+    calls: Calls,
 }
 
 impl LocalKinesis {
@@ -75,7 +96,11 @@ impl LocalKinesis {
         if let Some(dir) = &options.data_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create --data-dir {}", dir.display()))?;
         }
+        let (addr, dynamo_shutdown) = start_dynamodb(options.data_dir.as_deref()).await?;
+        let dynamo = Dynamo { addr, calls: Calls::default() };
+        let dynamo_calls = dynamo.calls.clone();
         let (app, _store) = ferrokinesis::create_app(store_options);
+        let app = app.layer(axum::middleware::from_fn_with_state(dynamo, route_dynamodb));
         // Room for a PutRecord of a 10 MiB record (base64 in JSON), as
         // Kinesis allows once a stream's max record size is raised.
         let app = app.layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES));
@@ -91,7 +116,13 @@ impl LocalKinesis {
             let _ = stopped.await;
         });
         let server = tokio::spawn(async move { serve.await });
-        Ok(LocalKinesis { addr, shutdown: Some(shutdown), server: Some(server) })
+        Ok(LocalKinesis {
+            addr,
+            shutdown: Some(shutdown),
+            server: Some(server),
+            dynamo_shutdown: Some(dynamo_shutdown),
+            dynamo_calls,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, for `--endpoint-url`.
@@ -104,9 +135,17 @@ impl LocalKinesis {
         self.addr
     }
 
+    /// DynamoDB calls served so far, by operation (`UpdateItem`, `Scan`, …).
+    pub fn dynamodb_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.dynamo_calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
     /// Stops serving and waits for open connections to close.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(shutdown) = self.dynamo_shutdown.take() {
             let _ = shutdown.send(());
         }
         if let Some(server) = self.server.take() {
@@ -120,5 +159,59 @@ impl Drop for LocalKinesis {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        if let Some(shutdown) = self.dynamo_shutdown.take() {
+            let _ = shutdown.send(());
+        }
     }
+}
+
+/// Starts dynoxide on a loopback port of its own (in memory, or in
+/// `data_dir/dynamodb.sqlite`); returns its address and its stop.
+async fn start_dynamodb(
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let db = match data_dir {
+        Some(dir) => {
+            let path = dir.join("dynamodb.sqlite");
+            dynoxide::Database::new(&path.to_string_lossy())
+                .map_err(|e| anyhow::anyhow!("cannot open the embedded DynamoDB at {}: {e}", path.display()))?
+        }
+        None => dynoxide::Database::memory().map_err(|e| anyhow::anyhow!("cannot start the embedded DynamoDB: {e}"))?,
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("embedded DynamoDB listener")?;
+    let addr = listener.local_addr()?;
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async {
+        let _ = stopped.await;
+    }));
+    Ok((addr, shutdown))
+}
+
+/// Sends DynamoDB calls (by their `X-Amz-Target`) to the embedded DynamoDB;
+/// everything else is Kinesis.
+async fn route_dynamodb(State(dynamo): State<Dynamo>, request: Request, next: Next) -> Response {
+    let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Some((_, op)) = target.split_once('.').filter(|(service, _)| service.starts_with("DynamoDB")) else {
+        return next.run(request).await;
+    };
+    if let Ok(mut calls) = dynamo.calls.lock() {
+        *calls.entry(op.to_string()).or_default() += 1;
+    }
+    match forward(dynamo.addr, request).await {
+        Ok(response) => response,
+        Err(e) => (axum::http::StatusCode::BAD_GATEWAY, format!("embedded DynamoDB: {e:#}")).into_response(),
+    }
+}
+
+/// One request to the embedded DynamoDB and its answer, over loopback.
+async fn forward(addr: SocketAddr, request: Request) -> anyhow::Result<Response> {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES).await.context("reading the request")?;
+    let stream = tokio::net::TcpStream::connect(addr).await.context("connecting")?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(hyper::Request::from_parts(parts, http_body_util::Full::new(body))).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.context("reading the answer")?.to_bytes();
+    Ok(Response::from_parts(parts, axum::body::Body::from(body)))
 }

@@ -88,6 +88,20 @@ pub fn render(progress: &Progress, info: &MetricsInfo) -> String {
             let _ = writeln!(out, "host_shard_stopped{{stream=\"{stream}\",shard=\"{}\"}} 1", escape(shard));
         }
     }
+    let leases = progress.leases.lock().map(|l| l.clone()).unwrap_or_default();
+    if let Some(leases) = leases {
+        let _ = writeln!(out, "# HELP host_leases_held Shard leases this worker holds.\n# TYPE host_leases_held gauge");
+        let _ = writeln!(out, "host_leases_held{{stream=\"{stream}\"}} {}", leases.held);
+        let _ = writeln!(out, "# HELP host_lease_workers Workers seen live in the lease table, this one included.\n# TYPE host_lease_workers gauge");
+        let _ = writeln!(out, "host_lease_workers{{stream=\"{stream}\"}} {}", leases.workers);
+        let _ = writeln!(out, "# HELP host_leases_taken_total Leases this worker took, by how (free, handed-off, expired).\n# TYPE host_leases_taken_total counter");
+        for how in ["free", "handed-off", "expired"] {
+            let n = leases.taken.get(how).copied().unwrap_or(0);
+            let _ = writeln!(out, "host_leases_taken_total{{stream=\"{stream}\",how=\"{how}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP host_leases_lost_total Leases another worker took from this one.\n# TYPE host_leases_lost_total counter");
+        let _ = writeln!(out, "host_leases_lost_total{{stream=\"{stream}\"}} {}", leases.lost);
+    }
     out
 }
 
@@ -126,6 +140,27 @@ mod tests {
             "host_dead_letters_total{stream=\"s\",shard=\"shardId-1\",reason=\"poison\"} 3",
             "host_plugin_retries_total{stream=\"s\"} 4",
             "host_shard_stopped{stream=\"s\",shard=\"shardId-2\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_group_workers_leases_are_exported_and_a_single_host_has_none() {
+        let progress = Progress::default();
+        let info = MetricsInfo { stream: "s".into() };
+        assert!(!render(&progress, &info).contains("host_leases"), "a single host has no lease metrics");
+        let taken = [("free", 2), ("handed-off", 1)].into_iter().collect();
+        *progress.leases.lock().expect("lock") =
+            Some(crate::progress::LeaseCounts { held: 3, workers: 2, taken, lost: 1 });
+        let text = render(&progress, &info);
+        for line in [
+            "host_leases_held{stream=\"s\"} 3",
+            "host_lease_workers{stream=\"s\"} 2",
+            "host_leases_taken_total{stream=\"s\",how=\"free\"} 2",
+            "host_leases_taken_total{stream=\"s\",how=\"handed-off\"} 1",
+            "host_leases_taken_total{stream=\"s\",how=\"expired\"} 0",
+            "host_leases_lost_total{stream=\"s\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in:\n{text}");
         }

@@ -5,6 +5,7 @@
 //! the cycle reports: shards lost (stop at once, write nothing), shards
 //! asked for (finish the batch, commit, release).
 
+use crate::progress::LeaseCounts;
 use crate::source::ShardInfo;
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub trait Ownership: Send + Sync {
 
     /// A short summary for the status line, if there is anything to say.
     fn summary(&self) -> Option<String>;
+
+    /// What the leases did, for `/metrics` (none for a single host).
+    fn counts(&self) -> Option<LeaseCounts>;
 }
 
 /// One host runs every shard; nothing to coordinate.
@@ -70,6 +74,10 @@ impl Ownership for Solo {
     }
 
     fn summary(&self) -> Option<String> {
+        None
+    }
+
+    fn counts(&self) -> Option<LeaseCounts> {
         None
     }
 }

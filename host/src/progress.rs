@@ -40,6 +40,8 @@ pub struct Progress {
     pub stopped_shards: Mutex<BTreeMap<String, String>>,
     /// Shards whose lease another worker took (commits refused), with why.
     pub lost_shards: Mutex<BTreeMap<String, String>>,
+    /// What this worker's leases did (a group worker only).
+    pub leases: Mutex<Option<LeaseCounts>>,
 }
 
 impl Progress {
@@ -63,4 +65,17 @@ impl SwapCounts {
     pub fn count(&self, outcome: &'static str, sha256: &str) {
         Progress::bump(&self.by_outcome, (outcome, sha256.to_string()), 1);
     }
+}
+
+/// A group worker's leases, for the status line and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseCounts {
+    /// Leases held now.
+    pub held: usize,
+    /// Workers seen live in the last scan, this one included.
+    pub workers: usize,
+    /// Leases taken so far, by how: free, handed-off, expired.
+    pub taken: BTreeMap<&'static str, u64>,
+    /// Leases lost to another worker (refused renewals and commits).
+    pub lost: u64,
 }

@@ -6,8 +6,11 @@
 //!   the same counting compiled natively;
 //! - `host-bench stream`: `host run`'s consumer end to end on the in-process
 //!   emulator, beside a bare GetRecords loop and seed 000's boto3 worker;
-//! - `host-bench swap`: hot-swap latency and stall, beside a stop + restart.
+//! - `host-bench swap`: hot-swap latency and stall, beside a stop + restart;
+//! - `host-bench leases`: failover of a group of workers, the lease
+//!   protocol's DynamoDB calls, 3 workers beside 1.
 
+mod lease_bench;
 mod plugin_bench;
 mod stream_bench;
 mod swap_bench;
@@ -37,6 +40,34 @@ enum Command {
     /// Hot swaps on the in-process emulator: file write to the new logic's
     /// first batch, and the stall per shard, beside a stop + restart.
     Swap(BenchSwapArgs),
+    /// A group of `host run --lease-table` workers on the in-process
+    /// endpoint: failover after kill -9 and SIGTERM, DynamoDB calls in
+    /// steady state, 3 workers beside 1.
+    Leases(BenchLeasesArgs),
+}
+
+/// `host-bench leases`.
+#[derive(Debug, Args)]
+pub struct BenchLeasesArgs {
+    /// The counter component.
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter.wasm")]
+    pub counter: PathBuf,
+
+    /// The workers' --lease-duration, seconds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub lease_seconds: u64,
+
+    /// Failovers of each kind (kill -9, SIGTERM) to time.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub rounds: u32,
+
+    /// Shards of the streams.
+    #[arg(long, default_value_t = 8)]
+    pub shards: i32,
+
+    /// Records in the throughput stream.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
 }
 
 /// `host-bench plugin`.
@@ -126,6 +157,7 @@ fn main() -> ExitCode {
         Command::Plugin(args) => plugin(*args),
         Command::Stream(args) => runtime().and_then(|rt| rt.block_on(stream(args))),
         Command::Swap(args) => runtime().and_then(|rt| rt.block_on(swap(args))),
+        Command::Leases(args) => runtime().and_then(|rt| rt.block_on(leases(args))),
     };
     match result {
         Ok(code) => code,
@@ -193,5 +225,18 @@ async fn stream(args: BenchStreamArgs) -> anyhow::Result<ExitCode> {
     };
     let report = stream_bench::run(&options, counter, echo, |line| eprintln!("{line}")).await?;
     print!("{}", stream_bench::render(&report, args.shards));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn leases(args: BenchLeasesArgs) -> anyhow::Result<ExitCode> {
+    let options = lease_bench::LeaseBenchOptions {
+        counter: args.counter,
+        lease_seconds: args.lease_seconds,
+        rounds: args.rounds as usize,
+        shards: args.shards,
+        records: args.records,
+    };
+    let report = lease_bench::run(&options, |line| eprintln!("{line}")).await?;
+    print!("{}", lease_bench::render(&report));
     Ok(ExitCode::SUCCESS)
 }

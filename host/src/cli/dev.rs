@@ -5,6 +5,7 @@ use super::shared::{seconds, stop_on_signals, HotSwapArgs, PluginArgs};
 use crate::checkpoint::SqliteStore;
 use crate::consumer::Consumer;
 use crate::kinesis::producer::{produce, ProducePlan, Source};
+use crate::lease::{DynamoTable, LeaseStore, TableSetup};
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 use crate::sink::{OutputFormat, Sink};
@@ -46,6 +47,12 @@ pub struct DevArgs {
     /// How plugin output is printed.
     #[arg(long, value_name = "FORMAT", default_value = "plain", value_parser = super::output_format())]
     pub output: OutputFormat,
+
+    /// Run this many workers sharing the stream through a lease table in
+    /// the embedded DynamoDB (3 s leases), each with its status line: which
+    /// worker holds which shard.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub workers: u32,
 
     #[command(flatten)]
     pub hot_swap: HotSwapArgs,
@@ -112,13 +119,49 @@ impl DevArgs {
                 shutdown.trigger();
             });
         }
-        let store = SqliteStore::open(&dir.path().join("checkpoints.db"))?;
         let sink = Arc::new(Sink::stdout(args.output));
-        let report = Consumer::new(client, hub, store, sink, consumer).progress(progress).run(shutdown).await;
+        let report = if args.workers == 1 {
+            let store = SqliteStore::open(&dir.path().join("checkpoints.db"))?;
+            Consumer::new(client, hub, store, sink, consumer).progress(progress).run(shutdown).await
+        } else {
+            group(&url, args.workers, client, hub, sink, consumer, shutdown).await
+        };
         producer.abort();
         local.stop().await;
         let report = report?;
         eprintln!("dev: stopped after {} records", report.records);
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// `--workers N`: N consumers in this process, each a worker of one lease
+/// group in the embedded DynamoDB; their records add up in one report.
+async fn group(
+    url: &str,
+    workers: u32,
+    client: aws_sdk_kinesis::Client,
+    hub: Arc<crate::swap::SwapHub>,
+    sink: Arc<Sink>,
+    config: crate::consumer::ConsumerConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<crate::consumer::RunReport> {
+    let options = crate::kinesis::AwsOptions { endpoint_url: Some(url.to_string()), ..Default::default() };
+    let table = DynamoTable::connect(&options, "dev-leases", &config.stream, TableSetup::CreateIfMissing).await?;
+    let table: Arc<dyn crate::lease::LeaseTable> = Arc::new(table);
+    let config = crate::consumer::ConsumerConfig { status_interval: Duration::from_secs(5), ..config };
+    let mut runs = tokio::task::JoinSet::new();
+    for i in 1..=workers {
+        let id = format!("worker-{i}");
+        let store = Arc::new(LeaseStore::new(table.clone(), &id, Duration::from_secs(3), "dev-leases".into()));
+        let consumer = Consumer::new(client.clone(), hub.clone(), store.clone(), sink.clone(), config.clone())
+            .ownership(store)
+            .on_status(move |line| eprintln!("dev: {line}"));
+        runs.spawn(consumer.run(shutdown.clone()));
+    }
+    let mut total = crate::consumer::RunReport::default();
+    while let Some(report) = runs.join_next().await {
+        let report = report.context("a dev worker panicked")??;
+        total.records += report.records;
+    }
+    Ok(total)
 }

@@ -1,4 +1,5 @@
-//! `host local`: a Kinesis-compatible endpoint in-process.
+//! `host local`: a Kinesis- and DynamoDB-compatible endpoint in-process
+//! (DynamoDB for lease tables: `host run --lease-table` needs no other).
 
 use super::shared::until_interrupted;
 use clap::Args;
@@ -49,7 +50,7 @@ impl LocalArgs {
         })
         .await?;
         eprintln!(
-            "Kinesis endpoint on {} ({}, region {}); use --endpoint-url {} (any credentials). Ctrl-C stops.",
+            "Kinesis and DynamoDB endpoint on {} ({}, region {}); use --endpoint-url {} (any credentials). Ctrl-C stops.",
             endpoint.endpoint_url(),
             match &args.data_dir {
                 Some(dir) => format!("data in {}", dir.display()),

@@ -50,13 +50,17 @@ pub enum Command {
     /// Hot-swap the logic of a running `host run --control-addr`, roll the
     /// last swap back, or show which logic runs.
     Swap(swap::SwapArgs),
-    /// Serve a Kinesis-compatible endpoint in-process (no AWS account, no
-    /// Docker): for the AWS CLI, boto3, and `host run --endpoint-url`.
+    /// Serve a Kinesis- and DynamoDB-compatible endpoint in-process (no AWS
+    /// account, no Docker): for the AWS CLI, boto3, and `host run
+    /// --endpoint-url` (with or without --lease-table).
     Local(local::LocalArgs),
     /// Replay records from a JSON-lines file through a plugin offline, under
     /// the same failure policy as `host run`, and print what it emits: how
     /// plugin authors test before deploying.
     Test(Box<test::TestArgs>),
+    /// Show a lease table (which worker holds which shard, checkpoints,
+    /// state sizes), or import a single host's checkpoints into one.
+    Leases(Box<leases::LeasesArgs>),
 }
 
 impl Command {
@@ -71,6 +75,7 @@ impl Command {
             Command::Local(args) => shared::block_on(args.execute()),
             Command::Swap(args) => shared::block_on(args.execute()),
             Command::Dev(args) => shared::block_on(args.execute()),
+            Command::Leases(args) => shared::block_on(args.execute()),
         }
     }
 }

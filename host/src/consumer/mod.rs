@@ -292,6 +292,9 @@ impl Consumer {
                 match ownership.cycle(&shards).await {
                     Ok(changes) => {
                         start_now |= apply(&changes, &mut scheduler, ownership.as_ref()).await;
+                        if let Ok(mut leases) = progress.leases.lock() {
+                            *leases = ownership.counts();
+                        }
                     }
                     // Leases ride out a table outage: commits are fenced, so
                     // nothing is written twice; others take what expires.
@@ -360,6 +363,9 @@ impl Consumer {
                     }
                 }
                 _ = status_tick.tick() => {
+                    if let Ok(mut leases) = progress.leases.lock() {
+                        *leases = ownership.counts();
+                    }
                     let mut line = status_line.render(&progress, scheduler.running.len());
                     if let Some(leases) = ownership.summary() {
                         line.push_str(&format!(", {leases}"));

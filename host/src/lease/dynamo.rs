@@ -30,6 +30,8 @@ pub enum TableSetup {
     CreateIfMissing,
     /// Never create (locked-down accounts): a missing table is an error.
     MustExist,
+    /// Only look (`host leases`): a missing table is an error.
+    Inspect,
 }
 
 /// A lease table in DynamoDB.
@@ -65,7 +67,9 @@ impl DynamoTable {
         let this =
             DynamoTable { client, table: table.into(), state_table: format!("{table}-state"), stream: stream.into() };
         this.ensure(&this.table, &[("leaseKey", KeyType::Hash)], setup).await?;
-        this.ensure(&this.state_table, &[("leaseKey", KeyType::Hash), ("chunk", KeyType::Range)], setup).await?;
+        if setup != TableSetup::Inspect {
+            this.ensure(&this.state_table, &[("leaseKey", KeyType::Hash), ("chunk", KeyType::Range)], setup).await?;
+        }
         let sample =
             this.client.scan().table_name(&this.table).limit(20).send().await.map_err(|e| sdk(e, &this.table))?;
         if let Some(item) = sample.items().iter().find(|item| !item.contains_key(FORMAT)) {
@@ -101,6 +105,8 @@ impl DynamoTable {
     ) -> Result<Lease, LeaseError> {
         values.push((":c", n(counter)));
         values.push((":next", n(counter + 1)));
+        values.push((":now", n(now_millis())));
+        let update = update.replace("leaseCounter = :next", "leaseCounter = :next, updatedAtMillis = :now");
         let mut call = self
             .client
             .update_item()
@@ -134,6 +140,7 @@ impl LeaseTable for DynamoTable {
             .item("ownerSwitchesSinceCheckpoint", n(0))
             .item("stateVersion", n(0))
             .item(FORMAT, n(1))
+            .item("updatedAtMillis", n(now_millis()))
             .item("streamName", s(&self.stream))
             .condition_expression("attribute_not_exists(leaseKey)");
         if !parents.is_empty() {
@@ -384,4 +391,9 @@ where
 {
     let what = crate::aws::describe(&error, "DynamoDB").replace("--endpoint-url", "--dynamodb-endpoint-url");
     anyhow::anyhow!("DynamoDB call on table `{table}` failed: {what}")
+}
+
+/// Wall-clock milliseconds, for `updatedAtMillis` (display only).
+fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -17,13 +17,16 @@
 //!   `CheckpointStore` whose commits are fenced, and an `Ownership`).
 
 mod dynamo;
+pub mod import;
 pub mod keeper;
 mod memory;
 mod store;
+mod view;
 
 pub use dynamo::{DynamoTable, TableSetup};
 pub use memory::InMemoryTable;
 pub use store::LeaseStore;
+pub use view::render_table;
 
 /// The `checkpoint` of a shard read to its end (KCL's sentinel).
 pub const SHARD_END: &str = "SHARD_END";
@@ -53,6 +56,9 @@ pub struct Lease {
     /// Owner changes since the last checkpoint (KCL's attribute; > 0 after a
     /// take means the last owner's uncommitted work is read again).
     pub owner_switches: u64,
+    /// When the last write happened, by the writer's clock (ms since the
+    /// epoch): for the operator only, never for expiry.
+    pub updated_millis: Option<u64>,
 }
 
 impl Lease {

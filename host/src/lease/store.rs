@@ -7,6 +7,7 @@ use super::keeper::LeaseKeeper;
 use super::{Commit, LeaseError, LeaseTable, StateRef, SHARD_END};
 use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, ShardKey};
 use crate::ownership::{Changes, Ownership};
+use crate::progress::LeaseCounts;
 use crate::source::ShardInfo;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -31,8 +32,11 @@ pub struct LeaseStore {
     known: Mutex<BTreeSet<String>>,
     /// Per shard: the state version of its last commit or load.
     versions: Mutex<BTreeMap<String, u64>>,
-    /// For the status line and metrics.
-    stats: Mutex<LeaseStats>,
+    /// Shards whose last known state is in chunks (their old chunks are
+    /// deleted after the next commit, even if that one is inline).
+    chunked: Mutex<BTreeSet<String>>,
+    /// For the status line and metrics (`held` is filled in when read).
+    stats: Mutex<LeaseCounts>,
     /// "dynamodb table NAME", for the operator.
     location: String,
     /// This worker's id (also inside the keeper, which is often locked).
@@ -55,7 +59,8 @@ impl LeaseStore {
             owned: Mutex::default(),
             known: Mutex::default(),
             versions: Mutex::default(),
-            stats: Mutex::new(LeaseStats { workers: 1, ..LeaseStats::default() }),
+            chunked: Mutex::default(),
+            stats: Mutex::new(LeaseCounts { workers: 1, ..LeaseCounts::default() }),
             location,
             worker_id: worker_id.into(),
         }
@@ -158,6 +163,11 @@ impl CheckpointStore for LeaseStore {
         if let Ok(mut versions) = self.versions.lock() {
             versions.insert(key.shard_id.clone(), lease.state_version);
         }
+        if matches!(lease.state, Some(StateRef::Chunked { .. })) {
+            if let Ok(mut chunked) = self.chunked.lock() {
+                chunked.insert(key.shard_id.clone());
+            }
+        }
         if lease.checkpoint.is_none() && lease.state.is_none() {
             return Ok(None);
         }
@@ -217,10 +227,26 @@ impl CheckpointStore for LeaseStore {
             versions.insert(shard.to_string(), version);
         }
         // Older versions (and chunks of refused commits) go in the background.
-        if let Some(StateRef::Chunked { tag, .. }) = state {
+        let keep = match state {
+            Some(StateRef::Chunked { tag, .. }) => Some(tag),
+            // Inline now: the chunks of earlier versions, if any, all go.
+            Some(StateRef::Inline { .. }) => Some(format!("{version:020}")),
+            None => None,
+        };
+        let had_chunks = self.chunked.lock().map(|mut c| {
+            let had = c.contains(shard);
+            match &keep {
+                Some(tag) if tag.contains('.') => c.insert(shard.to_string()),
+                Some(_) => c.remove(shard),
+                None => false,
+            };
+            had
+        });
+        let cleanup = keep.filter(|tag| tag.contains('.') || had_chunks.unwrap_or(true));
+        if let Some(keep) = cleanup {
             let (table, shard) = (self.table.clone(), shard.to_string());
             tokio::spawn(async move {
-                if let Err(e) = table.drop_states(&shard, &tag).await {
+                if let Err(e) = table.drop_states(&shard, &keep).await {
                     tracing::debug!(shard, "cleaning up old states failed (tried again next commit): {e}");
                 }
             });
@@ -286,29 +312,24 @@ impl Ownership for LeaseStore {
     }
 
     fn summary(&self) -> Option<String> {
-        let held = self.owned.lock().map(|o| o.len()).unwrap_or(0);
-        let stats = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
-        let mut line = format!("worker {}: {held} lease(s), {} worker(s) live", self.worker_id, stats.workers);
-        if !stats.taken.is_empty() {
-            let taken: Vec<String> = stats.taken.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+        let counts = self.counts()?;
+        let mut line =
+            format!("worker {}: {} lease(s), {} worker(s) live", self.worker_id, counts.held, counts.workers);
+        if !counts.taken.is_empty() {
+            let taken: Vec<String> = counts.taken.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
             line.push_str(&format!(", taken {}", taken.join(", ")));
         }
-        if stats.lost > 0 {
-            line.push_str(&format!(", {} lost", stats.lost));
+        if counts.lost > 0 {
+            line.push_str(&format!(", {} lost", counts.lost));
         }
         Some(line)
     }
-}
 
-/// Counts of what the leases did, for the operator.
-#[derive(Debug, Clone, Default)]
-struct LeaseStats {
-    /// Workers seen live in the last scan, this one included.
-    workers: usize,
-    /// Leases lost to another worker (refused renewals and commits).
-    lost: u64,
-    /// Leases taken, by how (free, handed-off, expired).
-    taken: BTreeMap<&'static str, u64>,
+    fn counts(&self) -> Option<LeaseCounts> {
+        let mut counts = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        counts.held = self.owned.lock().map(|o| o.len()).unwrap_or(0);
+        Some(counts)
+    }
 }
 
 #[cfg(test)]

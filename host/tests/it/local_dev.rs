@@ -211,3 +211,30 @@ async fn the_embedded_endpoint_gives_millisecond_arrival_times() {
     assert!((300..3000).contains(&spread), "10 puts 37 ms apart span {spread} ms: {arrivals:?}");
     local.stop().await;
 }
+
+/// `host dev --workers 2`: two workers in one process share the demo stream
+/// through a lease table in the embedded DynamoDB; each status line says
+/// which shards it holds, and the counts are whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_dev_with_two_workers_shares_the_stream_and_shows_who_holds_what() {
+    let counter = plugin_path("counter").display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        host(&["dev", "--plugin", &counter, "--workers", "2", "--shards", "4", "--duration", "12", "--port", "0"], "")
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for worker in ["worker-1", "worker-2"] {
+        assert!(out.stderr.contains(&format!("{worker}: 2 lease(s), 2 worker(s) live")), "{worker}: {}", out.stderr);
+    }
+    let mut last: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for v in json_lines(&out.stdout) {
+        let key = (v["window_start"].as_str().unwrap_or_default().into(), v["key"].as_str().unwrap_or_default().into());
+        let count = v["count"].as_u64().unwrap_or_default();
+        let before = last.insert(key, count).unwrap_or(0);
+        assert!(count > before, "counts only grow, across hand-offs: {}", out.stdout);
+    }
+    let total: u64 = last.values().sum();
+    assert!(total >= 6, "12 s of seed 000's producers: {}", out.stdout);
+    assert!(out.stderr.contains(&format!("dev: stopped after {total} records")), "{}", out.stderr);
+}

@@ -55,6 +55,7 @@ pub(super) fn lease_of(item: &Item) -> anyhow::Result<Lease> {
         parents: item.get("parentShardId").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
         hand_off_to: text("handOffTo"),
         owner_switches: number("ownerSwitchesSinceCheckpoint")?,
+        updated_millis: item.contains_key("updatedAtMillis").then(|| number("updatedAtMillis")).transpose()?,
         key,
     })
 }

@@ -27,12 +27,16 @@ impl DynamoTable {
                 Ok(())
             }
             Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
-                if setup == TableSetup::MustExist {
-                    anyhow::bail!(
+                let key_text = keys.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+                match setup {
+                    TableSetup::MustExist => anyhow::bail!(
                         "DynamoDB table `{name}` does not exist and --no-create-table was given; \
-                         create it (key {}) or drop --no-create-table",
-                        keys.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
-                    );
+                         create it (key {key_text}) or drop --no-create-table"
+                    ),
+                    TableSetup::Inspect => anyhow::bail!(
+                        "there is no DynamoDB table `{name}` (check --lease-table, --region and --dynamodb-endpoint-url)"
+                    ),
+                    TableSetup::CreateIfMissing => {}
                 }
                 self.create(name, keys).await
             }
