@@ -8,12 +8,17 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The AWS credential chain warns about every provider it tries; our own
-    // error says what is missing, so its chatter is hidden unless asked for.
-    let directives =
-        if cli.log.contains("aws_config") { cli.log.clone() } else { format!("{},aws_config=error", cli.log) };
+    // The AWS credential chain warns about every provider it tries, and the
+    // embedded DynamoDB about every refused conditional write (the lease
+    // protocol's normal answer): hidden unless asked for.
+    let mut directives = cli.log.clone();
+    for quiet in ["aws_config", "dynoxide"] {
+        if !directives.contains(quiet) {
+            directives.push_str(&format!(",{quiet}=error"));
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error,dynoxide=error"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     match cli.command.execute() {

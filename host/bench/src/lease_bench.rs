@@ -101,9 +101,11 @@ pub async fn run(options: &LeaseBenchOptions, progress: impl Fn(String)) -> anyh
     for round in 0..options.rounds {
         let victim = workers.remove(round % workers.len());
         let start = Instant::now();
-        stop(victim.child).await?;
+        // Timed from the signal to the shards' new owners, not to the exit.
+        let exited = tokio::spawn(stop(victim.child));
         balanced(&table, &live(&workers), Duration::from_secs(60)).await?;
         report.term.push(start.elapsed());
+        exited.await??;
         progress(format!("SIGTERM {}: shards re-owned after {:.2} s", victim.id, start.elapsed().as_secs_f64()));
         workers.push(group.spawn(&format!("w{next}"), &[])?);
         next += 1;

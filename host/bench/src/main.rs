@@ -152,7 +152,10 @@ pub struct BenchSwapArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter("warn,aws_config=error").with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter("warn,aws_config=error,dynoxide=error")
+        .with_writer(std::io::stderr)
+        .init();
     let result = match Cli::parse().command {
         Command::Plugin(args) => plugin(*args),
         Command::Stream(args) => runtime().and_then(|rt| rt.block_on(stream(args))),

@@ -64,7 +64,16 @@ impl Scheduler {
             if self.running.contains(id) || self.ended.contains(id) || self.parked.contains_key(id) || !owns(id) {
                 continue;
             }
-            let checkpoint = store.load(&key(id)).await?;
+            // Once the run is under way, a store that cannot be read now
+            // (a DynamoDB outage) delays the shard instead of ending the run.
+            let checkpoint = match store.load(&key(id)).await {
+                Ok(checkpoint) => checkpoint,
+                Err(e) if self.under_way() => {
+                    tracing::warn!(shard = %id, "cannot read its checkpoint yet, trying again shortly: {e:#}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if checkpoint.as_ref().is_some_and(|c| c.shard_end) {
                 self.ended.insert(id.clone());
                 continue;
@@ -74,7 +83,15 @@ impl Scheduler {
                 shard.parents().filter(|p| known.contains(p) && !self.ended.contains(*p)).collect();
             for parent in pending {
                 // Another host may have read it to its end.
-                if store.load(&key(parent)).await?.is_some_and(|c| c.shard_end) {
+                let ended = match store.load(&key(parent)).await {
+                    Ok(checkpoint) => checkpoint.is_some_and(|c| c.shard_end),
+                    Err(e) if self.under_way() => {
+                        tracing::warn!(shard = %parent, "cannot read its checkpoint yet, trying again shortly: {e:#}");
+                        false
+                    }
+                    Err(e) => return Err(e),
+                };
+                if ended {
                     self.ended.insert(parent.to_string());
                 } else {
                     waiting = true;
@@ -90,6 +107,11 @@ impl Scheduler {
             starts.push(Start { shard_id: id.clone(), checkpoint, has_parent, signal: receiver });
         }
         Ok(starts)
+    }
+
+    /// Some shard has started or ended in this run.
+    fn under_way(&self) -> bool {
+        !self.running.is_empty() || !self.ended.is_empty() || !self.parked.is_empty()
     }
 
     /// Tells a running shard to release or drop; false when it is not running.

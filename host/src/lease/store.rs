@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 
 /// States up to this size ride inside the lease item; bigger ones are chunks.
 const INLINE_STATE: usize = 4 * 1024;
+/// How long a commit rides out table errors (an outage, throttling) before
+/// the shard fails. Retrying is safe: every attempt is fenced.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(120);
+/// The longest wait between two attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// The biggest plugin state a lease carries (chunks are written before each
 /// commit: bigger states would make every commit slow and costly).
 pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
@@ -102,6 +107,24 @@ impl LeaseStore {
         Ok(())
     }
 
+    /// Writes a big state's chunks, riding out table errors like a commit.
+    async fn put_state(&self, shard: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, CommitError> {
+        let mut delay = Duration::from_millis(100);
+        let give_up = Instant::now() + COMMIT_PATIENCE;
+        loop {
+            match self.table.put_state(shard, version, layout, bytes).await {
+                Ok(state) => return Ok(state),
+                Err(e) if Instant::now() + delay < give_up => {
+                    tracing::warn!(shard, "writing the state failed, retrying in {delay:?}: {e:#}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+                Err(LeaseError::Table(e)) => return Err(CommitError::Store(e)),
+                Err(conflict) => return Err(CommitError::Store(conflict.into())),
+            }
+        }
+    }
+
     fn note_owned(&self, keeper: &LeaseKeeper) {
         if let Ok(mut owned) = self.owned.lock() {
             *owned = keeper.held().map(String::from).collect();
@@ -113,7 +136,7 @@ impl LeaseStore {
     /// shows this worker's commit, which counts as done.
     async fn commit_fenced(&self, shard: &str, commit: &Commit) -> Result<(), CommitError> {
         let mut delay = Duration::from_millis(100);
-        let give_up = Instant::now() + self.lease_duration / 2;
+        let give_up = Instant::now() + COMMIT_PATIENCE;
         let mut retried = false;
         loop {
             let mut keeper = self.keeper.lock().await;
@@ -147,7 +170,7 @@ impl LeaseStore {
                     drop(keeper);
                     tracing::warn!(shard, "lease commit failed, retrying in {delay:?}: {e:#}");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
                     retried = true;
                 }
                 Err(LeaseError::Table(e)) => return Err(CommitError::Store(e)),
@@ -207,12 +230,7 @@ impl CheckpointStore for LeaseStore {
             }
             // Chunks are written before the lease points at them, outside the
             // keeper's lock: a big state does not hold up other shards' renewals.
-            Some((layout, bytes)) => {
-                Some(self.table.put_state(shard, version, *layout, bytes).await.map_err(|e| match e {
-                    LeaseError::Table(e) => CommitError::Store(e),
-                    conflict => CommitError::Store(conflict.into()),
-                })?)
-            }
+            Some((layout, bytes)) => Some(self.put_state(shard, version, *layout, bytes).await?),
         };
         let position =
             if checkpoint.shard_end { Some(SHARD_END.to_string()) } else { checkpoint.sequence_number.clone() };

@@ -42,12 +42,14 @@ struct Group {
 }
 
 /// Which DynamoDB holds the lease table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Dynamo {
     /// dynalite (npm), started by `make test`.
     Dynalite,
     /// The one `host local` embeds, on the Kinesis endpoint's own port.
     Embedded,
+    /// Some endpoint the test runs itself.
+    At(String),
 }
 
 impl Group {
@@ -61,6 +63,7 @@ impl Group {
         let dynamo = match dynamo {
             Dynamo::Dynalite => dynalite()?,
             Dynamo::Embedded => kinesis.clone(),
+            Dynamo::At(url) => url,
         };
         let stream = name.to_string();
         let created = host(
@@ -720,4 +723,36 @@ async fn a_split_during_the_run_starts_the_children_after_the_parent_ended_on_wh
     let reference = stopped_after(&std::fs::read_to_string(group.path("reference.log")).unwrap_or_default());
     assert!(reference > 2000, "the producer put ~3200 records: {reference}");
     assert_eq!(group.processed(), reference, "each record processed exactly once\n{}", group.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_outage_is_ridden_out_without_losing_a_commit() {
+    // DynamoDB in a `host local` process of its own (state on disk), so it
+    // can be killed and started again under a running worker.
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = free_port().to_string();
+    let serve =
+        |data: &std::path::Path| spawn_host(&["local", "--port", &port, "--data-dir", &data.display().to_string()]);
+    let mut dynamo = serve(data.path());
+    wait_for_port(port.parse().expect("port")).await;
+    let url = format!("http://127.0.0.1:{port}");
+    // Needs no emulator of npm's: it runs on `host local`s alone.
+    let mut group = Group::on(Dynamo::At(url), "scale-outage", 2).await.expect("a group on our own endpoints");
+    let mut produce = producer(&group, 200, 16);
+    group.start("w1");
+    group.until("w1 holds both shards", Duration::from_secs(30), |o| balanced(o, &["w1"], 2, 2)).await;
+    dynamo.kill().expect("kill -9 DynamoDB");
+    dynamo.wait().expect("wait");
+    tokio::time::sleep(Duration::from_secs(2 * LEASE)).await;
+    let mut dynamo = serve(data.path());
+    wait_for_port(port.parse().expect("port")).await;
+    tokio::task::spawn_blocking(move || produce.wait()).await.expect("join").expect("producer");
+    group.settle().await;
+    assert_eq!(group.stop("w1").await, 0, "the worker rode the outage out\n{}", group.log("w1"));
+    let log = group.log("w1");
+    assert!(log.contains("cannot reach the DynamoDB endpoint"), "the outage was logged\n{log}");
+    let lines = group.outputs();
+    assert_eq!(final_counts(&lines), group.reference().await, "no commit lost or doubled\n{log}");
+    let _ = dynamo.kill();
+    let _ = dynamo.wait();
 }
