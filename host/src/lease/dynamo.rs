@@ -268,6 +268,27 @@ impl LeaseTable for DynamoTable {
         .await
     }
 
+    async fn delete(&self, key: &str, counter: u64) -> Result<(), LeaseError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(key))
+            .condition_expression("leaseCounter = :c")
+            .expression_attribute_values(":c", n(counter))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                return Err(Conflict { key: key.into(), expected: counter }.into());
+            }
+            Err(e) => return Err(sdk(e, &self.table).into()),
+        }
+        // The lease is gone: every chunk of the shard is an orphan now.
+        self.drop_states(key, &format!("{:020}", u64::MAX)).await
+    }
+
     async fn request_hand_off(&self, key: &str, owner: &str, me: &str) -> Result<(), LeaseError> {
         let result = self
             .client

@@ -21,6 +21,8 @@ pub struct Cycle {
     pub hand_off: Vec<String>,
     /// Workers seen live in this scan, this one included.
     pub workers: usize,
+    /// Released leases of shards read to their end, as scanned: (key, counter).
+    pub ended: Vec<(String, u64)>,
 }
 
 /// How a lease is taken, for the operator's counters.
@@ -98,6 +100,8 @@ impl LeaseKeeper {
         }
         let leases = table.scan().await?;
         let ended: BTreeSet<&str> = leases.iter().filter(|l| l.ended()).map(|l| l.key.as_str()).collect();
+        cycle.ended =
+            leases.iter().filter(|l| l.ended() && l.owner.is_none()).map(|l| (l.key.clone(), l.counter)).collect();
         let listed: BTreeSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
         // A child is nobody's until every parent still in the table ended.
         let active: Vec<&Lease> = leases

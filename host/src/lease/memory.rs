@@ -101,6 +101,16 @@ impl LeaseTable for InMemoryTable {
         self.write(key, counter, |lease| lease.owner.as_deref() == Some(me), |lease| lease.owner = None)
     }
 
+    async fn delete(&self, key: &str, counter: u64) -> Result<(), LeaseError> {
+        let mut leases = locked(&self.leases)?;
+        if leases.get(key).is_none_or(|l| l.counter != counter) {
+            return Err(Conflict { key: key.to_string(), expected: counter }.into());
+        }
+        leases.remove(key);
+        locked(&self.states)?.retain(|(k, _), _| k != key);
+        Ok(())
+    }
+
     async fn request_hand_off(&self, key: &str, owner: &str, me: &str) -> Result<(), LeaseError> {
         let mut leases = locked(&self.leases)?;
         match leases.get_mut(key) {

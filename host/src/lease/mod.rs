@@ -155,6 +155,10 @@ pub trait LeaseTable: Send + Sync + std::fmt::Debug {
     /// counter. A hand-off request stays, so the asker takes it.
     async fn release(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError>;
 
+    /// Deletes a lease seen at `counter` (an ended shard that aged out of
+    /// the stream), with its state chunks.
+    async fn delete(&self, key: &str, counter: u64) -> Result<(), LeaseError>;
+
     /// Asks `owner` to hand `key` over to `me`, unless someone asked first.
     /// Does not move the counter: the owner goes on committing until it
     /// releases.

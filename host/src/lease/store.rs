@@ -300,6 +300,18 @@ impl Ownership for LeaseStore {
             stats.lost += cycle.lost.len() as u64;
             stats.taken = keeper.takes.clone();
         }
+        drop(keeper);
+        // Ended shards the stream no longer lists (trimmed) need no lease:
+        // whoever sees one first deletes it (conditional, so once).
+        let listed: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+        for (key, counter) in cycle.ended.iter().filter(|(key, _)| !shards.is_empty() && !listed.contains(key.as_str()))
+        {
+            match self.table.delete(key, *counter).await {
+                Ok(()) => tracing::info!(shard = %key, "deleted the lease of a shard that aged out of the stream"),
+                Err(LeaseError::Conflict(_)) => {}
+                Err(e) => tracing::debug!(shard = %key, "deleting an aged-out lease failed (tried again later): {e}"),
+            }
+        }
         Ok(Changes {
             taken: cycle.taken.into_iter().map(|l| l.key).collect(),
             lost: cycle.lost,
@@ -397,6 +409,24 @@ mod tests {
         // a is fenced off: its late commit is a lost lease, not an error.
         let late = a.commit(&key, &checkpoint("9", vec![0; 10])).await;
         assert!(matches!(late, Err(CommitError::LeaseLost { .. })), "{late:?}");
+    }
+
+    #[tokio::test]
+    async fn an_ended_lease_of_a_shard_gone_from_the_stream_is_deleted_with_its_state() {
+        let table = Arc::new(InMemoryTable::default());
+        let a = store(&table, "a");
+        a.cycle(&[shard("old"), shard("new")]).await.expect("cycle");
+        let key = ShardKey::new("app", "s", "old");
+        a.commit(&key, &checkpoint("5", vec![7; 100_000])).await.expect("a big state");
+        let end = Checkpoint { sequence_number: None, sub_sequence_number: 0, shard_end: true, state: None };
+        a.commit(&key, &end).await.expect("shard end");
+        a.release("old").await.expect("released at its end, as a run does");
+        a.cycle(&[shard("old"), shard("new")]).await.expect("still listed: kept");
+        assert!(table.get("old").await.expect("get").is_some());
+        a.cycle(&[shard("new")]).await.expect("aged out");
+        assert!(table.get("old").await.expect("get").is_none(), "the lease went");
+        assert_eq!(table.stored_states(), 0, "and its chunks");
+        assert!(table.get("new").await.expect("get").is_some(), "an open shard's lease stays");
     }
 
     #[tokio::test]

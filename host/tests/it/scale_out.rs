@@ -676,6 +676,22 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(left, 0, "old state chunks are deleted");
+    // A chunk changed behind the lease's back is refused, not restored.
+    let state: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+    let checkpoint = Checkpoint {
+        sequence_number: Some("9".into()),
+        sub_sequence_number: 0,
+        shard_end: false,
+        state: Some((2, state)),
+    };
+    owner.cycle(&shards).await.expect("cycle");
+    owner.commit(&key, &checkpoint).await.expect("commit");
+    let chunks = raw.scan().table_name(format!("{name}-state")).send().await.expect("scan the state table");
+    let mut item = chunks.items().first().expect("a chunk").clone();
+    item.insert("data".into(), aws_sdk_dynamodb::types::AttributeValue::B(vec![0u8; 16].into()));
+    raw.put_item().table_name(format!("{name}-state")).set_item(Some(item)).send().await.expect("tamper");
+    let refused = owner.load(&key).await.expect_err("a tampered state is refused");
+    assert!(format!("{refused:#}").contains("does not match its hash"), "{refused:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,4 +771,26 @@ async fn a_dynamodb_outage_is_ridden_out_without_losing_a_commit() {
     assert_eq!(final_counts(&lines), group.reference().await, "no commit lost or doubled\n{log}");
     let _ = dynamo.kill();
     let _ = dynamo.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_of_an_ended_shard_that_aged_out_is_deleted_from_dynamodb() {
+    use host::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
+    use host::lease::LeaseStore;
+    use host::ownership::Ownership;
+    use host::source::ShardInfo;
+    use std::sync::Arc;
+    let Some(dynamo) = dynalite() else { return };
+    let options = AwsOptions { endpoint_url: Some(dynamo), ..AwsOptions::default() };
+    let name = format!("aged-out-{}", std::process::id());
+    let table = Arc::new(DynamoTable::connect(&options, &name, "s", TableSetup::CreateIfMissing).await.expect("table"));
+    let store = LeaseStore::new(table.clone(), "a", Duration::from_secs(3), name.clone());
+    let shard = |id: &str| ShardInfo { shard_id: id.into(), parent: None, adjacent_parent: None, hash_range: None };
+    store.cycle(&[shard("old"), shard("new")]).await.expect("cycle");
+    let end = Checkpoint { sequence_number: Some("1".into()), sub_sequence_number: 0, shard_end: true, state: None };
+    store.commit(&ShardKey::new("app", "s", "old"), &end).await.expect("shard end");
+    store.release("old").await.expect("release");
+    store.cycle(&[shard("new")]).await.expect("the listing no longer has it");
+    let keys: Vec<String> = table.scan().await.expect("scan").into_iter().map(|l| l.key).collect();
+    assert_eq!(keys, ["new"], "the aged-out lease is gone");
 }
