@@ -17,6 +17,7 @@ use tokio::process::{Child, Command};
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct LeaseBenchOptions {
+    /// The counter component the workers run.
     pub counter: PathBuf,
     /// `--lease-duration` of the workers, seconds.
     pub lease_seconds: u64,
@@ -31,7 +32,9 @@ pub struct LeaseBenchOptions {
 /// The figures.
 #[derive(Debug, Default)]
 pub struct LeaseBenchReport {
+    /// The workers' lease duration, seconds.
     pub lease_seconds: u64,
+    /// Shards of the streams.
     pub shards: i32,
     /// kill -9 to every shard re-owned, per round.
     pub kill: Vec<Duration>,
@@ -41,14 +44,17 @@ pub struct LeaseBenchReport {
     pub calls: BTreeMap<String, u64>,
     /// Length of that window.
     pub window: Duration,
-    /// Records/s of one worker, and of three, over the same stream.
+    /// Records/s of one worker over the throughput stream.
     pub one: f64,
+    /// Records/s of three workers over the same stream.
     pub three: f64,
 }
 
 /// A worker process and its id.
 struct Worker {
+    /// Its `--worker-id`.
     id: String,
+    /// The `host run` process.
     child: Child,
 }
 
@@ -165,11 +171,15 @@ pub async fn run(options: &LeaseBenchOptions, progress: impl Fn(String)) -> anyh
 
 /// How to start a worker of one group.
 struct Group<'a> {
+    /// The `host` binary beside `host-bench`.
     exe: &'a Path,
+    /// The in-process endpoint (Kinesis and DynamoDB).
     url: &'a str,
+    /// Where the workers' output goes.
     dir: &'a Path,
     options: &'a LeaseBenchOptions,
     stream: &'a str,
+    /// The group's lease table.
     table: &'a str,
 }
 

@@ -112,7 +112,9 @@ impl Commit {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("lease {key} changed since it was read (counter {expected} expected)")]
 pub struct Conflict {
+    /// The lease written.
     pub key: String,
+    /// The counter the writer expected (0 for writes not fenced by one).
     pub expected: u64,
 }
 
