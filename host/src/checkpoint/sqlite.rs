@@ -111,8 +111,10 @@ impl SqliteStore {
                  sequence_number = excluded.sequence_number,
                  sub_sequence_number = excluded.sub_sequence_number,
                  shard_end = excluded.shard_end,
-                 state_version = excluded.state_version,
-                 state = excluded.state,
+                 state_version = CASE WHEN excluded.shard_end = 1 AND excluded.state IS NULL
+                                      THEN checkpoints.state_version ELSE excluded.state_version END,
+                 state = CASE WHEN excluded.shard_end = 1 AND excluded.state IS NULL
+                              THEN checkpoints.state ELSE excluded.state END,
                  updated_at_millis = excluded.updated_at_millis",
             params![
                 application,
@@ -195,11 +197,17 @@ mod tests {
             state: Some((1, b"state".to_vec())),
         };
         store.commit("app", "s", "shard-1", &first).expect("commit");
-        let second = Checkpoint { sequence_number: Some("50".into()), shard_end: true, state: None, ..first.clone() };
-        store.commit("app", "s", "shard-1", &second).expect("commit");
+        let cleared = Checkpoint { sequence_number: Some("50".into()), state: None, ..first.clone() };
+        store.commit("app", "s", "shard-1", &cleared).expect("commit");
+        assert_eq!(store.load("app", "s", "shard-1").expect("load"), Some(cleared), "no state: none kept");
+        store.commit("app", "s", "shard-1", &first).expect("commit");
+        // At a shard's end the last state stays, for the shard's children.
+        let end = Checkpoint { sequence_number: Some("51".into()), shard_end: true, state: None, ..first.clone() };
+        store.commit("app", "s", "shard-1", &end).expect("commit");
         drop(store);
         let store = SqliteStore::open(&path).expect("reopen");
-        assert_eq!(store.load("app", "s", "shard-1").expect("load"), Some(second));
+        let kept = Checkpoint { state: first.state.clone(), ..end };
+        assert_eq!(store.load("app", "s", "shard-1").expect("load"), Some(kept));
         assert_eq!(store.load("other-app", "s", "shard-1").expect("load"), None, "keyed by application");
         assert_eq!(store.list("app", "s").expect("list").len(), 1);
     }

@@ -3,7 +3,7 @@
 //! UpdateItem; big plugin states as immutable chunks in a second table
 //! (`<name>-state`), pointed to from the lease.
 
-use super::{sha256_hex, state_tag, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef};
+use super::{sha256_hex, state_tag, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
 use anyhow::Context;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
@@ -13,6 +13,9 @@ use std::collections::HashMap;
 
 /// Bytes per state chunk: under the 400 KB item limit with room for keys.
 const CHUNK: usize = 350 * 1024;
+/// The attributes that hold a lease's state or its pointer.
+const STATE_ATTRIBUTES: [&str; 6] =
+    ["stateLayout", "stateInline", "stateChunkTag", "stateChunks", "stateLength", "stateSha256"];
 /// Marks items this host wrote (a KCL table has none).
 const FORMAT: &str = "hostLeaseFormat";
 
@@ -223,8 +226,9 @@ impl LeaseTable for DynamoTable {
         }
         let mut remove = Vec::new();
         match &commit.state {
-            None => {}
-            Some(StateRef::Inline { layout, bytes }) => {
+            StateWrite::Keep => {}
+            StateWrite::Clear => remove.extend(STATE_ATTRIBUTES),
+            StateWrite::Set(StateRef::Inline { layout, bytes }) => {
                 set.extend(["stateLayout = :layout", "stateInline = :inline"]);
                 values.extend([
                     (":layout", n(u64::from(*layout))),
@@ -232,7 +236,7 @@ impl LeaseTable for DynamoTable {
                 ]);
                 remove.extend(["stateChunkTag", "stateChunks", "stateLength", "stateSha256"]);
             }
-            Some(StateRef::Chunked { layout, tag, chunks, len, sha256 }) => {
+            StateWrite::Set(StateRef::Chunked { layout, tag, chunks, len, sha256 }) => {
                 set.extend([
                     "stateLayout = :layout",
                     "stateChunkTag = :tag",

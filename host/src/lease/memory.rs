@@ -1,7 +1,7 @@
 //! A lease table in memory, with DynamoDB's conditional-write semantics:
 //! for the protocol's tests.
 
-use super::{sha256_hex, state_tag, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef};
+use super::{sha256_hex, state_tag, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -89,8 +89,10 @@ impl LeaseTable for InMemoryTable {
                 }
                 lease.sub_sequence = commit.sub_sequence;
                 lease.state_version = commit.state_version;
-                if let Some(state) = &commit.state {
-                    lease.state = Some(state.clone());
+                match &commit.state {
+                    StateWrite::Keep => {}
+                    StateWrite::Clear => lease.state = None,
+                    StateWrite::Set(state) => lease.state = Some(state.clone()),
                 }
                 lease.owner_switches = 0;
             },

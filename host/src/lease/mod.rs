@@ -96,14 +96,26 @@ pub struct Commit {
     pub sub_sequence: u64,
     /// The new state version (the lease's + 1).
     pub state_version: u64,
-    /// The new state; `None` keeps the state committed before.
-    pub state: Option<StateRef>,
+    /// What happens to the state.
+    pub state: StateWrite,
+}
+
+/// What a commit does to the lease's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateWrite {
+    /// Leaves it as it is (a shard's end: its last state stays for its
+    /// children).
+    Keep,
+    /// Removes it (the plugin has none, e.g. a rollback to before any).
+    Clear,
+    /// Replaces it.
+    Set(StateRef),
 }
 
 impl Commit {
     /// A commit of position alone (tests; states are opaque here).
     pub fn position(checkpoint: &str, state_version: u64) -> Self {
-        Commit { checkpoint: Some(checkpoint.into()), sub_sequence: 0, state_version, state: None }
+        Commit { checkpoint: Some(checkpoint.into()), sub_sequence: 0, state_version, state: StateWrite::Keep }
     }
 }
 
