@@ -65,6 +65,12 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     /// [`CommitError::LeaseLost`] when this worker no longer owns the shard.
     async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError>;
 
+    /// Whether a shard was read to its end (children wait for it). A store
+    /// that keeps state apart from the position answers without reading it.
+    async fn shard_ended(&self, key: &ShardKey) -> anyhow::Result<bool> {
+        Ok(self.load(key).await?.is_some_and(|c| c.shard_end))
+    }
+
     /// Where the checkpoints are, for the operator ("checkpoints in …").
     fn location(&self) -> String;
 }
@@ -83,6 +89,10 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
 
     async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError> {
         (**self).commit(key, checkpoint).await
+    }
+
+    async fn shard_ended(&self, key: &ShardKey) -> anyhow::Result<bool> {
+        (**self).shard_ended(key).await
     }
 
     fn location(&self) -> String {

@@ -83,8 +83,8 @@ impl Scheduler {
                 shard.parents().filter(|p| known.contains(p) && !self.ended.contains(*p)).collect();
             for parent in pending {
                 // Another host may have read it to its end.
-                let ended = match store.load(&key(parent)).await {
-                    Ok(checkpoint) => checkpoint.is_some_and(|c| c.shard_end),
+                let ended = match store.shard_ended(&key(parent)).await {
+                    Ok(ended) => ended,
                     Err(e) if self.under_way() => {
                         tracing::warn!(shard = %parent, "cannot read its checkpoint yet, trying again shortly: {e:#}");
                         false

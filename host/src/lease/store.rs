@@ -279,6 +279,12 @@ impl CheckpointStore for LeaseStore {
         Ok(())
     }
 
+    async fn shard_ended(&self, key: &ShardKey) -> anyhow::Result<bool> {
+        // The lease alone: a parent's (possibly chunked) state is not fetched
+        // each time a child checks on it.
+        Ok(self.table.get(&key.shard_id).await?.is_some_and(|l| l.ended()))
+    }
+
     fn location(&self) -> String {
         self.location.clone()
     }

@@ -6,11 +6,15 @@
 
 use crate::common::*;
 use host::aws::AwsOptions;
-use host::lease::{DynamoTable, Lease, LeaseTable, TableSetup};
+use host::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
+use host::lease::{DynamoTable, Lease, LeaseStore, LeaseTable, TableSetup};
 use host::local::{LocalKinesis, LocalOptions};
+use host::ownership::Ownership;
+use host::source::ShardInfo;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Lease duration in these tests (seconds): short, so failover is quick.
@@ -26,6 +30,15 @@ fn dynalite() -> Option<String> {
             None
         }
     }
+}
+
+/// A fresh lease table on dynalite for stream `s`: the connection options,
+/// its name, and the table; `None` (skipped) outside `make test`.
+async fn dynalite_table(prefix: &str) -> Option<(AwsOptions, String, Arc<DynamoTable>)> {
+    let options = AwsOptions { endpoint_url: Some(dynalite()?), ..AwsOptions::default() };
+    let name = format!("{prefix}-{}", std::process::id());
+    let table = DynamoTable::connect(&options, &name, "s", TableSetup::CreateIfMissing).await.expect("table");
+    Some((options, name, Arc::new(table)))
 }
 
 /// A group of workers on one stream and one lease table.
@@ -629,15 +642,7 @@ async fn a_single_hosts_checkpoints_move_into_a_lease_table_and_the_group_goes_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamodb() {
-    use host::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
-    use host::lease::LeaseStore;
-    use host::ownership::Ownership;
-    use host::source::ShardInfo;
-    use std::sync::Arc;
-    let Some(dynamo) = dynalite() else { return };
-    let options = AwsOptions { endpoint_url: Some(dynamo), ..AwsOptions::default() };
-    let name = format!("big-state-{}", std::process::id());
-    let table = Arc::new(DynamoTable::connect(&options, &name, "s", TableSetup::CreateIfMissing).await.expect("table"));
+    let Some((options, name, table)) = dynalite_table("big-state").await else { return };
     let worker = |id: &str| LeaseStore::new(table.clone(), id, Duration::from_secs(3), name.clone());
     let shards = [ShardInfo { shard_id: "shard-0".into(), parent: None, adjacent_parent: None, hash_range: None }];
     let key = ShardKey::new("app", "s", "shard-0");
@@ -775,15 +780,7 @@ async fn a_dynamodb_outage_is_ridden_out_without_losing_a_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_of_an_ended_shard_that_aged_out_is_deleted_from_dynamodb() {
-    use host::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
-    use host::lease::LeaseStore;
-    use host::ownership::Ownership;
-    use host::source::ShardInfo;
-    use std::sync::Arc;
-    let Some(dynamo) = dynalite() else { return };
-    let options = AwsOptions { endpoint_url: Some(dynamo), ..AwsOptions::default() };
-    let name = format!("aged-out-{}", std::process::id());
-    let table = Arc::new(DynamoTable::connect(&options, &name, "s", TableSetup::CreateIfMissing).await.expect("table"));
+    let Some((_, name, table)) = dynalite_table("aged-out").await else { return };
     let store = LeaseStore::new(table.clone(), "a", Duration::from_secs(3), name.clone());
     let shard = |id: &str| ShardInfo { shard_id: id.into(), parent: None, adjacent_parent: None, hash_range: None };
     store.cycle(&[shard("old"), shard("new")]).await.expect("cycle");
