@@ -82,11 +82,7 @@ pub fn run_wasm(
 ) -> anyhow::Result<(Duration, usize)> {
     let settings = InstanceSettings {
         config: config.to_string(),
-        context: ShardContext {
-            stream_name: "bench".into(),
-            shard_id: "shardId-000000000000".into(),
-            application: "bench".into(),
-        },
+        context: ShardContext::new("bench", "shardId-000000000000", "bench"),
         limits: limits.clone(),
         clock: Clock::System,
     };
@@ -146,11 +142,7 @@ pub fn verify_same_output(
     let records = &records[..records.len().min(20_000)];
     let settings = InstanceSettings {
         config: config.to_string(),
-        context: ShardContext {
-            stream_name: "bench".into(),
-            shard_id: "shardId-000000000000".into(),
-            application: "bench".into(),
-        },
+        context: ShardContext::new("bench", "shardId-000000000000", "bench"),
         limits: limits.clone(),
         clock: Clock::System,
     };

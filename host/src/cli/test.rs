@@ -5,7 +5,7 @@ use super::shared::PluginArgs;
 use crate::dead_letter::DeadLetterSink;
 use crate::plugin::bindings::ShutdownReason;
 use crate::policy::FailurePolicy;
-use crate::replay::{read_records, replay, ReplayOptions, REPLAY_SHARD};
+use crate::replay::{read_input, replay, ReplayOptions};
 use crate::sink::{Destination, OutputFormat, WriterSink};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -17,7 +17,8 @@ use std::sync::Arc;
 /// How the replayed shard ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EndReason {
-    /// As if the shard was closed (split/merge): plugins flush everything.
+    /// As if the shard was closed (split/merge): its last state goes on in
+    /// its children, so held output stays held.
     ShardEnded,
     /// As if the host stopped: state would carry over via snapshot.
     Requested,
@@ -32,7 +33,10 @@ pub struct TestArgs {
     /// Records to replay, one JSON object per line: `partitionKey`, `data`
     /// (text or JSON) or `dataBase64`, and optional
     /// `approximateArrivalTimestamp` (ISO-8601 or epoch ms),
-    /// `sequenceNumber`, `subSequenceNumber`. `-` reads stdin.
+    /// `sequenceNumber`, `subSequenceNumber`. A line `{"reshard": "split"}`
+    /// or `{"reshard": "merge"}` reshards there (optional `shard`, `at`,
+    /// `shards`): records after it go to the children by partition-key
+    /// hash, which start from their parents' state. `-` reads stdin.
     #[arg(long, value_name = "FILE", default_value = "-")]
     pub input: PathBuf,
 
@@ -84,12 +88,12 @@ impl TestArgs {
             None => None,
         };
         let now = crate::plugin::Clock::System.now_millis();
-        let records = if args.input.as_os_str() == "-" {
-            read_records(std::io::stdin().lock(), "stdin", now)?
+        let input = if args.input.as_os_str() == "-" {
+            read_input(std::io::stdin().lock(), "stdin", now)?
         } else {
             let file = std::fs::File::open(&args.input)
                 .with_context(|| format!("cannot open --input {}", args.input.display()))?;
-            read_records(BufReader::new(file), &args.input.display().to_string(), now)?
+            read_input(BufReader::new(file), &args.input.display().to_string(), now)?
         };
         let (_engine, plugin) = args.plugin.load()?;
         let options = ReplayOptions {
@@ -107,11 +111,18 @@ impl TestArgs {
         };
         let stdout = std::io::stdout();
         let mut sink = WriterSink::new(std::io::LineWriter::new(stdout.lock()), args.output);
-        let report = crate::replay::run_to_end(replay(plugin, &records, &options, &mut sink, &mut |line| {
+        let report = crate::replay::run_to_end(replay(plugin, &input, &options, &mut sink, &mut |line| {
             eprintln!("error: {line}")
         }))?;
+        for line in &report.dropped_states {
+            eprintln!("warning: {line}");
+        }
+        let shards = match report.shards {
+            1 => String::new(),
+            n => format!(" over {n} shards ({} reshards)", input.reshards.len()),
+        };
         eprintln!(
-            "{} records in {} batches, {} timer calls, {} restarts: {} output records, {} retried calls, {} dead letters, {} failed calls",
+            "{} records in {} batches{shards}, {} timer calls, {} restarts: {} output records, {} retried calls, {} dead letters, {} failed calls",
             report.records,
             report.batches,
             report.timer_calls,
@@ -121,8 +132,8 @@ impl TestArgs {
             report.dead_letters,
             report.failures.len()
         );
-        if let Some(reason) = &report.stopped {
-            eprintln!("error: shard {REPLAY_SHARD} stopped: {reason}");
+        if let Some((shard, reason)) = &report.stopped {
+            eprintln!("error: shard {shard} stopped: {reason}");
             return Ok(ExitCode::from(1));
         }
         Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -10,6 +10,7 @@
 //! of a hot swap). The failure policy is `crate::policy`.
 
 mod handover;
+mod inherit;
 mod scheduler;
 mod shard;
 mod status;
@@ -92,11 +93,7 @@ impl ConsumerConfig {
     pub fn instance_settings(&self, shard_id: &str) -> InstanceSettings {
         InstanceSettings {
             config: self.plugin_config.clone(),
-            context: ShardContext {
-                stream_name: self.stream.clone(),
-                shard_id: shard_id.to_string(),
-                application: self.application.clone(),
-            },
+            context: ShardContext::new(&self.stream, shard_id, &self.application),
             limits: self.limits.clone(),
             clock: Clock::System,
         }

@@ -28,6 +28,8 @@ pub(crate) struct Start {
     /// A child of a reshard: without a checkpoint it starts at its first
     /// record, or records between the parent's end and "now" would be lost.
     pub has_parent: bool,
+    /// Its parents and hash-key range, as listed.
+    pub info: ShardInfo,
     /// Hand-off and loss, from the consumer.
     pub signal: watch::Receiver<ShardSignal>,
 }
@@ -104,7 +106,7 @@ impl Scheduler {
             let (signal, receiver) = watch::channel(ShardSignal::Run);
             self.running.insert(id.clone());
             self.signals.insert(id.clone(), signal);
-            starts.push(Start { shard_id: id.clone(), checkpoint, has_parent, signal: receiver });
+            starts.push(Start { shard_id: id.clone(), checkpoint, has_parent, info: shard.clone(), signal: receiver });
         }
         Ok(starts)
     }

@@ -3,17 +3,16 @@
 //! fires the plugin's timer, and stops on request, at the shard's end, or
 //! when another worker has taken the shard (a commit fenced by its lease).
 
+use super::inherit::{self, Started};
 use super::scheduler::{ShardSignal, Start};
-use super::worker::{state_of, Worker};
+use super::worker::Worker;
 use super::{ShardExit, Shared};
 use crate::checkpoint::{is_lease_lost, CommitError};
 use crate::plugin::bindings::ShutdownReason;
-use crate::plugin::PluginInstance;
 use crate::policy::{BatchVerdict, Policy};
 use crate::progress::Progress;
 use crate::source::{ReadBatch, ShardFeed, StartPosition};
 use crate::swap::Generation;
-use anyhow::Context;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,25 +29,23 @@ enum Event {
 
 /// Runs the shard until it stops, ends, is poisoned or is lost.
 pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<ShardExit> {
-    let Start { shard_id, checkpoint, has_parent, mut signal } = start;
     let config = &shared.config;
-    let position = match checkpoint.as_ref().and_then(|c| c.sequence_number.clone()) {
+    let position = match start.checkpoint.as_ref().and_then(|c| c.sequence_number.clone()) {
         Some(seq) => StartPosition::AfterSequenceNumber(seq),
         // A child of a reshard is read from its first record, or records
         // between the parent's end and "now" would be lost.
-        None if has_parent => StartPosition::TrimHorizon,
+        None if start.has_parent => StartPosition::TrimHorizon,
         None => config.start.clone(),
     };
-    let state = state_of(checkpoint.as_ref());
-    let settings = config.instance_settings(&shard_id);
+    let mut settings = config.instance_settings(&start.shard_id);
+    inherit::describe(&mut settings, &start.info);
     // Subscribing before reading the current generation: a swap published
     // in between is seen as a change, never missed.
     let mut generations = shared.swaps.subscribe();
     let generation = generations.borrow_and_update().clone();
-    let (plugin, instance_settings) = (generation.plugin.clone(), settings.clone());
-    let instance = tokio::task::spawn_blocking(move || PluginInstance::start(plugin, instance_settings, state))
-        .await
-        .context("starting the plugin panicked")??;
+    let Started { instance, inherited } =
+        inherit::start_instance(&shared, generation.plugin.clone(), settings.clone(), &start).await?;
+    let Start { shard_id, checkpoint, mut signal, .. } = start;
     tracing::info!(shard = %shard_id, start = ?position, plugin = %generation.plugin.sha256(), "shard worker started");
     let mut worker = Worker {
         key: config.key(&shard_id),
@@ -66,7 +63,13 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     };
     worker.announce();
     let _registered = Registered(&shared, worker.shard_id.clone());
-    match drive(&mut worker, &mut generations, &mut signal).await {
+    let run = async {
+        if let Some(state) = inherited {
+            worker.store_checkpoint(false, Some((state.version, state.bytes))).await?;
+        }
+        drive(&mut worker, &mut generations, &mut signal).await
+    };
+    match run.await {
         Err(e) if is_lease_lost(&e) => {
             worker.lose_lease().await;
             Ok(ShardExit::LeaseLost(format!("{e:#}")))

@@ -156,8 +156,13 @@ impl Worker {
     /// the plugin's final output is written before SHARD_END is recorded.
     pub async fn finish(&mut self, reason: ShutdownReason) -> anyhow::Result<()> {
         if reason == ShutdownReason::ShardEnded {
-            self.shut_down(reason).await?;
-            self.store_checkpoint(true, None).await?;
+            // The final state, taken before `shutdown`: what the children
+            // start from (and everything processed, committed or not).
+            let instance = self.take()?;
+            let (instance, state) = blocking(instance, |i| i.checkpoint()).await?;
+            let state = state.with_context(|| format!("cannot snapshot the plugin of {}", self.shard_id))?;
+            self.shut_down_instance(instance, reason).await?;
+            self.store_checkpoint(true, Some((state.version, state.bytes))).await?;
             tracing::info!(shard = %self.shard_id, "shard read to its end (SHARD_END checkpointed)");
             return Ok(());
         }

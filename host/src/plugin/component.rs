@@ -1,14 +1,14 @@
 //! Loading a processor: read, check it is a component of the right world,
 //! compile (or take from the cache), and pre-link it once for all shards.
 
-use super::bindings::{ProcessorWorldPre, PROCESSOR_EXPORT};
 use super::cache::{CacheOutcome, CompiledCache};
+use super::contract::{check_exports, Contract, Indices};
 use super::engine::PluginEngine;
 use super::error::PluginError;
 use super::state::HostState;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 
 /// A validated, compiled, pre-linked processor; instantiated once per shard.
 pub struct Plugin {
@@ -17,7 +17,9 @@ pub struct Plugin {
     /// SHA-256 of the file, so output can be traced to the exact logic.
     sha256: String,
     /// Imports resolved once; instantiating per shard is then cheap.
-    pre: ProcessorWorldPre<HostState>,
+    pre: InstancePre<HostState>,
+    /// Where its exports are, and so which package version it was built for.
+    indices: Indices,
     /// The engine it was compiled for.
     engine: PluginEngine,
     /// Whether compiled code came from the cache.
@@ -64,14 +66,18 @@ impl Plugin {
         };
         let (component, cache) =
             compiled.map_err(|e| PluginError::Invalid { path: path.clone(), reason: first_line(&e) })?;
-        check_world(engine, &component).map_err(|reason| PluginError::WrongWorld { path: path.clone(), reason })?;
+        let ty = component.component_type();
+        let exports: Vec<&str> = ty.exports(engine.engine()).map(|(name, _)| name).collect();
+        // The world first: a component of another world needs other imports
+        // too, and "exports X instead" is the message that helps.
+        check_exports(&exports).map_err(|reason| PluginError::WrongWorld { path: path.clone(), reason })?;
         let pre = engine
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| PluginError::UnsupportedImport { path: path.clone(), reason: first_line(&e) })?;
-        let pre = ProcessorWorldPre::new(pre)
-            .map_err(|e| PluginError::WrongWorld { path: path.clone(), reason: first_line(&e) })?;
-        Ok(Plugin { path, sha256, pre, engine: engine.clone(), cache })
+        let indices = Indices::new(&component, &exports, &pre)
+            .map_err(|reason| PluginError::WrongWorld { path: path.clone(), reason })?;
+        Ok(Plugin { path, sha256, pre, indices, engine: engine.clone(), cache })
     }
 
     /// The file it came from.
@@ -89,27 +95,22 @@ impl Plugin {
         self.cache
     }
 
-    pub(crate) fn pre(&self) -> &ProcessorWorldPre<HostState> {
+    /// The contract version it was built for (and whether it merges state).
+    pub fn contract(&self) -> Contract {
+        self.indices.contract()
+    }
+
+    pub(crate) fn pre(&self) -> &InstancePre<HostState> {
         &self.pre
+    }
+
+    pub(crate) fn indices(&self) -> &Indices {
+        &self.indices
     }
 
     pub(crate) fn engine(&self) -> &PluginEngine {
         &self.engine
     }
-}
-
-/// Says what the component exports instead, when it is not a processor.
-fn check_world(engine: &PluginEngine, component: &Component) -> Result<(), String> {
-    let ty = component.component_type();
-    let exports: Vec<&str> = ty.exports(engine.engine()).map(|(name, _)| name).collect();
-    if exports.contains(&PROCESSOR_EXPORT) {
-        return Ok(());
-    }
-    Err(match exports.iter().find(|name| name.starts_with("kinesis:processor/processor@")) {
-        Some(other) => format!("it exports {other}, but this host speaks {PROCESSOR_EXPORT}"),
-        None if exports.is_empty() => "it exports nothing".into(),
-        None => format!("it exports {} instead", exports.join(", ")),
-    })
 }
 
 /// wasmtime errors carry a context chain; the first line (with its cause)

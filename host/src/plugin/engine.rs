@@ -1,7 +1,7 @@
 //! The shared wasmtime engine: compilation settings, the linker with the
 //! host's imports, and the epoch ticker that enforces call timeouts.
 
-use super::bindings::ProcessorWorld;
+use super::bindings::{v1, v2};
 use super::error::PluginError;
 use super::state::HostState;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +45,9 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         super::deadline::bound_waits(&mut linker)?;
-        ProcessorWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        // Both package versions' imports: a component built for either links.
+        v2::ProcessorWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        v1::ProcessorWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| wasmtime::format_err!("cannot start the epoch ticker thread: {e}"))?;
         Ok(PluginEngine { inner: Arc::new(EngineInner { engine, linker, _ticker: ticker }) })

@@ -31,7 +31,7 @@ pub enum PluginError {
     Invalid { path: PathBuf, reason: String },
 
     /// A component, but of another world.
-    #[error("{path} does not implement the processor world: {reason}; implement `kinesis:processor/processor@0.1.0` (see wit/processor.wit)")]
+    #[error("{path} does not implement the processor world: {reason}; implement `kinesis:processor/processor@0.2.0` (see wit/processor.wit)")]
     WrongWorld { path: PathBuf, reason: String },
 
     /// It needs imports the sandbox does not give (e.g. HTTP).
@@ -45,6 +45,10 @@ pub enum PluginError {
     /// The plugin's `restore` refused a snapshot.
     #[error("plugin `{plugin}` rejected its saved state (version {version}): {message}")]
     RestoreRejected { plugin: String, version: u32, message: String },
+
+    /// The plugin's `merge` refused its parents' states (a reshard).
+    #[error("plugin `{plugin}` rejected the state of the shards merged into this one: {message}")]
+    MergeRejected { plugin: String, message: String },
 
     /// The plugin returned a processing error (it did not crash).
     #[error("plugin `{plugin}` failed{}: {message}{}", record_index.map(|i| format!(" at record {i}")).unwrap_or_default(), if *retryable { " (retryable)" } else { "" })]

@@ -5,8 +5,9 @@
 //! and a fresh one is started from the last checkpointed snapshot, so a bad
 //! batch never leaks state into the next.
 
-use super::bindings::{ProcessorInfo, ProcessorWorld, RecordBatch, ShardContext, ShutdownReason, State};
+use super::bindings::{ProcessorInfo, RecordBatch, ShardContext, ShutdownReason, State};
 use super::component::{first_line, Plugin};
+use super::contract::Bindings;
 use super::error::{BudgetExceeded, PluginError, TrapCause};
 use super::limits::PluginLimits;
 use super::output::PluginOutput;
@@ -19,7 +20,7 @@ use wasmtime::{Store, Trap};
 pub struct InstanceSettings {
     /// The user's JSON config string.
     pub config: String,
-    /// Stream, shard and application.
+    /// Stream, shard, application, hash-key range and parents.
     pub context: ShardContext,
     /// Caps for memory, time, output and logs.
     pub limits: PluginLimits,
@@ -30,7 +31,7 @@ pub struct InstanceSettings {
 /// A live store with its instance.
 struct Live {
     store: Store<HostState>,
-    bindings: ProcessorWorld,
+    bindings: Bindings,
 }
 
 /// A processor instance for one shard.
@@ -88,8 +89,7 @@ impl PluginInstance {
     /// Runs one batch. `Err` means the plugin trapped (and was rebuilt from
     /// the last checkpoint); a reported failure comes back in [`Processed`].
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Processed, PluginError> {
-        let (result, mut output) =
-            self.call("process", |b, s| b.kinesis_processor_processor().call_process(s, batch))?;
+        let (result, mut output) = self.call("process", |b, s| b.process(s, batch))?;
         let Err(e) = result else { return Ok(Processed { output, failure: None }) };
         let batch_len = batch.index.len() / kinesis_processor_sdk::wire::RecordEntry::ENCODED_LEN;
         let record_index = match e.record_index {
@@ -116,8 +116,7 @@ impl PluginInstance {
 
     /// Fires the timer with the host clock's `now`.
     pub fn on_timer(&mut self, now_millis: i64) -> Result<PluginOutput, PluginError> {
-        let (result, output) =
-            self.call("on-timer", |b, s| b.kinesis_processor_processor().call_on_timer(s, now_millis))?;
+        let (result, output) = self.call("on-timer", |b, s| b.on_timer(s, now_millis))?;
         match result {
             Ok(()) => Ok(output),
             Err(e) => Err(self.failed(e.retryable, e.message, None)),
@@ -126,7 +125,7 @@ impl PluginInstance {
 
     /// Takes a snapshot and remembers it as the state to rebuild from.
     pub fn checkpoint(&mut self) -> Result<State, PluginError> {
-        let (state, _) = self.call("snapshot", |b, s| b.kinesis_processor_processor().call_snapshot(s))?;
+        let (state, _) = self.call("snapshot", |b, s| b.snapshot(s))?;
         self.committed = Some(state.clone());
         Ok(state)
     }
@@ -138,6 +137,11 @@ impl PluginInstance {
         self.live = None;
     }
 
+    /// What it was started with (config, context, limits, clock).
+    pub fn settings(&self) -> &InstanceSettings {
+        &self.settings
+    }
+
     /// The last checkpointed state.
     pub fn committed_state(&self) -> Option<&State> {
         self.committed.as_ref()
@@ -146,10 +150,27 @@ impl PluginInstance {
     /// Last call: lets the plugin flush (on shard end), then drops the
     /// store; any later call fails with [`PluginError::ShutDown`].
     pub fn shutdown(&mut self, reason: ShutdownReason) -> Result<PluginOutput, PluginError> {
-        let result = self.call("shutdown", |b, s| b.kinesis_processor_processor().call_shutdown(s, reason));
+        let result = self.call("shutdown", |b, s| b.shutdown(s, reason));
         self.shut_down = true;
         self.live = None;
         Ok(result?.1)
+    }
+
+    /// Takes over the final states of the shards merged into this one
+    /// (`merge`), on a fresh instance; `Ok(false)` when the component does
+    /// not export `merge`. Follow with [`PluginInstance::checkpoint`]: the
+    /// merged state is what a rebuild restores once committed.
+    pub fn merge(&mut self, parents: &[State]) -> Result<bool, PluginError> {
+        let (result, _) = self.call("merge", |b, s| b.merge(s, parents).transpose())?;
+        match result {
+            None => Ok(false),
+            Some(Ok(())) => Ok(true),
+            Some(Err(message)) => {
+                // Whatever it half-took must not be snapshotted.
+                self.live = None;
+                Err(PluginError::MergeRejected { plugin: self.info.name.clone(), message })
+            }
+        }
     }
 
     fn failed(&self, retryable: bool, message: String, record_index: Option<u32>) -> PluginError {
@@ -160,7 +181,7 @@ impl PluginInstance {
     fn call<R>(
         &mut self,
         name: &'static str,
-        f: impl FnOnce(&ProcessorWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<(R, PluginOutput), PluginError> {
         if self.shut_down {
             return Err(PluginError::ShutDown { plugin: self.info.name.clone() });
@@ -220,11 +241,17 @@ fn instantiate(
         }
     };
     let bindings = match plugin.pre().instantiate(&mut store) {
-        Ok(bindings) => bindings,
+        Ok(instance) => match plugin.indices().load(&mut store, &instance) {
+            Ok(bindings) => bindings,
+            Err(e) => {
+                let reason = first_line(&e);
+                return Err(PluginError::WrongWorld { path: plugin.path().to_path_buf(), reason });
+            }
+        },
         Err(e) => return Err(trapped("instantiate", e, &store)),
     };
     store.data_mut().begin_call();
-    let info = match bindings.kinesis_processor_processor().call_init(&mut store, &settings.config, &settings.context) {
+    let info = match bindings.init(&mut store, &settings.config, &settings.context) {
         Ok(Ok(info)) => info,
         Ok(Err(message)) => return Err(PluginError::InitRejected { plugin: plugin_name(), message }),
         Err(e) => return Err(trapped("init", e, &store)),
@@ -232,7 +259,7 @@ fn instantiate(
     if let Some(state) = state {
         store.data_mut().begin_call();
         store.set_epoch_deadline(deadline_ticks);
-        match bindings.kinesis_processor_processor().call_restore(&mut store, state) {
+        match bindings.restore(&mut store, state) {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
                 return Err(PluginError::RestoreRejected { plugin: info.name, version: state.version, message })

@@ -8,19 +8,23 @@
 pub mod bindings;
 mod cache;
 mod component;
+mod contract;
 mod deadline;
 mod engine;
 mod error;
 mod instance;
 mod limits;
+mod lineage;
 mod output;
 mod state;
 
 pub use cache::{CacheOutcome, CompiledCache};
 pub use component::Plugin;
+pub use contract::Contract;
 pub use engine::PluginEngine;
 pub use error::{BudgetExceeded, PluginError, TrapCause};
 pub use instance::{InstanceSettings, PluginInstance, Processed};
 pub use limits::PluginLimits;
+pub use lineage::{start_child, Inheritance};
 pub use output::PluginOutput;
 pub use state::Clock;

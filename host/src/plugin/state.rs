@@ -1,8 +1,7 @@
 //! Per-instance store data: the WASI sandbox, resource limits, and the host
 //! side of `kinesis:processor/host` (output, logs, clock).
 
-use super::bindings::kinesis::processor::{host, types};
-use super::bindings::{LogLevel, OutputBatch};
+use super::bindings::{v1, v2, LogLevel, OutputBatch};
 use super::error::BudgetExceeded;
 use super::limits::PluginLimits;
 use super::output::PluginOutput;
@@ -147,9 +146,7 @@ impl WasiView for HostState {
     }
 }
 
-impl types::Host for HostState {}
-
-impl host::Host for HostState {
+impl HostState {
     fn emit(&mut self, key: String, data: Vec<u8>) -> wasmtime::Result<()> {
         self.output.push(&key, &data);
         self.check_output_budget()
@@ -182,11 +179,35 @@ impl host::Host for HostState {
         }
         Ok(())
     }
-
-    fn now_millis(&mut self) -> wasmtime::Result<i64> {
-        Ok(self.clock.now_millis())
-    }
 }
+
+/// The `host` interface of one package version: both versions' functions
+/// are the same (on shared types), so both delegate to `HostState`'s.
+macro_rules! host_interface {
+    ($host:path) => {
+        impl $host for HostState {
+            fn emit(&mut self, key: String, data: Vec<u8>) -> wasmtime::Result<()> {
+                HostState::emit(self, key, data)
+            }
+
+            fn emit_batch(&mut self, batch: OutputBatch) -> wasmtime::Result<()> {
+                HostState::emit_batch(self, batch)
+            }
+
+            fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+                HostState::log(self, level, message)
+            }
+
+            fn now_millis(&mut self) -> wasmtime::Result<i64> {
+                Ok(self.clock.now_millis())
+            }
+        }
+    };
+}
+
+impl v2::kinesis::processor::types::Host for HostState {}
+host_interface!(v2::kinesis::processor::host::Host);
+host_interface!(v1::kinesis::processor::host::Host);
 
 /// How much of a plugin's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 4096;

@@ -11,6 +11,7 @@ mod consumer;
 mod faults;
 mod leases;
 mod local_dev;
+mod reshard;
 mod run_cli;
 mod sandbox;
 mod scale_out;

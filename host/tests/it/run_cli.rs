@@ -140,8 +140,10 @@ async fn seed_000_end_to_end_with_a_lagging_producer() {
                 "200",
                 "--timer-interval-ms",
                 "250",
+                // The last window (up to 5 s after the last record) closes at
+                // its end + 3 s of lateness: idle for up to 8 s, then a margin.
                 "--idle-exit",
-                "6",
+                "10",
                 "--status-interval",
                 "1",
             ])

@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 fn settings(config: &str) -> InstanceSettings {
     InstanceSettings {
         config: config.into(),
-        context: ShardContext {
-            stream_name: "s".into(),
-            shard_id: "shardId-000000000000".into(),
-            application: "t".into(),
-        },
+        context: ShardContext::new("s", "shardId-000000000000", "t"),
         limits: PluginLimits {
             memory_bytes: 48 << 20,
             call_timeout: Duration::from_millis(250),
@@ -220,7 +216,7 @@ fn bad_files_are_refused_with_what_to_do() {
     let other_world = other_world_component();
     let err = load_error(&engine, &other_world);
     assert!(matches!(&err, PluginError::WrongWorld { reason, .. } if reason.contains("exports hello")), "{err}");
-    assert!(err.to_string().contains("kinesis:processor/processor@0.1.0"), "{err}");
+    assert!(err.to_string().contains("kinesis:processor/processor@0.2.0"), "{err}");
 
     // After all of that, the same engine still runs a good plugin.
     let mut instance = PluginInstance::start(load(&engine, "echo"), settings("{}"), None).expect("starts");

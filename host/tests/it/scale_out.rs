@@ -737,10 +737,15 @@ async fn a_split_during_the_run_starts_the_children_after_the_parent_ended_on_wh
         assert_eq!(group.stop(id).await, 0, "clean stop of {id}\n{}", group.logs());
     }
     let lines = group.outputs();
+    // The children start from the parent's final state, read from its lease
+    // whichever worker wrote it, so a window that spans the split counts on:
+    // the highest count of each is the true one (the single host's, whose
+    // own reshard handling `reshard.rs` checks against the true counts).
     assert_eq!(final_counts(&lines), group.reference().await, "every count as one host counts it\n{}", group.logs());
+    let inherited = group.logs().matches("starts from the state of").count();
+    assert_eq!(inherited, 2, "both children took the parent's state\n{}", group.logs());
     // Every record processed once: the parent's by its owner up to its end,
-    // the children's from their start. (The counter's lines repeat counts
-    // across a split: a child starts with empty state until issue 12.)
+    // the children's from their start.
     let reference = stopped_after(&std::fs::read_to_string(group.path("reference.log")).unwrap_or_default());
     assert!(reference > 2000, "the producer put ~3200 records: {reference}");
     assert_eq!(group.processed(), reference, "each record processed exactly once\n{}", group.logs());

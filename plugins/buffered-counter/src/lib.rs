@@ -14,18 +14,25 @@
 //! 30), `idle_timeout_seconds` (default 10) and `retention_windows` (closed
 //! windows kept for corrections with totals, default 1440).
 //!
+//! Across resharding, held windows go on in the children instead of being
+//! flushed at the parent's end: a split's children keep their share (by
+//! partition key), a merge's child adds both parents' windows and takes the
+//! older watermark, and a record for a window one parent already emitted is
+//! a correction there, never a second final.
+//!
 //! Output, keyed by the counted key:
 //! `{"window_start":"…","key":"8.8.8.8","count":30,"kind":"final"}` once per
 //! window and key, and `{"…","count":31,"kind":"correction","late":1}` for
 //! late records (`count` is `null` when the window is past retention).
 
 use kinesis_processor_sdk::helpers::count::{
-    retention_windows_setting, seconds_setting, write_count_head, WindowCounts, WindowSnapshot,
+    keep_counts_of, range_field, retention_windows_setting, seconds_setting, write_count_head, WindowCounts,
+    WindowSnapshot,
 };
-use kinesis_processor_sdk::helpers::select::{Selector, SelectorConfig};
+use kinesis_processor_sdk::helpers::select::{KeySelector, Selector, SelectorConfig};
 use kinesis_processor_sdk::helpers::time::window_start;
 use kinesis_processor_sdk::{
-    export_processor, log, Batch, LogLevel, Output, ProcessError, Processor, ShardContext, ShutdownReason,
+    export_processor, log, Batch, LogLevel, Output, ProcessError, Processor, ShardContext, ShutdownReason, Snapshot,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +67,9 @@ struct BufferedState {
     /// Oldest window start whose count is still kept (retention).
     #[serde(default)]
     retained_from: Option<i64>,
+    /// The hash-key range of the shard that wrote it (see `CountsState::range`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    range: Option<[String; 2]>,
 }
 
 /// Per-shard state of the buffered counter.
@@ -80,6 +90,10 @@ pub struct BufferedCounter {
     /// Closed windows at or after this start are kept, so a correction
     /// for them can carry the window's total.
     retained_from: Option<i64>,
+    /// Where it runs: which keys are this shard's after a split.
+    shard: ShardContext,
+    /// Counting by partition key (so a split can divide the windows by key).
+    by_partition_key: bool,
 }
 
 impl BufferedCounter {
@@ -114,7 +128,7 @@ impl Processor for BufferedCounter {
     const NAME: &'static str = "buffered-counter";
     const STATE_VERSION: u32 = 1;
 
-    fn init(config: &str, _shard: &ShardContext) -> Result<Self, String> {
+    fn init(config: &str, shard: &ShardContext) -> Result<Self, String> {
         let config: BufferedCounterConfig =
             serde_json::from_str(config).map_err(|e| format!("invalid buffered-counter config: {e}"))?;
         let (key, time) = SelectorConfig {
@@ -123,7 +137,10 @@ impl Processor for BufferedCounter {
             event_time: config.event_time,
         }
         .selectors()?;
+        let by_partition_key = key == KeySelector::PartitionKey;
         Ok(BufferedCounter {
+            shard: shard.clone(),
+            by_partition_key,
             selector: Selector::new(key, time),
             window_millis: seconds_setting(config.window_seconds, 60, 1, "window_seconds")?,
             lateness_millis: seconds_setting(config.allowed_lateness_seconds, 30, 0, "allowed_lateness_seconds")?,
@@ -142,11 +159,20 @@ impl Processor for BufferedCounter {
     fn process(&mut self, batch: &Batch<'_>, out: &mut Output) -> Result<(), ProcessError> {
         let mut late = WindowCounts::new();
         let mut failure = None;
+        // Only after a merge are there emitted windows past the watermark
+        // (one parent's clock ran ahead): a record for one is a correction.
+        let closed_ahead = self
+            .closed
+            .last_window()
+            .is_some_and(|w| self.watermark.is_none_or(|mark| w.saturating_add(self.window_millis) > mark));
         for (index, record) in batch.iter().enumerate() {
             let (window_millis, watermark, open) = (self.window_millis, self.watermark, &mut self.open);
+            let closed = &self.closed;
             let selected = self.selector.with_key_and_time(&record, |key, time| {
                 let window = window_start(time, window_millis);
-                if watermark.is_some_and(|w| window.saturating_add(window_millis) <= w) {
+                if watermark.is_some_and(|w| window.saturating_add(window_millis) <= w)
+                    || (closed_ahead && closed.contains(window, key))
+                {
                     late.add(window, key, 1);
                 } else {
                     open.add(window, key, 1);
@@ -202,6 +228,7 @@ impl Processor for BufferedCounter {
             last_active_tick: self.last_active_tick,
             input_since_tick: self.input_since_tick,
             retained_from: self.retained_from,
+            range: range_field(&self.shard.hash_key_range),
         };
         serde_json::to_vec(&state).unwrap_or_default()
     }
@@ -217,6 +244,8 @@ impl Processor for BufferedCounter {
             serde_json::from_slice(state).map_err(|e| format!("buffered-counter state is corrupt: {e}"))?;
         self.open = WindowCounts::from_snapshot(state.open);
         self.closed = WindowCounts::from_snapshot(state.closed);
+        keep_counts_of(&mut self.open, state.range.as_ref(), &self.shard, self.by_partition_key);
+        keep_counts_of(&mut self.closed, state.range.as_ref(), &self.shard, self.by_partition_key);
         self.watermark = state.watermark;
         self.max_event_time = state.max_event_time;
         self.last_active_tick = state.last_active_tick;
@@ -225,22 +254,53 @@ impl Processor for BufferedCounter {
         Ok(())
     }
 
-    fn shutdown(&mut self, reason: ShutdownReason, out: &mut Output) {
-        // A closed shard gets no more records: everything held is complete.
-        if reason == ShutdownReason::ShardEnded {
-            self.advance_watermark(i64::MAX, out);
-        } else if let Some(first) = self.open.first_window() {
-            // A stop (Ctrl-C, --idle-exit, a swap) keeps incomplete windows
-            // in the saved state; say so, or they look lost.
-            let first = kinesis_processor_sdk::helpers::time::format_timestamp_millis(first);
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "holding {} incomplete window(s) from {first} in the saved state: the next run emits them once complete (or at shard end)",
-                    self.open.window_count()
-                ),
-            );
+    fn merge(&mut self, parents: &[Snapshot]) -> Result<(), String> {
+        let (mut open, mut closed) = (Vec::new(), Vec::new());
+        for (index, parent) in parents.iter().enumerate().filter(|(_, p)| !p.bytes.is_empty()) {
+            if parent.version != Self::STATE_VERSION {
+                return Err(format!("buffered-counter: parent {index}'s state is version {}", parent.version));
+            }
+            let state: BufferedState = serde_json::from_slice(&parent.bytes)
+                .map_err(|e| format!("buffered-counter: parent {index}'s state is corrupt: {e}"))?;
+            open.extend(state.open);
+            closed.extend(state.closed);
+            // The older watermark: no window is complete until it is
+            // complete for both halves of the key space.
+            self.watermark = min_some(self.watermark, state.watermark);
+            self.max_event_time = self.max_event_time.max(state.max_event_time);
+            self.last_active_tick = self.last_active_tick.max(state.last_active_tick);
+            self.input_since_tick |= state.input_since_tick;
+            self.retained_from = min_some(self.retained_from, state.retained_from);
         }
+        self.open = WindowCounts::from_snapshot(open);
+        self.closed = WindowCounts::from_snapshot(closed);
+        Ok(())
+    }
+
+    fn shutdown(&mut self, reason: ShutdownReason, _out: &mut Output) {
+        // Held windows are never flushed early: at a shard's end they go on
+        // in its children (the state just snapshotted), at a stop they wait
+        // in the saved state. Say so, or they look lost.
+        let Some(first) = self.open.first_window() else { return };
+        let first = kinesis_processor_sdk::helpers::time::format_timestamp_millis(first);
+        let count = self.open.window_count();
+        let message = match reason {
+            ShutdownReason::ShardEnded => {
+                format!("shard ended holding {count} incomplete window(s) from {first}: its child shards go on counting them")
+            }
+            _ => format!(
+                "holding {count} incomplete window(s) from {first} in the saved state: the next run emits them once complete"
+            ),
+        };
+        log(LogLevel::Warn, &message);
+    }
+}
+
+/// The smaller of two optional values, ignoring a missing one.
+fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -250,7 +310,7 @@ export_processor!(BufferedCounter);
 mod tests {
     use super::*;
     use kinesis_processor_sdk::helpers::time::parse_timestamp_millis;
-    use kinesis_processor_sdk::BatchBuilder;
+    use kinesis_processor_sdk::{BatchBuilder, HashKeyRange};
     use std::collections::BTreeMap;
 
     /// (window_start, key) → (final count, sum of corrections' late counts).
@@ -402,17 +462,100 @@ mod tests {
         assert!(after.restore(&state, 99).unwrap_err().contains("version 99"));
     }
 
+    /// Ten keys, a record each per second for five minutes, 20 s late for
+    /// odd keys (so windows stay open across the reshards below).
+    fn many_keys() -> Vec<(String, String, i64)> {
+        let start = ts("2018-07-29T22:35:30");
+        let mut records: Vec<_> = (0..300)
+            .map(|n| {
+                let t = start + n * 1000;
+                let key = format!("10.0.0.{}", n % 10);
+                let lag = if n % 2 == 1 { 20_000 } else { 0 };
+                (key, kinesis_processor_sdk::helpers::time::format_timestamp_millis(t), t + lag)
+            })
+            .collect();
+        records.sort_by_key(|r| r.2);
+        records
+    }
+
+    fn context(range: HashKeyRange, parents: &[&str]) -> ShardContext {
+        ShardContext {
+            hash_key_range: range,
+            parents: parents.iter().map(|p| p.to_string()).collect(),
+            ..ShardContext::default()
+        }
+    }
+
     #[test]
-    fn shard_end_flushes_held_windows() {
-        let mut counter = BufferedCounter::init("{}", &ShardContext::default()).expect("init");
-        let mut batch = BatchBuilder::new();
-        batch.push("a", b"2018-07-29T22:35:01", 0);
-        let mut out = Output::new();
-        counter.process(&batch.batch(), &mut out).expect("process");
-        assert!(out.is_empty(), "window held while incomplete");
-        counter.shutdown(ShutdownReason::ShardEnded, &mut out);
+    fn windows_stay_exact_across_a_split_then_a_merge() {
+        let records = many_keys();
+        let config = r#"{"allowed_lateness_seconds": 30}"#;
+        let (first, rest) = records.split_at(100);
+        let (second, third) = rest.split_at(100);
         let mut got = Tally::new();
-        tally(&out, &mut got);
-        assert_eq!(got[&("2018-07-29T22:35:00Z".to_string(), "a".to_string())], (1, 0));
+        let mut parent = BufferedCounter::init(config, &ShardContext::default()).expect("init");
+        run(&mut parent, first, 5, &mut got);
+        let mut out = Output::new();
+        let state = parent.snapshot();
+        parent.shutdown(ShutdownReason::ShardEnded, &mut out);
+        assert!(out.is_empty(), "held windows go on in the children, not flushed at the end");
+
+        let half = u128::MAX / 2;
+        let ranges = [HashKeyRange { start: 0, end: half }, HashKeyRange { start: half + 1, end: u128::MAX }];
+        let mut children: Vec<BufferedCounter> = ranges
+            .iter()
+            .map(|&range| {
+                let mut child = BufferedCounter::init(config, &context(range, &["p"])).expect("init");
+                child.restore(&state, BufferedCounter::STATE_VERSION).expect("restore");
+                child
+            })
+            .collect();
+        for (child, range) in children.iter_mut().zip(ranges) {
+            let mine: Vec<_> = second.iter().filter(|r| range.contains_key(r.0.as_bytes())).cloned().collect();
+            assert!(!mine.is_empty(), "both halves get keys");
+            run(child, &mine, 5, &mut got);
+        }
+        let states: Vec<Snapshot> = children
+            .iter()
+            .map(|c| Snapshot { version: BufferedCounter::STATE_VERSION, bytes: c.snapshot() })
+            .collect();
+        let mut merged = BufferedCounter::init(config, &context(HashKeyRange::default(), &["c1", "c2"])).expect("init");
+        merged.merge(&states).expect("merge");
+        run(&mut merged, third, 5, &mut got);
+        drain(&mut merged, records.last().map(|r| r.2).unwrap_or_default(), &mut got);
+        // `tally` fails on a second final; every (window, key) adds up.
+        let want = expected(&records);
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+        for (key, (count, _)) in &want {
+            let (fin, late) = got[key];
+            assert_eq!(fin + late, *count, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn a_window_one_parent_emitted_takes_corrections_after_a_merge() {
+        let config = r#"{"allowed_lateness_seconds": 30}"#;
+        let records = |key: &str, from: &str, to: &str| -> Vec<(String, String, i64)> {
+            (ts(from)..=ts(to))
+                .step_by(10_000)
+                .map(|t| (key.to_string(), kinesis_processor_sdk::helpers::time::format_timestamp_millis(t), t))
+                .collect()
+        };
+        let mut got = Tally::new();
+        // Parent `a` is ahead: its watermark closed 22:35 to 22:38; `b` is behind.
+        let mut a = BufferedCounter::init(config, &ShardContext::default()).expect("init");
+        run(&mut a, &records("a", "2018-07-29T22:35:00", "2018-07-29T22:40:00"), 5, &mut got);
+        let mut b = BufferedCounter::init(config, &ShardContext::default()).expect("init");
+        run(&mut b, &records("b", "2018-07-29T22:35:00", "2018-07-29T22:36:00"), 5, &mut got);
+        assert_eq!(got[&("2018-07-29T22:37:00Z".to_string(), "a".to_string())], (6, 0));
+        let states = [a.snapshot(), b.snapshot()].map(|bytes| Snapshot { version: 1, bytes });
+        let mut merged = BufferedCounter::init(config, &context(HashKeyRange::default(), &["a", "b"])).expect("init");
+        merged.merge(&states).expect("merge");
+        assert_eq!(merged.watermark, b.watermark, "the older watermark");
+        // A record for a window `a` already emitted: a correction, not a second final.
+        run(&mut merged, &records("a", "2018-07-29T22:37:10", "2018-07-29T22:37:10"), 5, &mut got);
+        drain(&mut merged, ts("2018-07-29T22:41:00"), &mut got);
+        assert_eq!(got[&("2018-07-29T22:37:00Z".to_string(), "a".to_string())], (6, 1));
+        assert_eq!(got[&("2018-07-29T22:36:00Z".to_string(), "b".to_string())].0, 1, "b's held window closes once");
     }
 }

@@ -13,13 +13,19 @@
 //!
 //! Output: one record per changed (window, key), keyed by the counted key:
 //! `{"window_start":"2018-07-29T22:36:00Z","key":"8.8.8.8","count":7}`.
+//!
+//! Across resharding the counts go on: a split's children keep their share
+//! of the parent's counts (`keep_counts_of`), a merge's child adds its
+//! parents' (`merge_counts`), so a key's count after a reshard includes the
+//! records before it.
 
 use kinesis_processor_sdk::helpers::count::{
-    retention_windows_setting, seconds_setting, write_count_head, CountsState, WindowCounts,
+    keep_counts_of, merge_counts, range_field, retention_windows_setting, seconds_setting, write_count_head,
+    CountsState, WindowCounts,
 };
-use kinesis_processor_sdk::helpers::select::{Selector, SelectorConfig};
+use kinesis_processor_sdk::helpers::select::{KeySelector, Selector, SelectorConfig};
 use kinesis_processor_sdk::helpers::time::window_start;
-use kinesis_processor_sdk::{export_processor, Batch, Output, ProcessError, Processor, ShardContext};
+use kinesis_processor_sdk::{export_processor, Batch, Output, ProcessError, Processor, ShardContext, Snapshot};
 use serde::Deserialize;
 
 /// The counter's settings; unknown fields are an error so typos surface.
@@ -45,6 +51,10 @@ pub struct Counter {
     counts: WindowCounts,
     /// Start of the newest window seen, for retention.
     newest_window: i64,
+    /// Where it runs: which keys are this shard's after a split.
+    shard: ShardContext,
+    /// Counting by partition key (so a split can divide the counts by key).
+    by_partition_key: bool,
 }
 
 impl Counter {
@@ -66,7 +76,7 @@ impl Processor for Counter {
     const NAME: &'static str = "counter";
     const STATE_VERSION: u32 = 1;
 
-    fn init(config: &str, _shard: &ShardContext) -> Result<Self, String> {
+    fn init(config: &str, shard: &ShardContext) -> Result<Self, String> {
         let config: CounterConfig = serde_json::from_str(config).map_err(|e| format!("invalid counter config: {e}"))?;
         let (key, time) = SelectorConfig {
             key_field: config.key_field,
@@ -74,7 +84,10 @@ impl Processor for Counter {
             event_time: config.event_time,
         }
         .selectors()?;
+        let by_partition_key = key == KeySelector::PartitionKey;
         Ok(Counter {
+            shard: shard.clone(),
+            by_partition_key,
             selector: Selector::new(key, time),
             window_millis: seconds_setting(config.window_seconds, 60, 1, "window_seconds")?,
             retention_windows: retention_windows_setting(config.retention_windows)?,
@@ -108,7 +121,8 @@ impl Processor for Counter {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        serde_json::to_vec(&CountsState { windows: self.counts.to_snapshot() }).unwrap_or_default()
+        let state = CountsState { windows: self.counts.to_snapshot(), range: range_field(&self.shard.hash_key_range) };
+        serde_json::to_vec(&state).unwrap_or_default()
     }
 
     fn restore(&mut self, state: &[u8], version: u32) -> Result<(), String> {
@@ -118,6 +132,13 @@ impl Processor for Counter {
         let state: CountsState = serde_json::from_slice(state).map_err(|e| format!("counter state is corrupt: {e}"))?;
         self.newest_window = state.windows.iter().map(|(w, _)| *w).max().unwrap_or(i64::MIN);
         self.counts = WindowCounts::from_snapshot(state.windows);
+        keep_counts_of(&mut self.counts, state.range.as_ref(), &self.shard, self.by_partition_key);
+        Ok(())
+    }
+
+    fn merge(&mut self, parents: &[Snapshot]) -> Result<(), String> {
+        self.counts = merge_counts(parents, Self::STATE_VERSION).map_err(|e| format!("counter: {e}"))?;
+        self.newest_window = self.counts.last_window().unwrap_or(i64::MIN);
         Ok(())
     }
 }
@@ -127,7 +148,7 @@ export_processor!(Counter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kinesis_processor_sdk::BatchBuilder;
+    use kinesis_processor_sdk::{BatchBuilder, HashKeyRange};
 
     fn outputs(out: &Output) -> Vec<serde_json::Value> {
         out.iter().map(|(_, d)| serde_json::from_slice(d).expect("json output")).collect()
@@ -186,5 +207,45 @@ mod tests {
             let err = Counter::init(config, &ShardContext::default()).err().unwrap_or_default();
             assert!(err.contains(needle), "{config}: {err}");
         }
+    }
+
+    #[test]
+    fn counts_go_on_across_a_split_and_a_merge() {
+        let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        let batch_of = |keys: &[&String]| {
+            let mut batch = BatchBuilder::new();
+            for key in keys {
+                batch.push(key, b"2018-07-29T22:35:10", 0);
+            }
+            batch
+        };
+        let all: Vec<&String> = keys.iter().collect();
+        let mut parent = Counter::init("{}", &ShardContext::default()).expect("init");
+        parent.process(&batch_of(&all).batch(), &mut Output::new()).expect("process");
+        let state = parent.snapshot();
+        let half = u128::MAX / 2;
+        let ranges = [HashKeyRange { start: 0, end: half }, HashKeyRange { start: half + 1, end: u128::MAX }];
+        let mut states = Vec::new();
+        let mut last = std::collections::BTreeMap::new();
+        for range in ranges {
+            let shard = ShardContext { hash_key_range: range, ..ShardContext::default() };
+            let mut child = Counter::init("{}", &shard).expect("init");
+            child.restore(&state, Counter::STATE_VERSION).expect("restore");
+            let mine: Vec<&String> = keys.iter().filter(|k| range.contains_key(k.as_bytes())).collect();
+            assert_eq!(child.counts.to_snapshot()[0].1.len(), mine.len(), "keeps only its own keys");
+            let mut out = Output::new();
+            child.process(&batch_of(&mine).batch(), &mut out).expect("process");
+            for v in outputs(&out) {
+                last.insert(v["key"].as_str().unwrap_or_default().to_string(), v["count"].as_u64());
+            }
+            states.push(Snapshot { version: Counter::STATE_VERSION, bytes: child.snapshot() });
+        }
+        assert!(last.values().all(|c| *c == Some(2)), "each key counted before and after the split: {last:?}");
+        let mut merged = Counter::init("{}", &ShardContext::default()).expect("init");
+        merged.merge(&states).expect("merge");
+        let mut out = Output::new();
+        merged.process(&batch_of(&all).batch(), &mut out).expect("process");
+        assert!(outputs(&out).iter().all(|v| v["count"] == 3), "{:?}", outputs(&out));
+        assert!(merged.merge(&[Snapshot { version: 9, bytes: b"{}".to_vec() }]).is_err());
     }
 }

@@ -1,8 +1,9 @@
 //! Adapts a [`Processor`] to the generated component bindings (wasm only).
 
+use crate::wit::exports::kinesis::processor::merge::Guest as MergeGuest;
 use crate::wit::exports::kinesis::processor::processor::Guest;
 use crate::wit::kinesis::processor::{host, types};
-use crate::{Batch, LogLevel, Output, ProcessError, Processor, ShardContext, ShutdownReason};
+use crate::{Batch, HashKeyRange, LogLevel, Output, ProcessError, Processor, ShardContext, ShutdownReason, Snapshot};
 use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -64,8 +65,16 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 
 impl<P: Processor> Guest for Glue<P> {
     fn init(config: String, context: types::ShardContext) -> Result<types::ProcessorInfo, String> {
-        let shard =
-            ShardContext { stream: context.stream_name, shard_id: context.shard_id, application: context.application };
+        let range = &context.hash_key_range;
+        let hash_key_range = HashKeyRange::parse(&range.starting_hash_key, &range.ending_hash_key)
+            .ok_or_else(|| format!("the host gave an invalid hash-key range {range:?}"))?;
+        let shard = ShardContext {
+            stream: context.stream_name,
+            shard_id: context.shard_id,
+            application: context.application,
+            hash_key_range,
+            parents: context.parent_shard_ids,
+        };
         let processor = P::init(&config, &shard)?;
         INSTANCE.with_borrow_mut(|slot| *slot = Some(Box::new(processor)));
         Ok(types::ProcessorInfo { name: P::NAME.to_string(), state_version: P::STATE_VERSION })
@@ -96,5 +105,13 @@ impl<P: Processor> Guest for Glue<P> {
             types::ShutdownReason::Requested => ShutdownReason::Requested,
         };
         with_processor::<P, _>(|p, out| p.shutdown(reason, out));
+    }
+}
+
+impl<P: Processor> MergeGuest for Glue<P> {
+    fn merge(parents: Vec<types::State>) -> Result<(), String> {
+        let parents: Vec<Snapshot> =
+            parents.into_iter().map(|s| Snapshot { version: s.version, bytes: s.bytes }).collect();
+        with_processor::<P, _>(|p, _| p.merge(&parents))
     }
 }

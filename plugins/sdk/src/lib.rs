@@ -41,9 +41,11 @@ extern crate self as kinesis_processor_sdk;
 mod batch;
 pub mod helpers;
 mod output;
+mod shard;
 
 pub use batch::{Batch, BatchBuilder, Record};
 pub use output::Output;
+pub use shard::{hash_key, HashKeyRange, ShardContext};
 
 /// The packed layout of batches and output as they cross the component
 /// boundary (one payload buffer plus fixed-size index entries). Hosts and
@@ -53,15 +55,13 @@ pub mod wire {
     pub use crate::output::OutputEntry;
 }
 
-/// Where an instance runs (one instance per shard).
+/// A state as [`Processor::snapshot`] wrote it, with its layout version:
+/// what [`Processor::merge`] gets from each parent shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShardContext {
-    /// Kinesis stream name.
-    pub stream: String,
-    /// Shard id, e.g. `shardId-000000000000`.
-    pub shard_id: String,
-    /// Consuming application's name.
-    pub application: String,
+pub struct Snapshot {
+    pub version: u32,
+    /// Empty when the parent left no state.
+    pub bytes: Vec<u8>,
 }
 
 /// Why a call failed; the host's failure policy decides what follows.
@@ -107,7 +107,8 @@ impl std::fmt::Display for ProcessError {
 /// Why an instance is shut down (the KCL reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownReason {
-    /// The shard was split or merged and read to its end: flush everything.
+    /// The shard was split or merged and read to its end; its last snapshot
+    /// goes on in its children.
     ShardEnded,
     /// Another worker owns the shard now: emit nothing more.
     LeaseLost,
@@ -162,7 +163,25 @@ pub trait Processor: Sized + 'static {
         }
     }
 
-    /// Last call on this instance; may emit final output (e.g. on shard end).
+    /// Takes over the final states of the shards merged into this one (in
+    /// the order of [`ShardContext::parents`]), on a fresh instance, instead
+    /// of [`Processor::restore`]. Their key sets are disjoint, so per-key
+    /// state unions (and counts add): `helpers::state::merge_json_maps`
+    /// does it for map-like state. An error stops the shard. The default
+    /// accepts only parents without state, right for stateless processors.
+    fn merge(&mut self, parents: &[Snapshot]) -> Result<(), String> {
+        match parents.iter().find(|p| !p.bytes.is_empty()) {
+            None => Ok(()),
+            Some(_) => Err(format!(
+                "{} keeps state but does not implement `Processor::merge`, so the state of merged shards would be lost",
+                Self::NAME
+            )),
+        }
+    }
+
+    /// Last call on this instance; may emit final output. On
+    /// [`ShutdownReason::ShardEnded`] the state was just snapshotted for
+    /// the children: emit nothing they will emit again from it.
     fn shutdown(&mut self, _reason: ShutdownReason, _out: &mut Output) {}
 }
 
@@ -188,7 +207,7 @@ pub fn now_millis() -> i64 {
 pub mod wit {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "processor-world",
+        world: "merging-processor-world",
         pub_export_macro: true,
         export_macro_name: "__export_processor_world",
         default_bindings_module: "::kinesis_processor_sdk::wit",

@@ -1,12 +1,14 @@
 //! A processor to copy: counts records per partition key and emits the
 //! running total of each key seen in a batch, keeping the totals across
-//! restarts via snapshot/restore.
+//! restarts via snapshot/restore, and across resharding: after a split
+//! each child keeps its own keys' totals, after a merge the parents' add up.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2`
 //! Try:   `host test --plugin target/wasm32-wasip2/release/processor_template.wasm --input records.jsonl`
 //! Test:  `cargo test` (runs natively, no wasm needed)
 
-use kinesis_processor_sdk::{export_processor, Batch, Output, ProcessError, Processor, ShardContext};
+use kinesis_processor_sdk::helpers::state::{merge_json_maps, retain_own_keys};
+use kinesis_processor_sdk::{export_processor, Batch, Output, ProcessError, Processor, ShardContext, Snapshot};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -22,6 +24,8 @@ struct Config {
 pub struct KeyTotals {
     prefix: String,
     totals: BTreeMap<String, u64>,
+    /// Which keys are this shard's (after a split).
+    shard: ShardContext,
 }
 
 impl Processor for KeyTotals {
@@ -29,9 +33,9 @@ impl Processor for KeyTotals {
     /// Bump when the snapshot layout changes; migrate old versions in `restore`.
     const STATE_VERSION: u32 = 1;
 
-    fn init(config: &str, _shard: &ShardContext) -> Result<Self, String> {
+    fn init(config: &str, shard: &ShardContext) -> Result<Self, String> {
         let config: Config = serde_json::from_str(config).map_err(|e| format!("invalid config: {e}"))?;
-        Ok(KeyTotals { prefix: config.prefix.unwrap_or_default(), totals: BTreeMap::new() })
+        Ok(KeyTotals { prefix: config.prefix.unwrap_or_default(), totals: BTreeMap::new(), shard: shard.clone() })
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Output) -> Result<(), ProcessError> {
@@ -61,6 +65,14 @@ impl Processor for KeyTotals {
             return Err(format!("unknown state version {version}"));
         }
         self.totals = serde_json::from_slice(state).map_err(|e| format!("corrupt state: {e}"))?;
+        // A split's child gets its parent's whole state: keep our keys.
+        retain_own_keys(&mut self.totals, &self.shard);
+        Ok(())
+    }
+
+    /// A merge's child: the parents' keys are disjoint, so totals union.
+    fn merge(&mut self, parents: &[Snapshot]) -> Result<(), String> {
+        self.totals = merge_json_maps(parents, Self::STATE_VERSION, |total, more| *total += more)?;
         Ok(())
     }
 }

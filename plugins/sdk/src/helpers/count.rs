@@ -4,6 +4,7 @@
 //! hash lookups without allocating. Cells touched since the last drain are
 //! tracked, so a processor can emit only what changed.
 
+use crate::{HashKeyRange, ShardContext, Snapshot};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -86,6 +87,11 @@ impl WindowCounts {
         self.cells[id as usize].iter().find(|(w, _)| *w == window_start).map(|(_, c)| c.count)
     }
 
+    /// Whether (window, key) holds a count.
+    pub fn contains(&self, window_start: i64, key: &[u8]) -> bool {
+        self.key_ids.get(key).is_some_and(|&id| self.cells[id as usize].iter().any(|(w, _)| *w == window_start))
+    }
+
     /// True when the window is held.
     pub fn has_window(&self, window_start: i64) -> bool {
         self.windows.contains_key(&window_start)
@@ -129,9 +135,24 @@ impl WindowCounts {
         out
     }
 
+    /// Keeps only the keys `keep` says yes to (e.g. a split child's own).
+    pub fn retain_keys(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let mut windows = self.to_snapshot();
+        for (_, cells) in &mut windows {
+            cells.retain(|(key, _)| keep(key));
+        }
+        windows.retain(|(_, cells)| !cells.is_empty());
+        *self = WindowCounts::from_snapshot(windows);
+    }
+
     /// Start of the oldest window held.
     pub fn first_window(&self) -> Option<i64> {
         self.windows.keys().next().copied()
+    }
+
+    /// Start of the newest window held.
+    pub fn last_window(&self) -> Option<i64> {
+        self.windows.keys().next_back().copied()
     }
 
     /// Number of windows held.
@@ -213,6 +234,55 @@ pub fn write_count_head(buf: &mut Vec<u8>, window_start: i64, key: &str, count: 
 pub struct CountsState {
     /// Counts per window.
     pub windows: Vec<WindowSnapshot>,
+    /// The hash-key range of the shard that wrote it (decimal), so a child
+    /// of a split tells its parent's state from its own; absent in states
+    /// written before state followed resharding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[String; 2]>,
+}
+
+/// A shard's hash-key range as [`CountsState::range`] stores it.
+pub fn range_field(range: &HashKeyRange) -> Option<[String; 2]> {
+    Some([range.start.to_string(), range.end.to_string()])
+}
+
+/// Which of a state's counts are this shard's, given the range the state
+/// was written for (`None`: unknown). Its own state is all its own. After
+/// a split, keyed by partition key: the keys the shard now holds; keyed by
+/// a field of the data (any shard may see any key): all of it for the child
+/// holding the parent's first hash key and none for the other, so every
+/// count goes on in exactly one child.
+pub fn keep_counts_of(
+    counts: &mut WindowCounts,
+    written_for: Option<&[String; 2]>,
+    shard: &ShardContext,
+    keys_are_partition_keys: bool,
+) {
+    let written_for = written_for.and_then(|[start, end]| HashKeyRange::parse(start, end));
+    if written_for == Some(shard.hash_key_range) || shard.hash_key_range.is_full() {
+        return;
+    }
+    if keys_are_partition_keys {
+        counts.retain_keys(|key| shard.owns_key(key.as_bytes()));
+    } else if written_for.is_some_and(|parent| !shard.hash_key_range.contains(parent.start)) {
+        *counts = WindowCounts::new();
+    }
+}
+
+/// The counts of a merge's parents, one [`CountsState`] each (empty bytes:
+/// no state), added up; a version other than `version` is an error.
+pub fn merge_counts(parents: &[Snapshot], version: u32) -> Result<WindowCounts, String> {
+    let mut windows = Vec::new();
+    for (index, parent) in parents.iter().enumerate().filter(|(_, p)| !p.bytes.is_empty()) {
+        if parent.version != version {
+            return Err(format!("parent {index}'s state is version {}, expected {version}", parent.version));
+        }
+        let state: CountsState =
+            serde_json::from_slice(&parent.bytes).map_err(|e| format!("parent {index}'s state is corrupt: {e}"))?;
+        windows.extend(state.windows);
+    }
+    // `from_snapshot` adds counts of a (window, key) met twice.
+    Ok(WindowCounts::from_snapshot(windows))
 }
 
 #[cfg(test)]

@@ -1,0 +1,216 @@
+//! `host test`'s input: JSON lines, each a record or a reshard at that
+//! point of the stream (`{"reshard": "split"}`, `{"reshard": "merge"}`), so
+//! authors replay a split or merge offline and see their state carried.
+
+use crate::batch::InputRecord;
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use serde::Deserialize;
+use std::io::BufRead;
+
+/// A replay file read: its records, and where the stream was resharded.
+#[derive(Debug, Default)]
+pub struct ReplayInput {
+    pub records: Vec<InputRecord>,
+    /// Each reshard, after how many records (in file order) it happens.
+    pub reshards: Vec<(usize, Reshard)>,
+}
+
+/// A reshard line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reshard {
+    /// Split `shard` (the only open one when `None`) at hash key `at` (the
+    /// middle of its range when `None`): the new child's starting hash key.
+    Split { shard: Option<String>, at: Option<u128> },
+    /// Merge two adjacent open shards (the only two when `None`).
+    Merge { shards: Option<[String; 2]> },
+}
+
+/// `{"reshard": "split" | "merge", …}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReshardLine {
+    reshard: String,
+    /// The shard to split.
+    shard: Option<String>,
+    /// The new starting hash key of a split (decimal).
+    at: Option<String>,
+    /// The two shards to merge.
+    shards: Option<Vec<String>>,
+}
+
+impl ReshardLine {
+    fn into_reshard(self) -> Result<Reshard, String> {
+        match self.reshard.as_str() {
+            "split" if self.shards.is_none() => {
+                let at =
+                    match self.at {
+                        Some(at) => Some(at.parse::<u128>().map_err(|_| {
+                            format!("`at` must be a hash key: a decimal integer below 2^128, not {at:?}")
+                        })?),
+                        None => None,
+                    };
+                Ok(Reshard::Split { shard: self.shard, at })
+            }
+            "merge" if self.shard.is_none() && self.at.is_none() => match self.shards {
+                None => Ok(Reshard::Merge { shards: None }),
+                Some(shards) => match <[String; 2]>::try_from(shards) {
+                    Ok(pair) => Ok(Reshard::Merge { shards: Some(pair) }),
+                    Err(_) => Err("`shards` of a merge must name exactly two shards".into()),
+                },
+            },
+            "split" => Err("a split takes `shard` and `at`, not `shards`".into()),
+            "merge" => Err("a merge takes `shards`, not `shard` or `at`".into()),
+            other => Err(format!("`reshard` must be \"split\" or \"merge\", not {other:?}")),
+        }
+    }
+}
+
+/// One line of a replay file (the Kinesis record fields, camelCase).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ReplayLine {
+    partition_key: String,
+    /// Text, or any JSON value (written out compactly as the data).
+    data: Option<serde_json::Value>,
+    data_base64: Option<String>,
+    #[serde(alias = "arrival")]
+    approximate_arrival_timestamp: Option<TimeValue>,
+    sequence_number: Option<String>,
+    sub_sequence_number: Option<u64>,
+}
+
+/// A time as epoch milliseconds or ISO-8601 text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TimeValue {
+    Millis(i64),
+    Text(String),
+}
+
+/// Reads JSON-lines records and reshards. Lines without an arrival time
+/// take the previous record's (the first takes `start_millis`); sequence
+/// numbers are generated in order when absent. Errors name the line.
+pub fn read_input(reader: impl BufRead, source: &str, start_millis: i64) -> anyhow::Result<ReplayInput> {
+    let mut records = Vec::new();
+    let mut reshards = Vec::new();
+    let mut arrival = start_millis;
+    for (index, line) in reader.lines().enumerate() {
+        let at = || format!("{source}:{}", index + 1);
+        let line = line.with_context(at)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // Only a line that mentions it can be a reshard; a record whose data
+        // does falls through to the record parser.
+        if line.contains("\"reshard\"") {
+            if let Ok(reshard) = serde_json::from_str::<ReshardLine>(&line) {
+                let reshard = reshard.into_reshard().map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+                reshards.push((records.len(), reshard));
+                continue;
+            }
+        }
+        let parsed: ReplayLine = serde_json::from_str(&line)
+            .with_context(|| {
+                format!("{}: not a record (expected {{\"partitionKey\": …, \"data\": …}}) or a reshard ({{\"reshard\": \"split\"}})", at())
+            })?;
+        let data = match (parsed.data, parsed.data_base64) {
+            (Some(serde_json::Value::String(text)), None) => text.into_bytes(),
+            (Some(value), None) => value.to_string().into_bytes(),
+            (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .with_context(|| format!("{}: `dataBase64` is not valid base64", at()))?,
+            (None, None) => bail!("{}: a record needs `data` or `dataBase64`", at()),
+            (Some(_), Some(_)) => bail!("{}: give `data` or `dataBase64`, not both", at()),
+        };
+        if let Some(time) = parsed.approximate_arrival_timestamp {
+            arrival = match time {
+                TimeValue::Millis(ms) => ms,
+                TimeValue::Text(text) => kinesis_processor_sdk::helpers::time::parse_timestamp_millis(text.as_bytes())
+                    .with_context(|| format!("{}: arrival time {text:?} is not ISO-8601", at()))?,
+            };
+        }
+        let sequence_number = parsed.sequence_number.unwrap_or_else(|| format!("49{:054}", records.len() + 1));
+        records.push(InputRecord {
+            partition_key: parsed.partition_key,
+            data,
+            sequence_number,
+            sub_sequence_number: parsed.sub_sequence_number.unwrap_or(0),
+            arrival_millis: arrival,
+        });
+    }
+    Ok(ReplayInput { records, reshards })
+}
+
+/// Reads records only (a reshard line is an error): for callers that
+/// replay one shard.
+pub fn read_records(reader: impl BufRead, source: &str, start_millis: i64) -> anyhow::Result<Vec<InputRecord>> {
+    let input = read_input(reader, source, start_millis)?;
+    if !input.reshards.is_empty() {
+        bail!("{source}: reshard lines need a multi-shard replay (`host test`)");
+    }
+    Ok(input.records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_text_json_and_base64_records() {
+        let input = r#"{"partitionKey": "8.8.8.8", "data": "2018-07-29T22:35:46.694763", "approximateArrivalTimestamp": "2018-07-29T22:35:47Z"}
+{"partitionKey": "a01", "data": {"name": "ruan"}}
+
+{"partitionKey": "b", "dataBase64": "/w==", "arrival": 7, "sequenceNumber": "42"}
+"#;
+        let records = read_records(input.as_bytes(), "in.jsonl", 0).expect("valid");
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].arrival_millis, 1_532_903_747_000);
+        assert_eq!(records[1].data, br#"{"name":"ruan"}"#);
+        assert_eq!(records[1].arrival_millis, 1_532_903_747_000, "inherits the previous arrival");
+        assert_eq!(records[2].data, vec![0xff]);
+        assert_eq!(records[2].sequence_number, "42");
+        assert!(records[0].sequence_number < records[1].sequence_number);
+    }
+
+    #[test]
+    fn reads_reshards_between_records() {
+        let input = r#"{"partitionKey": "a", "data": "x"}
+{"reshard": "split"}
+{"partitionKey": "b", "data": "{\"reshard\": 1}"}
+{"reshard": "split", "shard": "shardId-000000000001", "at": "12"}
+{"reshard": "merge", "shards": ["shardId-000000000003", "shardId-000000000004"]}
+"#;
+        let got = read_input(input.as_bytes(), "in.jsonl", 0).expect("valid");
+        assert_eq!(got.records.len(), 2, "a record mentioning `reshard` in its data is a record");
+        assert_eq!(
+            got.reshards,
+            vec![
+                (1, Reshard::Split { shard: None, at: None }),
+                (2, Reshard::Split { shard: Some("shardId-000000000001".into()), at: Some(12) }),
+                (
+                    2,
+                    Reshard::Merge {
+                        shards: Some(["shardId-000000000003".to_string(), "shardId-000000000004".to_string()])
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        for (input, needle) in [
+            ("{\"data\": \"x\"}", "in.jsonl:1: not a record"),
+            ("{\"partitionKey\": \"k\"}", "in.jsonl:1: a record needs `data`"),
+            ("\n{\"partitionKey\": \"k\", \"dataBase64\": \"%%\"}", "in.jsonl:2: `dataBase64` is not valid base64"),
+            ("{\"partitionKey\": \"k\", \"data\": \"x\", \"arrival\": \"soon\"}", "is not ISO-8601"),
+            ("{\"reshard\": \"splat\"}", "in.jsonl:1: `reshard` must be \"split\" or \"merge\""),
+            ("{\"reshard\": \"split\", \"at\": \"-1\"}", "`at` must be a hash key"),
+            ("{\"reshard\": \"merge\", \"shards\": [\"a\"]}", "exactly two shards"),
+        ] {
+            let err = read_input(input.as_bytes(), "in.jsonl", 0).expect_err(input);
+            assert!(format!("{err:#}").contains(needle), "{input}: {err:#}");
+        }
+    }
+}
