@@ -256,10 +256,11 @@ impl<W: Write> Replayer<'_, W> {
             }
             self.current = index;
             let range = self.lanes[index].range;
-            let mine: Vec<&InputRecord> = if range.is_full() {
-                segment.iter().collect()
+            // Without reshards the one shard takes the input as it is.
+            let mine: std::borrow::Cow<[InputRecord]> = if range.is_full() {
+                segment.into()
             } else {
-                segment.iter().filter(|r| range.contains_key(r.partition_key.as_bytes())).collect()
+                segment.iter().filter(|r| range.contains_key(r.partition_key.as_bytes())).cloned().collect()
             };
             let mut policy = Policy::new(options.failure.clone(), 1);
             for chunk in mine.chunks(batch_size) {
@@ -276,8 +277,7 @@ impl<W: Write> Replayer<'_, W> {
                 lane.batches += 1;
                 let number = lane.batches;
                 let mut batch = PackedBatch::default();
-                let owned: Vec<InputRecord> = chunk.iter().map(|r| (*r).clone()).collect();
-                batch.repack(&owned, 0).with_context(|| format!("batch {number} of {}", self.shard_id()))?;
+                batch.repack(chunk, 0).with_context(|| format!("batch {number} of {}", self.shard_id()))?;
                 self.report.batches += 1;
                 self.report.records += chunk.len();
                 match policy.handle(self, batch).await? {
@@ -304,8 +304,7 @@ impl<W: Write> Replayer<'_, W> {
     /// goes on with a fresh one restored from the snapshot just committed.
     fn restart(&mut self, plugin: &Arc<Plugin>) -> anyhow::Result<()> {
         let lane = self.lane();
-        let mut settings = lane.instance.settings().clone();
-        settings.clock = Clock::Manual(lane.time.clone());
+        let settings = lane.instance.settings().clone();
         let state = lane.instance.committed_state().cloned();
         let fresh = PluginInstance::start(plugin.clone(), settings, state)?;
         let mut old = std::mem::replace(&mut lane.instance, fresh);
