@@ -57,6 +57,14 @@ pub fn pack_into(records: &[InputRecord], payload: &mut Vec<u8>, index: &mut Vec
 /// A batch already in the WIT layout, as the shard reader fills it straight
 /// from a GetRecords response: no per-record allocation between the SDK's
 /// buffers and the sandbox, and one buffer per batch to hand around.
+/// Where a user record sits: its Kinesis record's sequence number and its
+/// index inside that record (0 unless the record is KPL-aggregated).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub sequence_number: String,
+    pub sub_sequence_number: u64,
+}
+
 /// Replays reuse one across batches (`repack`).
 #[derive(Debug)]
 pub struct PackedBatch {
@@ -158,10 +166,14 @@ impl PackedBatch {
         &self.batch
     }
 
-    /// Sequence number of the last record (the position a checkpoint after
+    /// Where the last user record sits (the position a checkpoint after
     /// this batch records).
-    pub fn last_sequence_number(&self) -> Option<String> {
-        self.view().get(self.len().checked_sub(1)?).map(|r| r.sequence_number().to_string())
+    pub fn last_position(&self) -> Option<Position> {
+        let last = self.view().get(self.len().checked_sub(1)?)?;
+        Some(Position {
+            sequence_number: last.sequence_number().to_string(),
+            sub_sequence_number: last.sub_sequence_number(),
+        })
     }
 
     /// A copy of records `range` as a batch of its own (retrying part of a

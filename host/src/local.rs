@@ -32,6 +32,9 @@ pub struct LocalOptions {
     pub enforce_limits: bool,
     /// Seconds before a shard iterator expires.
     pub iterator_ttl_seconds: u64,
+    /// How long a SubscribeToShard subscription lasts, in milliseconds (5
+    /// minutes, as on AWS; tests shorten it to see re-subscriptions).
+    pub subscription_ms: u64,
     /// The one region the endpoint plays (in every ARN). Streams are not
     /// kept per region: a client signing for another region sees the same
     /// streams, as with kinesalite and kinesis-mock.
@@ -48,6 +51,7 @@ impl Default for LocalOptions {
             update_stream_ms: 50,
             enforce_limits: false,
             iterator_ttl_seconds: 300,
+            subscription_ms: 300_000,
             region: "us-east-1".into(),
         }
     }
@@ -85,6 +89,7 @@ impl LocalKinesis {
             shard_limit: options.shard_limit,
             enforce_limits: options.enforce_limits,
             iterator_ttl_seconds: options.iterator_ttl_seconds,
+            subscribe_to_shard_session_ms: options.subscription_ms,
             durable: options.data_dir.clone().map(|state_dir| ferrokinesis::store::DurableStateOptions {
                 state_dir,
                 snapshot_interval_secs: 30,

@@ -66,6 +66,12 @@ pub fn render(progress: &Progress, info: &MetricsInfo) -> String {
         "host_expired_iterators_total{{stream=\"{stream}\"}} {}",
         progress.expired_iterators.load(Ordering::Relaxed)
     );
+    let _ = writeln!(out, "# HELP host_corrupt_aggregates_total Records with the KPL magic bytes that were not valid aggregates (bad MD5 or undecodable), delivered as one plain record each.\n# TYPE host_corrupt_aggregates_total counter");
+    let _ = writeln!(
+        out,
+        "host_corrupt_aggregates_total{{stream=\"{stream}\"}} {}",
+        progress.corrupt_aggregates.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP host_dead_letters_total Records set aside to the dead-letter sink, by shard and reason (poison, expired).\n# TYPE host_dead_letters_total counter");
     if let Ok(letters) = progress.dead_letters.lock() {
         for ((shard, reason), n) in letters.iter() {

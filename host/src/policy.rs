@@ -12,7 +12,7 @@
 //! The policy knows nothing of Kinesis or checkpoint stores: it drives a
 //! [`PolicyShard`], which the worker and the replay implement.
 
-use crate::batch::PackedBatch;
+use crate::batch::{PackedBatch, Position};
 use crate::dead_letter::{DeadLetter, DeadLetterReason, DeadLetterSink, LetterSource};
 use crate::plugin::{PluginError, PluginOutput, Processed};
 use crate::progress::Progress;
@@ -88,7 +88,7 @@ pub trait PolicyShard {
     async fn accept(&mut self, slice: &PackedBatch, count: usize, output: &PluginOutput) -> anyhow::Result<()>;
 
     /// Moves the position past a record that was set aside.
-    fn skip_to(&mut self, sequence_number: &str);
+    fn skip_to(&mut self, position: Position);
 
     /// Snapshots the plugin and commits position and state together; clears
     /// [`Uncommitted`].
@@ -258,7 +258,10 @@ impl Policy {
         tracing::warn!(shard = %shard.names().1, sequence_number = %letter.sequence_number, "dead-lettered: {failure}");
         sink.write(&[letter]).await?;
         count_dead_letters(shard, DeadLetterReason::Poison, 1);
-        shard.skip_to(record.sequence_number());
+        shard.skip_to(Position {
+            sequence_number: record.sequence_number().to_string(),
+            sub_sequence_number: record.sub_sequence_number(),
+        });
         shard.commit().await?;
         Ok(None)
     }
@@ -273,7 +276,7 @@ impl Policy {
         let (Some(age), Some(sink)) = (self.config.max_record_age, self.config.dead_letter.clone()) else {
             return Ok(batch);
         };
-        let last = batch.last_sequence_number();
+        let last = batch.last_position();
         let (keep, old) = batch.split_older_than(shard.now_millis() - age.as_millis() as i64);
         if old.is_empty() {
             return Ok(keep);
@@ -285,7 +288,7 @@ impl Policy {
         count_dead_letters(shard, DeadLetterReason::Expired, letters.len() as u64);
         if let (true, Some(last)) = (keep.is_empty(), last) {
             // All of them: the checkpoint moves past the batch.
-            shard.skip_to(&last);
+            shard.skip_to(last);
             shard.commit().await?;
         }
         Ok(keep)

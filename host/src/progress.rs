@@ -23,6 +23,9 @@ pub struct Progress {
     pub retried_reads: AtomicU64,
     /// Shard iterators replaced after expiring.
     pub expired_iterators: AtomicU64,
+    /// Records with the KPL magic bytes that were not valid aggregates
+    /// (delivered whole).
+    pub corrupt_aggregates: AtomicU64,
     /// Per shard: records processed.
     pub records_by_shard: Mutex<BTreeMap<String, u64>>,
     /// Per shard: set while its reader backs off (a backing-off shard is

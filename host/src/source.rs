@@ -4,6 +4,7 @@
 //! and a push source (SubscribeToShard) can sit beside it.
 
 use crate::batch::PackedBatch;
+pub use crate::batch::Position;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -18,8 +19,13 @@ pub enum StartPosition {
     AtTimestamp(i64),
     /// The record with this sequence number.
     AtSequenceNumber(String),
-    /// The record after this sequence number (how checkpoints resume).
+    /// The record after this sequence number.
     AfterSequenceNumber(String),
+    /// The user record after this one (how checkpoints resume): read at its
+    /// sequence number, dropping the user records up to its sub-sequence
+    /// number, so a restart inside a KPL-aggregated record neither skips
+    /// nor repeats any of its user records.
+    After(Position),
 }
 
 /// One read's worth of a shard.
@@ -48,6 +54,9 @@ pub struct ReaderStats {
     pub retried: u64,
     /// Iterators replaced after they expired.
     pub expired_iterators: u64,
+    /// Records with the KPL magic bytes that did not check out (bad MD5,
+    /// undecodable): delivered as one plain record each, as KCL does.
+    pub corrupt_aggregates: u64,
 }
 
 /// A shard as the scheduler sees it: who its parents are (children start

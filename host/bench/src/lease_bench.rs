@@ -80,7 +80,15 @@ pub async fn run(options: &LeaseBenchOptions, progress: impl Fn(String)) -> anyh
     let producer = {
         let client = client.clone();
         tokio::spawn(async move {
-            produce(&client, "lease-bench", ProducePlan::Rate { per_second: 200.0 }, None, None, |_| {}).await
+            produce(
+                &client,
+                "lease-bench",
+                ProducePlan::Rate { per_second: 200.0, aggregate: None },
+                None,
+                None,
+                |_| {},
+            )
+            .await
         })
     };
     let mut workers: Vec<Worker> = Vec::new();
@@ -137,9 +145,15 @@ pub async fn run(options: &LeaseBenchOptions, progress: impl Fn(String)) -> anyh
     // Throughput: one worker, then three, each over the whole stream.
     admin::create(&client, "lease-tput", options.shards).await?;
     admin::wait_active(&client, "lease-tput", Duration::from_secs(30)).await?;
-    let put =
-        produce(&client, "lease-tput", ProducePlan::Rate { per_second: 1e9 }, Some(options.records), None, |_| {})
-            .await?;
+    let put = produce(
+        &client,
+        "lease-tput",
+        ProducePlan::Rate { per_second: 1e9, aggregate: None },
+        Some(options.records),
+        None,
+        |_| {},
+    )
+    .await?;
     progress(format!("{put} records in lease-tput"));
     for (workers, table) in [(1usize, "tput-one"), (3, "tput-three")] {
         let group = Group { exe: &exe, url: &url, dir: dir.path(), options, stream: "lease-tput", table };

@@ -56,6 +56,9 @@ pub struct DevArgs {
 
     #[command(flatten)]
     pub hot_swap: HotSwapArgs,
+
+    #[command(flatten)]
+    pub retrieval: super::retrieval::RetrievalArgs,
 }
 
 impl DevArgs {
@@ -120,11 +123,12 @@ impl DevArgs {
             });
         }
         let sink = Arc::new(Sink::stdout(args.output));
+        let source = args.retrieval.source(&client, &consumer).await?;
         let report = if args.workers == 1 {
-            let store = SqliteStore::open(&dir.path().join("checkpoints.db"))?;
-            Consumer::new(client, hub, store, sink, consumer).progress(progress).run(shutdown).await
+            let store = Arc::new(SqliteStore::open(&dir.path().join("checkpoints.db"))?);
+            Consumer::with_source(source, hub, store, sink, consumer).progress(progress).run(shutdown).await
         } else {
-            group(&url, args.workers, client, hub, sink, consumer, shutdown).await
+            group(&url, args.workers, source, hub, sink, consumer, shutdown).await
         };
         producer.abort();
         local.stop().await;
@@ -139,7 +143,7 @@ impl DevArgs {
 async fn group(
     url: &str,
     workers: u32,
-    client: aws_sdk_kinesis::Client,
+    source: Arc<dyn crate::source::RecordSource>,
     hub: Arc<crate::swap::SwapHub>,
     sink: Arc<Sink>,
     config: crate::consumer::ConsumerConfig,
@@ -153,7 +157,7 @@ async fn group(
     for i in 1..=workers {
         let id = format!("worker-{i}");
         let store = Arc::new(LeaseStore::new(table.clone(), &id, Duration::from_secs(3), "dev-leases".into()));
-        let consumer = Consumer::new(client.clone(), hub.clone(), store.clone(), sink.clone(), config.clone())
+        let consumer = Consumer::with_source(source.clone(), hub.clone(), store.clone(), sink.clone(), config.clone())
             .ownership(store)
             .on_status(move |line| eprintln!("dev: {line}"));
         runs.spawn(consumer.run(shutdown.clone()));

@@ -7,6 +7,7 @@ mod dev;
 mod leases;
 mod local;
 mod produce;
+mod retrieval;
 mod run;
 mod shared;
 mod stream;

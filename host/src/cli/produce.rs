@@ -34,6 +34,11 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "PER_SECOND", conflicts_with = "sources")]
     pub rate: Option<f64>,
 
+    /// With --rate: pack up to N user records into each Kinesis record, as
+    /// the KPL does (consumers de-aggregate them; see README).
+    #[arg(long, value_name = "N", requires = "rate", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub aggregate: Option<u32>,
+
     /// Stop after this many records in total.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -50,7 +55,7 @@ impl ProduceArgs {
         let plan = if let Some(count) = args.documents {
             ProducePlan::Documents { count, interval: seconds(args.interval, "--interval")? }
         } else if let Some(per_second) = args.rate {
-            ProducePlan::Rate { per_second }
+            ProducePlan::Rate { per_second, aggregate: args.aggregate.map(|n| n as usize) }
         } else if args.sources.is_empty() {
             ProducePlan::Sources(vec![
                 Source { ip: "8.8.8.8".into(), interval: Duration::from_secs(2), lag: Duration::ZERO },

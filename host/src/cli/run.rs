@@ -127,6 +127,9 @@ pub struct RunArgs {
     pub hot_swap: HotSwapArgs,
 
     #[command(flatten)]
+    pub retrieval: super::retrieval::RetrievalArgs,
+
+    #[command(flatten)]
     pub leases: LeaseArgs,
 }
 
@@ -219,7 +222,8 @@ impl RunArgs {
         let shutdown = Shutdown::new();
         stop_on_signals(shutdown.clone());
         let location = store.location();
-        let mut consumer = Consumer::new(client, hub, store, Arc::new(sink), consumer);
+        let source = args.retrieval.source(&client, &consumer).await?;
+        let mut consumer = Consumer::with_source(source, hub, store, Arc::new(sink), consumer);
         if let Some(leases) = leases {
             consumer = consumer.ownership(leases);
         }

@@ -6,7 +6,7 @@
 use super::worker::Worker;
 use crate::plugin::bindings::{ShutdownReason, State};
 use crate::plugin::{Plugin, PluginError, PluginInstance};
-use crate::source::StartPosition;
+use crate::source::{Position, StartPosition};
 use crate::swap::{Change, Generation, OnRejectedState, ShardReport, ShardSwap};
 use anyhow::Context;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub(super) struct PreSwap {
     /// Its state at the swap.
     pub state: Option<State>,
     /// The checkpoint position at the swap.
-    pub committed: Option<String>,
+    pub committed: Option<Position>,
 }
 
 impl Worker {

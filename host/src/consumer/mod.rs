@@ -145,6 +145,8 @@ pub struct RunReport {
     pub retried_reads: u64,
     /// Iterators that expired and were replaced.
     pub expired_iterators: u64,
+    /// Records with the KPL magic bytes that were not valid aggregates.
+    pub corrupt_aggregates: u64,
     /// Shards read to their end (closed by a reshard).
     pub shards_ended: Vec<String>,
     /// Shards stopped before a poison record (no dead-letter sink), with why.
@@ -384,6 +386,7 @@ impl Consumer {
         report.records = progress.records.load(Ordering::Relaxed);
         report.retried_reads = progress.retried_reads.load(Ordering::Relaxed);
         report.expired_iterators = progress.expired_iterators.load(Ordering::Relaxed);
+        report.corrupt_aggregates = progress.corrupt_aggregates.load(Ordering::Relaxed);
         match first_error {
             Some(e) => Err(e),
             None => Ok(report),

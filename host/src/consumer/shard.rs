@@ -11,7 +11,7 @@ use crate::checkpoint::{is_lease_lost, CommitError};
 use crate::plugin::bindings::ShutdownReason;
 use crate::policy::{BatchVerdict, Policy};
 use crate::progress::Progress;
-use crate::source::{ReadBatch, ShardFeed, StartPosition};
+use crate::source::{Position, ReadBatch, ShardFeed, StartPosition};
 use crate::swap::Generation;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,8 +30,12 @@ enum Event {
 /// Runs the shard until it stops, ends, is poisoned or is lost.
 pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<ShardExit> {
     let config = &shared.config;
-    let position = match start.checkpoint.as_ref().and_then(|c| c.sequence_number.clone()) {
-        Some(seq) => StartPosition::AfterSequenceNumber(seq),
+    let committed = start.checkpoint.as_ref().and_then(|c| {
+        let sequence_number = c.sequence_number.clone()?;
+        Some(Position { sequence_number, sub_sequence_number: c.sub_sequence_number })
+    });
+    let position = match committed.clone() {
+        Some(position) => StartPosition::After(position),
         // A child of a reshard is read from its first record, or records
         // between the parent's end and "now" would be lost.
         None if start.has_parent => StartPosition::TrimHorizon,
@@ -45,7 +49,7 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     let generation = generations.borrow_and_update().clone();
     let Started { instance, inherited } =
         inherit::start_instance(&shared, generation.plugin.clone(), settings.clone(), &start).await?;
-    let Start { shard_id, checkpoint, mut signal, .. } = start;
+    let Start { shard_id, mut signal, .. } = start;
     tracing::info!(shard = %shard_id, start = ?position, plugin = %generation.plugin.sha256(), "shard worker started");
     let mut worker = Worker {
         key: config.key(&shard_id),
@@ -53,7 +57,7 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
         shard_id,
         settings,
         instance: Some(instance),
-        committed: checkpoint.and_then(|c| c.sequence_number),
+        committed,
         position: None,
         uncommitted: Default::default(),
         generation: generation.id,
@@ -172,6 +176,7 @@ fn note_read(
 ) {
     progress.retried_reads.fetch_add(stats.retried, Ordering::Relaxed);
     progress.expired_iterators.fetch_add(stats.expired_iterators, Ordering::Relaxed);
+    progress.corrupt_aggregates.fetch_add(stats.corrupt_aggregates, Ordering::Relaxed);
     if let Ok(mut behind) = progress.behind.lock() {
         behind.insert(shard_id.to_string(), records.millis_behind_latest());
     }

@@ -11,7 +11,7 @@ use crate::plugin::{Clock, InstanceSettings, PluginError, PluginInstance, Plugin
 use crate::policy::{PolicyShard, Uncommitted};
 use crate::progress::Progress;
 use crate::sink::Origin;
-use crate::source::StartPosition;
+use crate::source::{Position, StartPosition};
 use anyhow::Context;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,10 +41,10 @@ pub(super) struct Worker {
     pub settings: InstanceSettings,
     /// `None` only while a call runs on the blocking pool.
     pub instance: Option<PluginInstance>,
-    /// Sequence number of the last committed checkpoint.
-    pub committed: Option<String>,
-    /// Sequence number processed up to but not yet committed.
-    pub position: Option<String>,
+    /// The user record of the last committed checkpoint.
+    pub committed: Option<Position>,
+    /// The user record processed up to but not yet committed.
+    pub position: Option<Position>,
     /// Batches and records since the last commit.
     pub uncommitted: Uncommitted,
     /// The generation of logic this shard runs.
@@ -71,7 +71,7 @@ impl Worker {
     /// Where reading resumes to match the last checkpoint.
     pub fn resume_position(&self) -> StartPosition {
         match &self.committed {
-            Some(seq) => StartPosition::AfterSequenceNumber(seq.clone()),
+            Some(position) => StartPosition::After(position.clone()),
             None => self.start.clone(),
         }
     }
@@ -129,9 +129,10 @@ impl Worker {
         shard_end: bool,
         state: Option<(u32, Vec<u8>)>,
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+        let position = self.position.as_ref().or(self.committed.as_ref());
         let checkpoint = Checkpoint {
-            sequence_number: self.position.clone().or_else(|| self.committed.clone()),
-            sub_sequence_number: 0,
+            sequence_number: position.map(|p| p.sequence_number.clone()),
+            sub_sequence_number: position.map_or(0, |p| p.sub_sequence_number),
             shard_end,
             state,
         };
@@ -211,19 +212,22 @@ impl PolicyShard for Worker {
     async fn accept(&mut self, slice: &PackedBatch, count: usize, output: &PluginOutput) -> anyhow::Result<()> {
         let view = slice.view();
         let first = view.get(0).map(|r| r.sequence_number());
-        let last = count.checked_sub(1).and_then(|i| view.get(i)).map(|r| r.sequence_number());
-        self.write(output, first.zip(last)).await?;
+        let last = count.checked_sub(1).and_then(|i| view.get(i));
+        self.write(output, first.zip(last.as_ref().map(|r| r.sequence_number()))).await?;
         let progress = &self.shared.progress;
         progress.records.fetch_add(count as u64, Ordering::Relaxed);
         Progress::bump(&progress.records_by_shard, self.shard_id.clone(), count as u64);
         if let Some(last) = last {
-            self.position = Some(last.to_string());
+            self.position = Some(Position {
+                sequence_number: last.sequence_number().to_string(),
+                sub_sequence_number: last.sub_sequence_number(),
+            });
         }
         Ok(())
     }
 
-    fn skip_to(&mut self, sequence_number: &str) {
-        self.position = Some(sequence_number.to_string());
+    fn skip_to(&mut self, position: Position) {
+        self.position = Some(position);
     }
 
     async fn commit(&mut self) -> anyhow::Result<()> {

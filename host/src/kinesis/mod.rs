@@ -1,8 +1,11 @@
 //! Everything that talks to Kinesis through `aws-sdk-kinesis`: the client
-//! (AWS conventions), stream administration, producers and shard reading.
+//! (AWS conventions), stream administration, producers, shard reading and
+//! KPL aggregation.
 
 pub mod admin;
+pub mod aggregate;
 pub mod client;
+pub mod fanout;
 pub mod producer;
 pub mod reader;
 

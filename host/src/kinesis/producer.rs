@@ -157,8 +157,38 @@ pub enum ProducePlan {
     Sources(Vec<Source>),
     /// Seed 001: numbered JSON documents, one per interval.
     Documents { count: u64, interval: Duration },
-    /// A steady rate of timestamped records over 16 IP keys.
-    Rate { per_second: f64 },
+    /// A steady rate of timestamped records over 16 IP keys; with
+    /// `aggregate`, packed KPL-style, up to that many user records per
+    /// Kinesis record.
+    Rate { per_second: f64, aggregate: Option<usize> },
+}
+
+/// Most bytes of user records packed into one aggregated record: Kinesis
+/// takes records up to 1 MiB, and the framing needs a little room.
+const MAX_AGGREGATE_BYTES: usize = 1_000_000;
+
+/// Packs `records` KPL-style: consecutive runs of up to `per_record` user
+/// records (and under 1 MB) become one Kinesis record each, keyed by its
+/// first user record's partition key.
+pub fn aggregated(records: &[Outgoing], per_record: usize) -> Vec<Outgoing> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < records.len() && end - start < per_record.max(1) {
+            bytes += records[end].partition_key.len() + records[end].data.len() + 8;
+            if end > start && bytes > MAX_AGGREGATE_BYTES {
+                break;
+            }
+            end += 1;
+        }
+        let run = &records[start..end];
+        let data = super::aggregate::aggregate(run.iter().map(|r| (r.partition_key.as_str(), &r.data[..])));
+        out.push(Outgoing { partition_key: run[0].partition_key.clone(), data });
+        start = end;
+    }
+    out
 }
 
 /// Runs a plan until `count` records are put, `duration` passes, or
@@ -230,7 +260,7 @@ pub async fn produce(
                 }
             }
         }
-        ProducePlan::Rate { per_second } => {
+        ProducePlan::Rate { per_second, aggregate } => {
             if !(per_second > 0.0 && per_second.is_finite()) {
                 bail!("--rate must be a positive number of records per second");
             }
@@ -251,7 +281,10 @@ pub async fn produce(
                 if batch.is_empty() {
                     continue;
                 }
-                put_all(client, stream, &batch).await?;
+                match aggregate {
+                    Some(per_record) => put_all(client, stream, &aggregated(&batch, per_record)).await?,
+                    None => put_all(client, stream, &batch).await?,
+                };
                 n = due;
                 put.store(n, Ordering::Relaxed);
                 batch.iter().for_each(|r| progress(r));

@@ -5,7 +5,7 @@
 use super::client::{describe_error, error_code, is_transient};
 use crate::backoff::backoff;
 use crate::batch::PackedBatch;
-use crate::source::{ReadBatch, ReaderStats, RecordSource, ShardFeed, ShardInfo, SourceError, StartPosition};
+use crate::source::{Position, ReadBatch, ReaderStats, RecordSource, ShardFeed, ShardInfo, SourceError, StartPosition};
 use anyhow::bail;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -29,6 +29,9 @@ pub struct ShardReader {
     resume: StartPosition,
     /// Records per GetRecords call.
     limit: i32,
+    /// User records to drop at the start (a checkpoint inside an
+    /// aggregated record), until a record past it is read.
+    skip: Option<Position>,
     /// Set while a read is backing off after throttling or a fault: the
     /// shard is then neither caught up nor idle, whatever it last reported.
     pub retrying: Arc<AtomicBool>,
@@ -49,6 +52,10 @@ impl ShardReader {
             stream: stream.to_string(),
             shard_id: shard_id.to_string(),
             iterator: None,
+            skip: match &start {
+                StartPosition::After(position) => Some(position.clone()),
+                _ => None,
+            },
             resume: start,
             limit: limit.clamp(1, MAX_BATCH),
             retrying: Default::default(),
@@ -78,6 +85,10 @@ impl ShardReader {
                 StartPosition::AfterSequenceNumber(seq) => {
                     request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq)
                 }
+                // At the record, dropping its user records up to the checkpoint.
+                StartPosition::After(position) => request
+                    .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                    .starting_sequence_number(&position.sequence_number),
             };
             match request.send().await {
                 Ok(out) => match out.shard_iterator() {
@@ -126,8 +137,8 @@ impl ShardReader {
                 .await
             {
                 Ok(out) => {
-                    let mut records =
-                        pack(&out.records).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.shard_id))?;
+                    let mut records = pack(&out.records, &mut self.skip, &mut stats)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.shard_id))?;
                     if let Some(last) = out.records.last() {
                         self.resume = StartPosition::AfterSequenceNumber(last.sequence_number.clone());
                     }
@@ -162,22 +173,77 @@ impl ShardReader {
 
 /// Packs a GetRecords response straight into the WIT batch layout: the
 /// SDK's buffers are copied once, into the buffer the plugin will read.
-fn pack(records: &[aws_sdk_kinesis::types::Record]) -> Result<PackedBatch, crate::batch::BatchTooLarge> {
+fn pack(
+    records: &[aws_sdk_kinesis::types::Record],
+    skip: &mut Option<Position>,
+    stats: &mut ReaderStats,
+) -> Result<PackedBatch, crate::batch::BatchTooLarge> {
     let bytes = records
         .iter()
         .map(|r| r.partition_key().map_or(0, str::len) + r.data().as_ref().len() + r.sequence_number().len())
         .sum();
     let mut batch = PackedBatch::with_capacity(records.len(), bytes);
     for r in records {
-        batch.push(
-            r.partition_key().unwrap_or_default().as_bytes(),
-            r.data().as_ref(),
-            r.sequence_number().as_bytes(),
-            0,
-            r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or(0),
-        )?;
+        let arrival = r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or(0);
+        let record = Incoming {
+            partition_key: r.partition_key().unwrap_or_default(),
+            data: r.data().as_ref(),
+            sequence_number: r.sequence_number(),
+            arrival_millis: arrival,
+        };
+        push_unpacked(&mut batch, &record, skip, stats)?;
     }
     Ok(batch)
+}
+
+/// One Kinesis record as read, before de-aggregation.
+pub(crate) struct Incoming<'a> {
+    pub partition_key: &'a str,
+    pub data: &'a [u8],
+    pub sequence_number: &'a str,
+    pub arrival_millis: i64,
+}
+
+/// Appends a record's user records (one for a plain record, each of a KPL
+/// aggregate with its own key and sub-sequence number), minus those at or
+/// before `skip`. A record with the magic bytes that does not check out is
+/// appended whole and counted.
+pub(crate) fn push_unpacked(
+    batch: &mut PackedBatch,
+    record: &Incoming<'_>,
+    skip: &mut Option<Position>,
+    stats: &mut ReaderStats,
+) -> Result<(), crate::batch::BatchTooLarge> {
+    let skipped = |sub: u64, skip: &Option<Position>| {
+        skip.as_ref().is_some_and(|p| p.sequence_number == record.sequence_number && sub <= p.sub_sequence_number)
+    };
+    if skip.as_ref().is_some_and(|p| p.sequence_number != record.sequence_number) {
+        // Past the checkpointed record: nothing more to drop.
+        *skip = None;
+    }
+    let (seq, arrival) = (record.sequence_number.as_bytes(), record.arrival_millis);
+    match super::aggregate::unpack(record.data) {
+        super::aggregate::Unpacked::Aggregated(aggregate) => {
+            for (sub, user) in aggregate.records.iter().enumerate() {
+                if skipped(sub as u64, skip) {
+                    continue;
+                }
+                // Indices were checked by `unpack`.
+                let key = aggregate.partition_key_table[user.partition_key_index as usize].as_bytes();
+                batch.push(key, &user.data, seq, sub as u64, arrival)?;
+            }
+        }
+        unpacked => {
+            if let super::aggregate::Unpacked::Corrupt(why) = unpacked {
+                stats.corrupt_aggregates += 1;
+                tracing::warn!(sequence_number = %record.sequence_number, "a record with the KPL magic bytes is not a valid aggregate ({why}): delivered as one plain record");
+            }
+            if !skipped(0, skip) {
+                batch.push(record.partition_key.as_bytes(), record.data, seq, 0, arrival)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A shard reader running ahead of its worker on a task of its own: the
@@ -248,6 +314,22 @@ impl ShardFeed for Prefetch {
     }
 }
 
+/// The stream's shards as the scheduler sees them (ListShards, paginated).
+pub(crate) async fn list_shards(client: &Client, stream: &str) -> anyhow::Result<Vec<ShardInfo>> {
+    let shards = super::admin::shards(client, stream).await?;
+    Ok(shards
+        .iter()
+        .map(|s| ShardInfo {
+            shard_id: s.shard_id().to_string(),
+            parent: s.parent_shard_id().map(str::to_string),
+            adjacent_parent: s.adjacent_parent_shard_id().map(str::to_string),
+            hash_range: s
+                .hash_key_range()
+                .map(|r| (r.starting_hash_key().to_string(), r.ending_hash_key().to_string())),
+        })
+        .collect())
+}
+
 /// Polling retrieval: GetRecords per shard, each reader running one batch
 /// ahead of its worker (`ShardReader::prefetch`).
 #[derive(Debug, Clone)]
@@ -263,18 +345,7 @@ pub struct Polling {
 #[async_trait::async_trait]
 impl RecordSource for Polling {
     async fn shards(&self) -> anyhow::Result<Vec<ShardInfo>> {
-        let shards = super::admin::shards(&self.client, &self.stream).await?;
-        Ok(shards
-            .iter()
-            .map(|s| ShardInfo {
-                shard_id: s.shard_id().to_string(),
-                parent: s.parent_shard_id().map(str::to_string),
-                adjacent_parent: s.adjacent_parent_shard_id().map(str::to_string),
-                hash_range: s
-                    .hash_key_range()
-                    .map(|r| (r.starting_hash_key().to_string(), r.ending_hash_key().to_string())),
-            })
-            .collect())
+        list_shards(&self.client, &self.stream).await
     }
 
     async fn open(&self, shard_id: &str, start: StartPosition) -> anyhow::Result<Box<dyn ShardFeed>> {

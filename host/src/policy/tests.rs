@@ -93,8 +93,8 @@ impl PolicyShard for Fake {
         Ok(())
     }
 
-    fn skip_to(&mut self, sequence_number: &str) {
-        self.position = Some(sequence_number.to_string());
+    fn skip_to(&mut self, position: crate::batch::Position) {
+        self.position = Some(position.sequence_number);
     }
 
     async fn commit(&mut self) -> anyhow::Result<()> {

@@ -369,7 +369,7 @@ impl<W: Write> PolicyShard for Replayer<'_, W> {
         self.emit(output)
     }
 
-    fn skip_to(&mut self, _sequence_number: &str) {}
+    fn skip_to(&mut self, _position: crate::batch::Position) {}
 
     async fn commit(&mut self) -> anyhow::Result<()> {
         self.lane().instance.checkpoint().context("cannot snapshot the plugin")?;

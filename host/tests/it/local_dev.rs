@@ -6,21 +6,6 @@ use crate::common::*;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-/// Python with boto3 for seed 001's script (`HOST_TEST_PYTHON`, else
-/// `python3`); `None` outside CI when it is missing.
-fn python_with_boto3() -> Option<String> {
-    let python = std::env::var("HOST_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python).args(["-c", "import boto3"]).output().is_ok_and(|o| o.status.success());
-    match (ok, std::env::var_os("CI").is_some()) {
-        (true, _) => Some(python),
-        (false, true) => panic!("CI must provide boto3 ({python} -c 'import boto3' failed); .ci/run installs it"),
-        (false, false) => {
-            eprintln!("skipped: {python} has no boto3 (pip install boto3, or set HOST_TEST_PYTHON)");
-            None
-        }
-    }
-}
-
 fn sigterm(child: &std::process::Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
     assert!(status.success());
@@ -28,7 +13,7 @@ fn sigterm(child: &std::process::Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_runs_seed_001_against_host_local() {
-    let Some(python) = python_with_boto3() else { return };
+    let Some(python) = python_with("boto3") else { return };
     let port = free_port();
     let local = spawn_host(&["local", "--port", &port.to_string()]);
     wait_for_port(port).await;

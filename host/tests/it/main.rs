@@ -5,9 +5,11 @@
 #[macro_use]
 mod common;
 
+mod aggregation;
 mod architecture;
 mod cli;
 mod consumer;
+mod fan_out;
 mod faults;
 mod leases;
 mod local_dev;

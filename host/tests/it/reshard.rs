@@ -98,8 +98,8 @@ fn buffered(path: &Path) -> BTreeMap<(String, String), u64> {
     got
 }
 
-/// Splits the stream's only open shard at the middle of its range.
-async fn split(f: &Fixture, stream: &str) {
+/// Splits the stream's first open shard at the middle of its range.
+pub(crate) async fn split(f: &Fixture, stream: &str) {
     let open = open_shards(f, stream).await;
     let range = open[0].hash_key_range().expect("range");
     let start: u128 = range.starting_hash_key().parse().expect("hash");

@@ -184,3 +184,20 @@ pub async fn wait_for_port(port: u16) {
     }
     panic!("nothing listens on 127.0.0.1:{port}");
 }
+
+/// Python with `modules` importable (`HOST_TEST_PYTHON`, else `python3`;
+/// `.ci/run` makes a venv with boto3 and aws-kinesis-agg); `None` outside
+/// CI when they are missing.
+pub fn python_with(modules: &str) -> Option<String> {
+    let python = std::env::var("HOST_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let import = format!("import {modules}");
+    let ok = Command::new(&python).args(["-c", &import]).output().is_ok_and(|o| o.status.success());
+    match (ok, std::env::var_os("CI").is_some()) {
+        (true, _) => Some(python),
+        (false, true) => panic!("CI must provide {modules} ({python} -c '{import}' failed); .ci/run installs it"),
+        (false, false) => {
+            eprintln!("skipped: {python} cannot {import} (pip install it, or set HOST_TEST_PYTHON)");
+            None
+        }
+    }
+}
