@@ -51,14 +51,32 @@ pub struct StreamBenchReport {
     pub rounds: Vec<(f64, f64)>,
     pub python_rate: Option<f64>,
     pub python_note: Option<String>,
-    pub latency_p50_ms: f64,
-    pub latency_p99_ms: f64,
-    pub latency_samples: u64,
+    /// put→emit latency per read mode, in the order measured.
+    pub latency: Vec<Latency>,
     pub rss_16_shards_mib: Option<f64>,
 }
 
 fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// put→emit latency of one read mode.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    /// How records were read, e.g. `polling, 1 s idle poll (default)`.
+    pub mode: String,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub samples: u64,
+}
+
+/// The read modes the latency run compares.
+#[derive(Debug, Clone, Copy)]
+enum ReadMode {
+    /// GetRecords, waiting this long between polls of a caught-up shard.
+    Polling(Duration),
+    /// SubscribeToShard.
+    FanOut,
 }
 
 /// `host run`'s defaults, but from the oldest record, 10,000 per read.
@@ -138,30 +156,70 @@ pub async fn run(
         }
     }
 
-    progress(&format!("put→emit latency over {} s at default settings…", options.latency_seconds));
     admin::create(&client, "latency", 2).await?;
     admin::wait_active(&client, "latency", Duration::from_secs(30)).await?;
+    let modes = [
+        ("polling, 1 s idle poll (default)", ReadMode::Polling(Duration::from_millis(1000))),
+        ("polling, --idle-time-ms 200", ReadMode::Polling(Duration::from_millis(200))),
+        ("fan-out (SubscribeToShard)", ReadMode::FanOut),
+    ];
+    for (mode, read) in modes {
+        progress(&format!("put→emit latency over {} s, {mode}…", options.latency_seconds));
+        let store = SqliteStore::open(&dir.path().join(format!("latency-{}.db", report.latency.len())))?;
+        let (p50_ms, p99_ms, samples) = latency(&client, echo.clone(), store, read, options.latency_seconds).await?;
+        progress(&format!("  p50 {p50_ms:.0} ms, p99 {p99_ms:.0} ms ({samples} records)"));
+        report.latency.push(Latency { mode: mode.into(), p50_ms, p99_ms, samples });
+    }
+
+    progress("RSS of `host run` with 16 shards…");
+    report.rss_16_shards_mib = rss_16_shards(&client, &url, &options.counter, dir.path()).await?;
+    local.stop().await;
+    Ok(report)
+}
+
+/// put→emit latency percentiles (ms) of echo reading the `latency` stream
+/// from LATEST in `read` mode while 200 records/s come in.
+async fn latency(
+    client: &aws_sdk_kinesis::Client,
+    echo: Arc<Plugin>,
+    store: SqliteStore,
+    read: ReadMode,
+    seconds: f64,
+) -> anyhow::Result<(f64, f64, u64)> {
     let histogram = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000, 3)?));
     // Echo lines are `key : <put millis>`: each one records now − put.
     let recorder = histogram.clone();
-    let latency = LineWriter::new(move |line: &str| {
+    let lines = LineWriter::new(move |line: &str| {
         if let Some(put) = line.rsplit(" : ").next().and_then(|t| t.trim().parse::<i64>().ok()) {
             if let Ok(mut h) = recorder.lock() {
                 let _ = h.record((now_millis() - put).max(1) as u64);
             }
         }
     });
-    let sink = Arc::new(Sink::Writer(Mutex::new(WriterSink::new(Box::new(latency), OutputFormat::Plain))));
-    let mut latency_config = config("latency", "{}");
-    latency_config.batch_size = 1000; // `host run`'s defaults
-    latency_config.start = StartPosition::Latest;
+    let sink = Arc::new(Sink::Writer(Mutex::new(WriterSink::new(Box::new(lines), OutputFormat::Plain))));
+    let mut config = config("latency", "{}");
+    config.batch_size = 1000; // `host run`'s defaults
+    config.start = StartPosition::Latest;
+    let source: Arc<dyn host::source::RecordSource> = match read {
+        ReadMode::Polling(idle) => {
+            config.idle_time = idle;
+            Arc::new(host::kinesis::reader::Polling {
+                client: client.clone(),
+                stream: "latency".into(),
+                batch_size: config.batch_size,
+                idle_time: idle,
+            })
+        }
+        ReadMode::FanOut => Arc::new(
+            host::kinesis::fanout::FanOut::connect(client.clone(), "latency", "bench", true, config.idle_time).await?,
+        ),
+    };
     let (stop, _) = tokio::sync::watch::channel(false);
     let stopper = stop.clone();
-    let consumer =
-        Consumer::new(client.clone(), echo, SqliteStore::open(&dir.path().join("latency.db"))?, sink, latency_config);
+    let consumer = Consumer::with_source(source, echo, Arc::new(store), sink, config);
     let consumer_task = tokio::spawn(consumer.run(stop));
     tokio::time::sleep(Duration::from_secs(2)).await; // iterators at LATEST first
-    let deadline = Instant::now() + Duration::from_secs_f64(options.latency_seconds);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut n = 0u64;
     while Instant::now() < deadline {
@@ -170,22 +228,13 @@ pub async fn run(
             .map(|i| Outgoing { partition_key: format!("k{}", n + i), data: now_millis().to_string().into_bytes() })
             .collect();
         n += 4;
-        put_all(&client, "latency", &batch).await?;
+        put_all(client, "latency", &batch).await?;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stopper.send(true);
     consumer_task.await.context("latency consumer panicked")??;
-    {
-        let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
-        report.latency_p50_ms = h.value_at_quantile(0.5) as f64;
-        report.latency_p99_ms = h.value_at_quantile(0.99) as f64;
-        report.latency_samples = h.len();
-    }
-
-    progress("RSS of `host run` with 16 shards…");
-    report.rss_16_shards_mib = rss_16_shards(&client, &url, &options.counter, dir.path()).await?;
-    local.stop().await;
-    Ok(report)
+    let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    Ok((h.value_at_quantile(0.5) as f64, h.value_at_quantile(0.99) as f64, h.len()))
 }
 
 /// Records/s of a bare aws-sdk loop reading every shard of `stream` from
@@ -330,10 +379,12 @@ pub fn render(r: &StreamBenchReport, shards: i32) -> String {
             )
         }
     }
-    out += &format!(
-        "| put→emit latency p50 / p99 (defaults: 1 s idle poll) | {:.0} ms / {:.0} ms | | | ({} records) |\n",
-        r.latency_p50_ms, r.latency_p99_ms, r.latency_samples
-    );
+    for l in &r.latency {
+        out += &format!(
+            "| put→emit latency p50 / p99, {} | {:.0} ms / {:.0} ms | | | ({} records) |\n",
+            l.mode, l.p50_ms, l.p99_ms, l.samples
+        );
+    }
     if let Some(rss) = r.rss_16_shards_mib {
         out += &format!("| peak RSS of `host run`, 16 shards, counter plugin | {rss:.0} MiB | | | |\n");
     }

@@ -9,8 +9,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-/// Poll interval for new records
-const POLL_INTERVAL_MS: u64 = 200;
+/// Poll interval for new records (patched: 200 in 0.7.0; see PATCHED.md)
+const POLL_INTERVAL_MS: u64 = 20;
 
 /// Execute SubscribeToShard. Returns a streaming Body instead of JSON.
 /// `content_type` determines whether event payloads are JSON or CBOR-encoded.
