@@ -127,14 +127,6 @@ async fn counts_over_aggregated_records_stay_exact_across_a_kill_9() {
     args.extend(["--idle-exit", "3"]);
     let restarted = wait(spawn_host(&args)).await;
     assert_eq!(restarted.code, 0, "{}", restarted.stderr);
-    let text = std::fs::read_to_string(f.out_path()).unwrap_or_default();
-    let mut highest = std::collections::BTreeMap::new();
-    for v in json_lines(&text) {
-        let counted: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap_or_default()).expect("json");
-        let cell = (counted["window_start"].to_string(), counted["key"].to_string());
-        let count = highest.entry(cell).or_insert(0);
-        *count = counted["count"].as_u64().unwrap_or(0).max(*count);
-    }
-    assert_eq!(highest.values().sum::<u64>(), 4000, "every user record counted once");
+    assert_eq!(counted_in_state(&f.out_path()), 4000, "every user record counted once");
     f.stop().await;
 }

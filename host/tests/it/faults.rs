@@ -385,6 +385,7 @@ async fn a_panic_in_init_or_a_corrupt_snapshot_stops_with_the_reason_not_with_de
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emulator_going_away_mid_stream_and_coming_back_loses_nothing() {
+    let _watched = watchdog::watch();
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("kinesis");
     let options = LocalOptions { port: 0, data_dir: Some(data_dir.clone()), ..LocalOptions::default() };

@@ -13,6 +13,7 @@ fn sigterm(child: &std::process::Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_runs_seed_001_against_host_local() {
+    let _watched = watchdog::watch();
     let Some(python) = python_with("boto3") else { return };
     let port = free_port();
     let local = spawn_host(&["local", "--port", &port.to_string()]);
@@ -34,6 +35,7 @@ async fn boto3_runs_seed_001_against_host_local() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_local_data_dir_keeps_streams_and_records_across_a_restart() {
+    let _watched = watchdog::watch();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("kinesis").display().to_string();
     let port = free_port();
@@ -87,6 +89,7 @@ async fn host_local_data_dir_keeps_streams_and_records_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_demo_prints_the_counters_per_minute_counts() {
+    let _watched = watchdog::watch();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     let first_command = readme.lines().skip_while(|l| !l.starts_with("```sh")).nth(1).unwrap_or_default().to_string();
@@ -141,6 +144,7 @@ async fn the_readme_demo_prints_the_counters_per_minute_counts() {
 /// for another region sees the same streams (documented in the README).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_local_plays_the_region_it_is_given() {
+    let _watched = watchdog::watch();
     let port = free_port();
     let local = spawn_host(&["local", "--port", &port.to_string(), "--region", "eu-west-1"]);
     wait_for_port(port).await;
@@ -170,6 +174,7 @@ async fn host_local_plays_the_region_it_is_given() {
 /// patched). `--max-record-age`, latency and event-time fallback rely on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_endpoint_gives_millisecond_arrival_times() {
+    let _watched = watchdog::watch();
     use host::kinesis::producer::{put_all, Outgoing};
     let local = host::local::LocalKinesis::start(host::local::LocalOptions { port: 0, ..Default::default() })
         .await
@@ -202,6 +207,7 @@ async fn the_embedded_endpoint_gives_millisecond_arrival_times() {
 /// which shards it holds, and the counts are whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_dev_with_two_workers_shares_the_stream_and_shows_who_holds_what() {
+    let _watched = watchdog::watch();
     let counter = plugin_path("counter").display().to_string();
     let out = tokio::task::spawn_blocking(move || {
         host(&["dev", "--plugin", &counter, "--workers", "2", "--shards", "4", "--duration", "12", "--port", "0"], "")

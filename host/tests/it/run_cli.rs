@@ -5,7 +5,7 @@
 use crate::common::*;
 use host::local::{LocalKinesis, LocalOptions};
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 async fn emulator() -> LocalKinesis {
@@ -14,6 +14,7 @@ async fn emulator() -> LocalKinesis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let _watched = watchdog::watch();
     let local = emulator().await;
     let url = local.endpoint_url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -95,6 +96,7 @@ fn produced_counts(stdout: &str, window_ms: i64) -> BTreeMap<(String, String), u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_000_end_to_end_with_a_lagging_producer() {
+    let _watched = watchdog::watch();
     let local = emulator().await;
     let url = local.endpoint_url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -116,7 +118,7 @@ async fn seed_000_end_to_end_with_a_lagging_producer() {
         "--duration",
         "8",
     ]);
-    let consumers: Vec<Child> = [("counter", r#"{"window_seconds": 5}"#), ("buffered-counter", config)]
+    let consumers: Vec<Spawned> = [("counter", r#"{"window_seconds": 5}"#), ("buffered-counter", config)]
         .iter()
         .map(|(plugin, config)| {
             let db = dir.path().join(format!("{plugin}.db"));
@@ -194,6 +196,7 @@ async fn seed_000_end_to_end_with_a_lagging_producer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_errors_are_one_line() {
+    let _watched = watchdog::watch();
     let local = emulator().await;
     let url = local.endpoint_url();
     let echo = plugin_path("echo").display().to_string();
@@ -285,6 +288,7 @@ async fn user_errors_are_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_with_everything_checkpointed() {
+    let _watched = watchdog::watch();
     let local = emulator().await;
     let url = local.endpoint_url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -346,6 +350,7 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_metrics_show_records_lag_and_the_plugin_hash() {
+    let _watched = watchdog::watch();
     let local = emulator().await;
     let url = local.endpoint_url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -420,6 +425,7 @@ async fn wait_for_line(path: &std::path::Path, needle: &str, within: Duration) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
+    let _watched = watchdog::watch();
     let local = emulator().await;
     let url = local.endpoint_url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -503,6 +509,7 @@ async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_plugin_file() {
+    let _watched = watchdog::watch();
     let local = emulator().await;
     let url = local.endpoint_url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -537,6 +544,7 @@ async fn sighup_reloads_the_plugin_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_without_dead_letters_ends_the_run_with_exit_1_and_says_what_to_do() {
+    let _watched = watchdog::watch();
     let local = emulator().await;
     let url = local.endpoint_url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -593,6 +601,7 @@ async fn a_poison_record_without_dead_letters_ends_the_run_with_exit_1_and_says_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_stream_under_a_run_is_one_line_with_what_was_checkpointed() {
+    let _watched = watchdog::watch();
     let local = emulator().await;
     let url = local.endpoint_url();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -13,7 +13,7 @@ use host::ownership::Ownership;
 use host::source::ShardInfo;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,8 +50,10 @@ struct Group {
     table: String,
     dir: tempfile::TempDir,
     /// Worker id → its process (None once it ended).
-    workers: BTreeMap<String, Option<Child>>,
+    workers: BTreeMap<String, Option<Spawned>>,
     leases: DynamoTable,
+    /// Ends the suite naming this test if it hangs.
+    _watched: watchdog::Watched,
 }
 
 /// Which DynamoDB holds the lease table.
@@ -71,6 +73,7 @@ impl Group {
     }
 
     async fn on(dynamo: Dynamo, name: &str, shards: u32) -> Option<Group> {
+        let watched = watchdog::watch();
         let local = LocalKinesis::start(LocalOptions { port: 0, ..LocalOptions::default() }).await.expect("emulator");
         let kinesis = local.endpoint_url();
         let dynamo = match dynamo {
@@ -88,7 +91,17 @@ impl Group {
         let options = AwsOptions { endpoint_url: Some(dynamo.clone()), ..AwsOptions::default() };
         let leases = DynamoTable::connect(&options, &table, &stream, TableSetup::CreateIfMissing).await.expect("table");
         let dir = tempfile::tempdir().expect("tempdir");
-        Some(Group { _local: local, kinesis, dynamo, stream, table, dir, workers: BTreeMap::new(), leases })
+        Some(Group {
+            _local: local,
+            kinesis,
+            dynamo,
+            stream,
+            table,
+            dir,
+            workers: BTreeMap::new(),
+            leases,
+            _watched: watched,
+        })
     }
 
     /// A group on dynalite with `workers` started under production at
@@ -99,7 +112,7 @@ impl Group {
         workers: &[&str],
         (rate, seconds): (u32, u32),
         (low, high): (usize, usize),
-    ) -> Option<(Group, Child)> {
+    ) -> Option<(Group, Spawned)> {
         let mut group = Group::new(name, shards).await?;
         let produce = producer(&group, rate, seconds);
         for id in workers {
@@ -156,7 +169,7 @@ impl Group {
             .stderr(log)
             .spawn()
             .expect("host run starts");
-        self.workers.insert(id.to_string(), Some(child));
+        self.workers.insert(id.to_string(), Some(child.into()));
     }
 
     fn pid(&self, id: &str) -> String {
@@ -178,9 +191,8 @@ impl Group {
     /// SIGTERM and wait for the clean exit.
     async fn stop(&mut self, id: &str) -> i32 {
         self.signal(id, "-TERM");
-        let mut child = self.workers.get_mut(id).and_then(Option::take).expect("running");
-        let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
-        status.code().unwrap_or(-1)
+        let child = self.workers.get_mut(id).and_then(Option::take).expect("running");
+        wait(child).await.code
     }
 
     fn log(&self, id: &str) -> String {
@@ -331,7 +343,7 @@ fn duplicates(lines: &[(String, String, u64)]) -> Vec<(String, String, u64)> {
     lines.iter().filter(|l| !seen.insert((*l).clone())).cloned().collect()
 }
 
-fn producer(group: &Group, rate: u32, seconds: u32) -> Child {
+fn producer(group: &Group, rate: u32, seconds: u32) -> Spawned {
     spawn_host(&[
         "produce",
         "--stream",
@@ -375,7 +387,7 @@ async fn the_kill_9_scenario_on_the_embedded_dynamodb_of_host_local() {
 /// 3 workers on 8 shards under production: balance, 10 s of no moves, a
 /// kill -9, pickup within 2 lease durations plus a scan, exact counts.
 async fn kill_9_scenario(mut group: Group) {
-    let mut produce = producer(&group, 300, 24);
+    let produce = producer(&group, 300, 24);
     for id in ["w1", "w2", "w3"] {
         group.start(id);
     }
@@ -398,7 +410,7 @@ async fn kill_9_scenario(mut group: Group) {
     // Within 2 lease durations plus a scan (a third of one), and slack for a
     // busy 2-core machine.
     assert!(pickup <= Duration::from_secs(2 * LEASE + 1 + 2), "pickup took {pickup:?}");
-    tokio::task::spawn_blocking(move || produce.wait()).await.expect("join").expect("producer");
+    assert_eq!(wait(produce).await.code, 0, "the producer");
     group.settle().await;
     for id in ["w1", "w3"] {
         assert_eq!(group.stop(id).await, 0, "clean stop of {id}\n{}", group.logs());
@@ -419,7 +431,7 @@ async fn kill_9_scenario(mut group: Group) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planned_moves_a_joiner_and_a_sigterm_duplicate_nothing() {
     let workers = ["w1", "w2", "w3"];
-    let Some((mut group, mut produce)) = Group::balanced("scale-planned", 8, &workers, (300, 24), (2, 3)).await else {
+    let Some((mut group, produce)) = Group::balanced("scale-planned", 8, &workers, (300, 24), (2, 3)).await else {
         return;
     };
     group.start("w4");
@@ -443,7 +455,7 @@ async fn planned_moves_a_joiner_and_a_sigterm_duplicate_nothing() {
     eprintln!("SIGTERM: shards picked up {pickup:?} after the signal");
     // Released at once: taken at the next cycle (a third of a lease), not at expiry.
     assert!(pickup < Duration::from_secs(LEASE), "pickup after SIGTERM took {pickup:?}");
-    tokio::task::spawn_blocking(move || produce.wait()).await.expect("join").expect("producer");
+    assert_eq!(wait(produce).await.code, 0, "the producer");
     group.settle().await;
     for id in ["w1", "w2", "w4"] {
         assert_eq!(group.stop(id).await, 0, "clean stop of {id}\n{}", group.logs());
@@ -457,8 +469,7 @@ async fn planned_moves_a_joiner_and_a_sigterm_duplicate_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_frozen_past_its_lease_is_fenced_and_no_state_regresses() {
-    let Some((mut group, mut produce)) = Group::balanced("scale-frozen", 4, &["w1", "w2"], (200, 20), (2, 2)).await
-    else {
+    let Some((mut group, produce)) = Group::balanced("scale-frozen", 4, &["w1", "w2"], (200, 20), (2, 2)).await else {
         return;
     };
     group.signal("w1", "-STOP");
@@ -469,7 +480,7 @@ async fn a_worker_frozen_past_its_lease_is_fenced_and_no_state_regresses() {
     // it drops them, and then (as a live worker with nothing) asks for its
     // share back by hand-offs.
     group.until("w1 is back in the group", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 2, 2)).await;
-    tokio::task::spawn_blocking(move || produce.wait()).await.expect("join").expect("producer");
+    assert_eq!(wait(produce).await.code, 0, "the producer");
     group.settle().await;
     for id in ["w1", "w2"] {
         assert_eq!(group.stop(id).await, 0, "clean stop of {id}\n{}", group.logs());
@@ -482,6 +493,7 @@ async fn a_worker_frozen_past_its_lease_is_fenced_and_no_state_regresses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lease_tables_get_one_clear_line() {
+    let _watched = watchdog::watch();
     let Some(dynamo) = dynalite() else { return };
     let local = LocalKinesis::start(LocalOptions { port: 0, ..LocalOptions::default() }).await.expect("emulator");
     let kinesis = local.endpoint_url();
@@ -701,8 +713,7 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_during_the_run_starts_the_children_after_the_parent_ended_on_whichever_worker() {
-    let Some((mut group, mut produce)) = Group::balanced("scale-split", 2, &["w1", "w2"], (200, 16), (1, 1)).await
-    else {
+    let Some((mut group, produce)) = Group::balanced("scale-split", 2, &["w1", "w2"], (200, 16), (1, 1)).await else {
         return;
     };
     let client =
@@ -722,7 +733,7 @@ async fn a_split_during_the_run_starts_the_children_after_the_parent_ended_on_wh
         .send()
         .await
         .expect("split");
-    tokio::task::spawn_blocking(move || produce.wait()).await.expect("join").expect("producer");
+    assert_eq!(wait(produce).await.code, 0, "the producer");
     group
         .until("the children are owned", Duration::from_secs(30), |o| o.len() == 3 && o.values().all(Option::is_some))
         .await;
@@ -764,7 +775,7 @@ async fn a_dynamodb_outage_is_ridden_out_without_losing_a_commit() {
     let url = format!("http://127.0.0.1:{port}");
     // Needs no emulator of npm's: it runs on `host local`s alone.
     let mut group = Group::on(Dynamo::At(url), "scale-outage", 2).await.expect("a group on our own endpoints");
-    let mut produce = producer(&group, 200, 16);
+    let produce = producer(&group, 200, 16);
     group.start("w1");
     group.until("w1 holds both shards", Duration::from_secs(30), |o| balanced(o, &["w1"], 2, 2)).await;
     dynamo.kill().expect("kill -9 DynamoDB");
@@ -772,7 +783,7 @@ async fn a_dynamodb_outage_is_ridden_out_without_losing_a_commit() {
     tokio::time::sleep(Duration::from_secs(2 * LEASE)).await;
     let mut dynamo = serve(data.path());
     wait_for_port(port.parse().expect("port")).await;
-    tokio::task::spawn_blocking(move || produce.wait()).await.expect("join").expect("producer");
+    assert_eq!(wait(produce).await.code, 0, "the producer");
     group.settle().await;
     assert_eq!(group.stop("w1").await, 0, "the worker rode the outage out\n{}", group.log("w1"));
     let log = group.log("w1");

@@ -32,10 +32,13 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     /// Appended to stream names: kinesis-mock is shared by parallel tests.
     pub suffix: String,
+    /// Ends the suite naming this test if it hangs.
+    pub _watched: super::watchdog::Watched,
 }
 
 /// The fixture, or `None` when kinesis-mock is not running outside CI.
 pub async fn fixture_on(emulator: Emulator, options: LocalOptions) -> Option<Fixture> {
+    let watched = super::watchdog::watch();
     let (local, url) = match emulator {
         Emulator::Ferrokinesis => {
             let local = LocalKinesis::start(LocalOptions { port: 0, ..options }).await.expect("emulator starts");
@@ -65,6 +68,7 @@ pub async fn fixture_on(emulator: Emulator, options: LocalOptions) -> Option<Fix
         engine: PluginEngine::new().expect("engine"),
         dir: tempfile::tempdir().expect("tempdir"),
         suffix,
+        _watched: watched,
     })
 }
 
@@ -82,14 +86,14 @@ macro_rules! on_both_emulators {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn ferrokinesis() {
                 if let Some(f) = fixture_on(Emulator::Ferrokinesis, LocalOptions::default()).await {
-                    super::$name(f).await;
+                    $crate::common::within(super::$name(f)).await;
                 }
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn kinesis_mock() {
                 if let Some(f) = fixture_on(Emulator::KinesisMock, LocalOptions::default()).await {
-                    super::$name(f).await;
+                    $crate::common::within(super::$name(f)).await;
                 }
             }
         }

@@ -4,6 +4,7 @@
 
 #[macro_use]
 pub mod emulators;
+pub mod watchdog;
 
 use host::plugin::{CompiledCache, Plugin, PluginEngine};
 use std::io::Write;
@@ -51,11 +52,88 @@ pub fn host(args: &[&str], stdin: &str) -> Run {
     // A host that exits early (e.g. on a bad plugin) closes its stdin; that is fine.
     let _ = input.write_all(stdin.as_bytes());
     drop(input);
-    let out = child.wait_with_output().expect("host runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    let mut spawned = Spawned::from(child);
+    spawned.what = format!("`host {}`", args.join(" "));
+    spawned.finish()
+}
+
+/// How long a `host` process of a test may run: a hang fails its test
+/// (naming the command and what it printed) instead of stalling the suite.
+pub const PROCESS_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs a test's body for at most [`PROCESS_LIMIT`]: a hang fails the test
+/// by name instead of stalling the suite.
+pub async fn within<F: std::future::Future>(body: F) -> F::Output {
+    match tokio::time::timeout(PROCESS_LIMIT, body).await {
+        Ok(out) => out,
+        Err(_) => panic!("the test still ran after {PROCESS_LIMIT:?}"),
+    }
+}
+
+/// A child process whose stdout and stderr are read as it writes them (so
+/// a chatty process never blocks on a full pipe while a test waits for it).
+pub struct Spawned {
+    child: Child,
+    /// The command line, for the message when it hangs.
+    what: String,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl From<Child> for Spawned {
+    fn from(mut child: Child) -> Self {
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            pipe.map(|mut pipe| {
+                std::thread::spawn(move || {
+                    let mut text = Vec::new();
+                    let _ = pipe.read_to_end(&mut text);
+                    String::from_utf8_lossy(&text).into_owned()
+                })
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        Spawned { what: format!("process {}", child.id()), child, stdout, stderr }
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Spawned {
+    /// Waits for the exit (at most [`PROCESS_LIMIT`], then kills it and
+    /// fails the test) and collects what it printed.
+    pub fn finish(mut self) -> Run {
+        let deadline = std::time::Instant::now() + PROCESS_LIMIT;
+        let status = loop {
+            match self.child.try_wait().expect("wait") {
+                Some(status) => break Some(status),
+                None if std::time::Instant::now() >= deadline => break None,
+                None => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        let collect = |h: Option<std::thread::JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+        let Some(status) = status else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let stderr = collect(self.stderr.take());
+            panic!("{} still ran after {PROCESS_LIMIT:?}, killed; it printed:\n{stderr}", self.what);
+        };
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: collect(self.stdout.take()),
+            stderr: collect(self.stderr.take()),
+        }
     }
 }
 
@@ -143,8 +221,10 @@ pub fn other_world_component() -> Vec<u8> {
 }
 
 /// Starts the `host` binary in the background, output captured.
-pub fn spawn_host(args: &[&str]) -> Child {
-    host_command(args, Stdio::null()).spawn().expect("host starts")
+pub fn spawn_host(args: &[&str]) -> Spawned {
+    let mut spawned = Spawned::from(host_command(args, Stdio::null()).spawn().expect("host starts"));
+    spawned.what = format!("`host {}`", args.join(" "));
+    spawned
 }
 
 /// The `host` binary with the shared compiled cache, output captured.
@@ -160,13 +240,25 @@ fn host_command(args: &[&str], stdin: Stdio) -> Command {
     command
 }
 
-pub async fn wait(child: Child) -> Run {
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("wait");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+/// Waits for a process started by [`spawn_host`] (at most [`PROCESS_LIMIT`]).
+pub async fn wait(child: impl Into<Spawned>) -> Run {
+    let child = child.into();
+    tokio::task::spawn_blocking(move || child.finish()).await.expect("join")
+}
+
+/// Records counted in the counter's state, from its JSON-lines sink file:
+/// the highest count of each (window, key) summed. A record counted twice
+/// (state rolled back wrong) or never shows in the sum.
+pub fn counted_in_state(path: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut highest = std::collections::BTreeMap::new();
+    for v in json_lines(&text) {
+        let counted: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap_or_default()).expect("json");
+        let cell = (counted["window_start"].to_string(), counted["key"].to_string());
+        let count = highest.entry(cell).or_insert(0);
+        *count = counted["count"].as_u64().unwrap_or(0).max(*count);
     }
+    highest.values().sum()
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
