@@ -6,6 +6,7 @@ pub mod admin;
 pub mod aggregate;
 pub mod client;
 pub mod fanout;
+mod packed_read;
 pub mod producer;
 pub mod reader;
 

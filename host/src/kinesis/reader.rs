@@ -3,6 +3,7 @@
 //! record read) when one expires, and retries on network faults.
 
 use super::client::{describe_error, error_code, is_transient};
+use super::packed_read::{PackResponse, Packing};
 use crate::backoff::backoff;
 use crate::batch::PackedBatch;
 use crate::source::{Position, ReadBatch, ReaderStats, RecordSource, ShardFeed, ShardInfo, SourceError, StartPosition};
@@ -11,7 +12,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_kinesis::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -126,21 +127,36 @@ impl ShardReader {
             // shard backing off is never taken for an idle one.
             let no_sdk_retries = aws_sdk_kinesis::config::Builder::default()
                 .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
-            match self
+            // A successful response is parsed straight into the batch.
+            let packing = Arc::new(Mutex::new(Packing { skip: self.skip.take(), ..Packing::default() }));
+            let sent = self
                 .client
                 .get_records()
                 .shard_iterator(iterator)
                 .limit(self.limit)
                 .customize()
                 .config_override(no_sdk_retries)
+                .interceptor(PackResponse(packing.clone()))
                 .send()
-                .await
-            {
+                .await;
+            let packed = match packing.lock() {
+                Ok(mut p) => {
+                    self.skip = p.skip.take();
+                    stats.corrupt_aggregates += p.stats.corrupt_aggregates;
+                    p.packed.take()
+                }
+                Err(_) => bail!("the GetRecords parser of {} panicked", self.shard_id),
+            };
+            match sent {
                 Ok(out) => {
-                    let mut records = pack(&out.records, &mut self.skip, &mut stats)
-                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.shard_id))?;
-                    if let Some(last) = out.records.last() {
-                        self.resume = StartPosition::AfterSequenceNumber(last.sequence_number.clone());
+                    let (mut records, last) = match packed {
+                        Some(packed) => packed,
+                        None => pack(&out.records, &mut self.skip, &mut stats)
+                            .map(|b| (b, out.records.last().map(|r| r.sequence_number.clone()))),
+                    }
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.shard_id))?;
+                    if let Some(last) = last {
+                        self.resume = StartPosition::AfterSequenceNumber(last);
                     }
                     records.set_millis_behind_latest(out.millis_behind_latest.unwrap_or(0));
                     self.iterator = out.next_shard_iterator;
@@ -173,7 +189,7 @@ impl ShardReader {
 
 /// Packs a GetRecords response straight into the WIT batch layout: the
 /// SDK's buffers are copied once, into the buffer the plugin will read.
-fn pack(
+pub(super) fn pack(
     records: &[aws_sdk_kinesis::types::Record],
     skip: &mut Option<Position>,
     stats: &mut ReaderStats,
