@@ -61,6 +61,9 @@ impl Progress {
 #[derive(Debug, Default)]
 pub struct SwapCounts {
     pub by_outcome: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Swap requests being carried out: a run is not idle while one is
+    /// (`--idle-exit` must not end it between a SIGHUP and its outcome).
+    pub in_flight: std::sync::atomic::AtomicU32,
 }
 
 impl SwapCounts {

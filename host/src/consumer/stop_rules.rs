@@ -19,6 +19,10 @@ pub(crate) fn reached(
         return true;
     }
     let Some(idle) = config.idle_exit else { return false };
+    if progress.swaps.in_flight.load(Ordering::Relaxed) > 0 {
+        // A swap asked for is carried out (or refused) before an idle exit.
+        return false;
+    }
     // Idle means caught up (the last read reached the tip) *and* quiet: a
     // shard backing off from throttling has read nothing lately but is not idle.
     match (progress.last_record.lock(), progress.behind.lock(), progress.retrying.lock(), progress.busy.lock()) {

@@ -284,6 +284,6 @@ fn classify(error: &wasmtime::Error, state: &HostState, limits: &PluginLimits) -
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
         return (TrapCause::Timeout, Some(format!("limit {} ms", limits.call_timeout.as_millis())));
     }
-    let detail = state.stderr.take_last_line().unwrap_or_else(|| first_line(error));
+    let detail = state.stderr.take_summary().unwrap_or_else(|| first_line(error));
     (TrapCause::Crash, Some(detail))
 }

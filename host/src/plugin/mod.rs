@@ -17,6 +17,7 @@ mod limits;
 mod lineage;
 mod output;
 mod state;
+mod stdio;
 
 pub use cache::{CacheOutcome, CompiledCache};
 pub use component::Plugin;

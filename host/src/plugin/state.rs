@@ -5,15 +5,11 @@ use super::bindings::{v1, v2, LogLevel, OutputBatch};
 use super::error::BudgetExceeded;
 use super::limits::PluginLimits;
 use super::output::PluginOutput;
-use bytes::Bytes;
-use std::pin::Pin;
+use super::stdio::PluginStdio;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The time source behind the `now-millis` import.
@@ -64,8 +60,9 @@ pub struct HostState {
     clock: Clock,
     /// `plugin@shard`, attributed to every log line.
     label: Arc<str>,
-    /// Last bytes the plugin wrote to stderr (panic messages land here).
-    pub(crate) stderr: StderrTail,
+    /// The plugin's stderr: forwarded to the log, its tail kept for error
+    /// lines (panic messages and tracebacks land here).
+    pub(crate) stderr: PluginStdio,
     /// When the call in progress must end: waits inside it stop here
     /// (`deadline.rs`), as the epoch stops running code.
     call_deadline: Option<std::time::Instant>,
@@ -74,9 +71,13 @@ pub struct HostState {
 impl HostState {
     /// Fresh state for one instance.
     pub fn new(limits: &PluginLimits, clock: Clock, label: Arc<str>) -> Self {
-        let stderr = StderrTail::default();
+        let stderr = PluginStdio::new("stderr", label.clone());
         let mut wasi = WasiCtx::builder();
-        wasi.stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.stdout(PluginStdio::new("stdout", label.clone()))
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -208,89 +209,3 @@ macro_rules! host_interface {
 impl v2::kinesis::processor::types::Host for HostState {}
 host_interface!(v2::kinesis::processor::host::Host);
 host_interface!(v1::kinesis::processor::host::Host);
-
-/// How much of a plugin's stderr is kept for error messages.
-const STDERR_TAIL_BYTES: usize = 4096;
-
-/// A stderr that never fails and keeps only the last few KiB.
-///
-/// Rust's `eprintln!` panics when stderr errors, so a bounded pipe that
-/// errors when full would turn a chatty plugin into a crashing one.
-#[derive(Debug, Clone, Default)]
-pub struct StderrTail(Arc<Mutex<Vec<u8>>>);
-
-impl StderrTail {
-    fn push(&self, bytes: &[u8]) {
-        let Ok(mut buf) = self.0.lock() else { return };
-        buf.extend_from_slice(bytes);
-        if buf.len() > STDERR_TAIL_BYTES * 2 {
-            let cut = buf.len() - STDERR_TAIL_BYTES;
-            buf.drain(..cut);
-        }
-    }
-
-    /// The last non-empty line written, e.g. a panic message; clears the tail.
-    pub fn take_last_line(&self) -> Option<String> {
-        let mut buf = self.0.lock().ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        buf.clear();
-        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with"));
-        // A Rust panic prints "panicked at file:line:col:" then the message.
-        let all: Vec<&str> = lines.by_ref().collect();
-        match all.as_slice() {
-            [] => None,
-            [.., at, msg] if at.contains("panicked at ") => {
-                let place = at.rsplit("panicked at ").next().unwrap_or_default().trim_end_matches(':');
-                Some(format!("{msg} (panicked at {place})"))
-            }
-            [.., last] => Some(last.to_string()),
-        }
-    }
-}
-
-impl IsTerminal for StderrTail {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for StderrTail {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-}
-
-impl tokio::io::AsyncWrite for StderrTail {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.push(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for StderrTail {
-    async fn ready(&mut self) {}
-}
-
-impl OutputStream for StderrTail {
-    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        self.push(&bytes);
-        Ok(())
-    }
-    fn flush(&mut self) -> Result<(), StreamError> {
-        Ok(())
-    }
-    fn check_write(&mut self) -> Result<usize, StreamError> {
-        Ok(64 * 1024)
-    }
-}

@@ -5,6 +5,7 @@
 use super::{Change, PluginSource, ShardReport, ShardSwap, SwapHub, SwapOutcome, SwapRequest, SwapResult};
 use crate::plugin::{CompiledCache, InstanceSettings, Plugin, PluginEngine, PluginInstance};
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -41,6 +42,7 @@ pub async fn coordinate(
         tokio::select! {
             request = requests.recv() => {
                 let Some(request) = request else { return };
+                context.progress.swaps.in_flight.fetch_add(1, Ordering::Relaxed);
                 let (result, reply) = match request {
                     SwapRequest::Swap { source, reply } => (swap(&hub, &context, &mut reports, &mut undo, source).await, reply),
                     SwapRequest::Rollback { reply } => (rollback(&hub, &context, &mut reports, &mut undo, "requested").await, reply),
@@ -48,6 +50,7 @@ pub async fn coordinate(
                 log(&result);
                 announce(&result);
                 context.progress.swaps.count(result.outcome.as_str(), &result.sha256);
+                context.progress.swaps.in_flight.fetch_sub(1, Ordering::Relaxed);
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
