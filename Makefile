@@ -5,7 +5,7 @@ PLUGINS := echo counter buffered-counter processor-template faulty counter-v2
 # The host `make demo` runs (the release build unless told otherwise).
 HOST ?= target/release/host
 
-.PHONY: all build plugins host bench-bin test lint bench demo wasm-target clean
+.PHONY: all build plugins python-plugins host bench-bin test lint bench demo wasm-target clean
 
 all: build
 
@@ -18,6 +18,19 @@ wasm-target:
 # Components land in $(PLUGIN_DIR)/<name>.wasm (dashes become underscores).
 plugins: wasm-target
 	$(CARGO) build --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
+
+# The Python examples and the Python test fixture (plugins/sdk-python), as
+# $(PLUGIN_DIR)/py_<name>.wasm; skipped (the tests say so) without
+# componentize-py, which .ci/run installs into target/pyenv.
+COMPONENTIZE_PY ?= $(CURDIR)/target/pyenv/bin/componentize-py
+PY_SDK := plugins/sdk-python
+python-plugins:
+	@if [ -x "$(COMPONENTIZE_PY)" ] || command -v "$(COMPONENTIZE_PY)" >/dev/null; then \
+		export COMPONENTIZE_PY="$(COMPONENTIZE_PY)"; \
+		$(PY_SDK)/build.sh $(PY_SDK)/examples/echo $(PLUGIN_DIR)/py_echo.wasm && \
+		$(PY_SDK)/build.sh $(PY_SDK)/examples/counter $(PLUGIN_DIR)/py_counter.wasm && \
+		$(PY_SDK)/build.sh $(PY_SDK)/tests/faulty $(PLUGIN_DIR)/py_faulty.wasm; \
+	else echo "python-plugins: skipped, no componentize-py (pip install componentize-py==0.25.1 into target/pyenv)"; fi
 
 host:
 	$(CARGO) build --release -p host
@@ -36,7 +49,7 @@ lint:
 
 # The gates, unit tests of every crate, then the host's integration tests
 # (one test binary, tests/it), which run the real plugin components.
-test: plugins lint
+test: plugins python-plugins lint
 	host/tests/with-emulators.sh $(CARGO) test --workspace
 
 # The benchmarks live in their own binary (host/bench), not in `host`.

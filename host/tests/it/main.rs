@@ -11,6 +11,7 @@ mod cli;
 mod consumer;
 mod fan_out;
 mod faults;
+mod languages;
 mod leases;
 mod local_dev;
 mod reshard;

@@ -26,6 +26,20 @@ pub fn plugin_path(crate_name: &str) -> PathBuf {
     path
 }
 
+/// A component built outside cargo (`make python-plugins`): `None`, with a
+/// line saying so, when it is not there; under CI its absence fails the test.
+pub fn built_plugin(name: &str, how: &str) -> Option<PathBuf> {
+    let path = target_dir().join("wasm32-wasip2/plugin").join(format!("{}.wasm", name.replace('-', "_")));
+    match (path.is_file(), std::env::var_os("CI").is_some()) {
+        (true, _) => Some(path),
+        (false, true) => panic!("{} is missing under CI: {how}", path.display()),
+        (false, false) => {
+            eprintln!("skipped: {} is missing ({how})", path.display());
+            None
+        }
+    }
+}
+
 /// One compiled-component cache for the whole test run, so each plugin
 /// compiles once.
 pub fn cache_dir() -> PathBuf {
@@ -259,6 +273,40 @@ pub fn counted_in_state(path: &std::path::Path) -> u64 {
         *count = counted["count"].as_u64().unwrap_or(0).max(*count);
     }
     highest.values().sum()
+}
+
+/// `host run` of `plugin` over `stream` at `url` from TRIM_HORIZON into the
+/// JSON-lines file `out`, checkpoints in `db`, no status line; then `extra`.
+pub fn run_args(plugin: &str, stream: &str, url: &str, db: &std::path::Path, out: &std::path::Path) -> Vec<String> {
+    let (db, sink) = (db.display().to_string(), format!("file:{}", out.display()));
+    [
+        "run",
+        "--plugin",
+        plugin,
+        "--stream",
+        stream,
+        "--endpoint-url",
+        url,
+        "--start-position",
+        "TRIM_HORIZON",
+        "--checkpoint-db",
+        &db,
+        "--sink",
+        &sink,
+        "--output",
+        "json",
+        "--status-interval",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Starts `host` with `args` plus `extra`.
+pub fn spawn_host_with(args: &[String], extra: &[&str]) -> Spawned {
+    let all: Vec<&str> = args.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+    spawn_host(&all)
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

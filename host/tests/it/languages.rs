@@ -1,0 +1,160 @@
+//! Processors written in Python (`plugins/sdk-python`, built by
+//! componentize-py in `make python-plugins`): the examples give the Rust
+//! plugins' output on the seeds' inputs, through `host test` with restarts
+//! and through `host run`; a hot swap from the Rust counter to the Python
+//! one carries the counts; an author's exception is named in the error line.
+
+use crate::common::emulators::*;
+use crate::common::*;
+use host::local::LocalOptions;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const HOW: &str = "`make python-plugins` builds it with componentize-py from target/pyenv";
+
+fn python(name: &str) -> Option<String> {
+    built_plugin(&format!("py-{name}"), HOW).map(|p| p.display().to_string())
+}
+
+fn example(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+    std::fs::read_to_string(path).expect("example input")
+}
+
+#[test]
+fn python_echo_and_counter_give_the_rust_plugins_output_on_the_seeds() {
+    let (Some(echo), Some(counter)) = (python("echo"), python("counter")) else { return };
+    // Binary data, a key needing JSON escapes, a timestamp with an offset.
+    let extra = concat!(
+        r#"{"partitionKey": "k\"1", "dataBase64": "//79"}"#,
+        "\n",
+        r#"{"partitionKey": "k2", "data": "2018-07-29T23:35:46+01:00 GET /"}"#,
+        "\n"
+    );
+    let lagging = example("seed000-lagging.jsonl") + extra;
+    let cases = [
+        (&echo, "echo", "{}", lagging.clone()),
+        (&counter, "counter", "{}", lagging.clone()),
+        (&counter, "counter", r#"{"window_seconds": 10}"#, lagging),
+        (&counter, "counter", r#"{"key_field": "name"}"#, example("seed001-documents.jsonl")),
+        (&counter, "counter", r#"{"key_field": "age", "time_field": "ts"}"#, example("seed001-documents.jsonl")),
+    ];
+    for (py, rust, config, input) in cases {
+        let rust = plugin_path(rust).display().to_string();
+        // Small batches and a restart every 3 (state through snapshot/restore).
+        let args = |plugin: &str| {
+            host(&["test", "--plugin", plugin, "--config", config, "--batch-size", "5", "--restart-every", "3"], &input)
+        };
+        let (want, got) = (args(&rust), args(py));
+        assert_eq!(want.code, 0, "{}", want.stderr);
+        assert_eq!(got.code, 0, "{py} {config}: {}", got.stderr);
+        assert!(got.stderr.contains("restarts"), "{}", got.stderr);
+        assert!(!want.stdout.is_empty());
+        assert_eq!(got.stdout, want.stdout, "{py} {config}: the same output as the Rust plugin");
+    }
+}
+
+#[test]
+fn a_python_exception_is_named_and_a_record_error_keeps_its_index() {
+    let Some(faulty) = python("faulty") else { return };
+    let input = |data: &str| {
+        format!("{{\"partitionKey\": \"a\", \"data\": \"x\"}}\n{{\"partitionKey\": \"a\", \"data\": \"{data}\"}}\n")
+    };
+    let init = host(&["test", "--plugin", &faulty, "--config", r#"{"fail_in": "init"}"#], &input("x"));
+    assert_eq!(init.code, 2, "{}", init.stderr);
+    assert_eq!(init.stderr.trim().lines().count(), 1, "{}", init.stderr);
+    assert!(
+        init.stderr.contains("init failed: ValueError: window_seconds must be positive (app.py:"),
+        "{}",
+        init.stderr
+    );
+    // A bug: retried, then the shard stops at the record, naming the exception.
+    let crash = host(&["test", "--plugin", &faulty], &input("crash"));
+    assert_eq!(crash.code, 1, "{}", crash.stderr);
+    let last = crash.stderr.trim().lines().last().unwrap_or_default();
+    assert!(last.contains("crashed in `process`: KeyError: 'a' (app.py:"), "{last}");
+    assert!(!last.contains("unexpected exception"), "the runtime's words, not the author's: {last}");
+    // The author's ProcessError.at(i): the records before it are done.
+    let bad = host(&["test", "--plugin", &faulty], &input("bad"));
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(bad.stderr.contains("failed at record 1: record 1 is bad"), "{}", bad.stderr);
+    assert_eq!(bad.stdout.lines().count(), 1, "record 0 was emitted: {}", bad.stdout);
+}
+
+/// The highest count of each (window, key) in a JSON-lines sink file.
+fn final_counts(path: &Path) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for v in json_lines(&std::fs::read_to_string(path).unwrap_or_default()) {
+        let c: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap_or_default()).expect("json");
+        let cell = (c["window_start"].to_string(), c["key"].to_string());
+        let n = counts.entry(cell).or_insert(0);
+        *n = c["count"].as_u64().unwrap_or(0).max(*n);
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_counter_under_host_run_counts_as_the_rust_one() {
+    let Some(py) = python("counter") else { return };
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("py-run", 2).await;
+    let stream = f.name("py-run");
+    f.put_numbered("py-run", 0, 500).await;
+    let url = f.local.as_ref().map(|l| l.endpoint_url()).unwrap_or_default();
+    let mut counts = Vec::new();
+    for plugin in [plugin_path("counter").display().to_string(), py] {
+        let out = f.dir.path().join(format!("{}.jsonl", counts.len()));
+        let db = f.dir.path().join(format!("{}.db", counts.len()));
+        let args = run_args(&plugin, &stream, &url, &db, &out);
+        let extra = ["--idle-exit", "2", "--batch-size", "40", "--config", r#"{"event_time": "arrival"}"#];
+        let run = wait(spawn_host_with(&args, &extra)).await;
+        assert_eq!(run.code, 0, "{plugin}: {}", run.stderr);
+        counts.push(final_counts(&out));
+    }
+    assert_eq!(counts[0].values().sum::<u64>(), 500);
+    assert_eq!(counts[1], counts[0], "the Python counter counts as the Rust one");
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_swap_from_the_rust_counter_to_the_python_one_carries_the_counts() {
+    let Some(py) = python("counter") else { return };
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("py-swap", 1).await;
+    let stream = f.name("py-swap");
+    let url = f.local.as_ref().map(|l| l.endpoint_url()).unwrap_or_default();
+    let out = f.out_path();
+    let control = format!("127.0.0.1:{}", free_port());
+    let counter = plugin_path("counter").display().to_string();
+    let args = run_args(&counter, &stream, &url, &f.dir.path().join("cp.db"), &out);
+    let extra = ["--idle-exit", "4", "--control-addr", &control, "--idle-time-ms", "200"];
+    let consumer = spawn_host_with(&args, &extra);
+    f.put_numbered("py-swap", 0, 200).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counted_in_state(&out) < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted_in_state(&out), 200, "the Rust counter counted the first records");
+    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &py], "");
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    assert!(swapped.stdout.starts_with("swapped: now running"), "{}", swapped.stdout);
+    f.put_numbered("py-swap", 200, 200).await;
+    let run = wait(consumer).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Counts went on from the Rust counter's state: per (window, key) the
+    // highest count adds up to every record, each counted once.
+    assert_eq!(counted_in_state(&out), 400, "{}", std::fs::read_to_string(&out).unwrap_or_default());
+    f.stop().await;
+}
+
+#[test]
+fn the_python_sdk_builds_against_the_current_contract() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let wit = std::fs::read_to_string(root.join("wit/processor.wit")).expect("wit");
+    let copy = std::fs::read_to_string(root.join("plugins/sdk-python/kinesis_processor/wit/processor.wit"))
+        .expect("the SDK's copy");
+    assert!(
+        copy == wit,
+        "plugins/sdk-python/kinesis_processor/wit/processor.wit differs from wit/processor.wit: copy it"
+    );
+}
