@@ -5,7 +5,7 @@ PLUGINS := echo counter buffered-counter processor-template faulty counter-v2
 # The host `make demo` runs (the release build unless told otherwise).
 HOST ?= target/release/host
 
-.PHONY: all build plugins python-plugins host bench-bin test lint bench demo wasm-target clean
+.PHONY: all build plugins python-plugins js-plugins host bench-bin test lint bench demo wasm-target clean
 
 all: build
 
@@ -32,6 +32,20 @@ python-plugins:
 		$(PY_SDK)/build.sh $(PY_SDK)/tests/faulty $(PLUGIN_DIR)/py_faulty.wasm; \
 	else echo "python-plugins: skipped, no componentize-py (pip install componentize-py==0.25.1 into target/pyenv)"; fi
 
+# The JavaScript examples and test fixture (plugins/sdk-js), as
+# $(PLUGIN_DIR)/js_<name>.wasm: esbuild bundles, componentize-js 0.23.0
+# builds (both pinned in its package-lock.json); skipped without Node.
+JS_SDK := plugins/sdk-js
+js-plugins:
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		if [ ! -d $(JS_SDK)/node_modules/@bytecodealliance/componentize-js ]; then \
+			(cd $(JS_SDK) && npm ci --no-audit --no-fund --loglevel=error); fi && \
+		node $(JS_SDK)/build.mjs $(JS_SDK)/examples/echo.js $(PLUGIN_DIR)/js_echo.wasm && \
+		node $(JS_SDK)/build.mjs $(JS_SDK)/examples/counter.js $(PLUGIN_DIR)/js_counter.wasm && \
+		node $(JS_SDK)/build.mjs $(JS_SDK)/tests/faulty.js $(PLUGIN_DIR)/js_faulty.wasm && \
+		(cd $(JS_SDK) && node --test test/); \
+	else echo "js-plugins: skipped, no node/npm"; fi
+
 host:
 	$(CARGO) build --release -p host
 
@@ -49,7 +63,7 @@ lint:
 
 # The gates, unit tests of every crate, then the host's integration tests
 # (one test binary, tests/it), which run the real plugin components.
-test: plugins python-plugins lint
+test: plugins python-plugins js-plugins lint
 	host/tests/with-emulators.sh $(CARGO) test --workspace
 
 # The benchmarks live in their own binary (host/bench), not in `host`.

@@ -35,7 +35,7 @@ pub enum PluginError {
     WrongWorld { path: PathBuf, reason: String },
 
     /// It needs imports the sandbox does not give (e.g. HTTP).
-    #[error("{path} needs an import the sandbox does not provide: {reason}; processors may use only WASI p2 CLI basics and `kinesis:processor/host`")]
+    #[error("{path} needs an import the sandbox does not provide: {reason}; processors may use only WASI p2 CLI basics and `kinesis:processor/host`{}", import_hint(reason))]
     UnsupportedImport { path: PathBuf, reason: String },
 
     /// The plugin's `init` refused its config.
@@ -103,4 +103,34 @@ pub enum BudgetExceeded {
     Logs(u32),
     #[error("emitted an output entry outside its payload or with a non-UTF-8 key")]
     MalformedOutput,
+}
+
+/// How to build without an import the sandbox refuses, when the toolchain
+/// that adds it is known: jco / componentize-js add HTTP unless told not to.
+fn import_hint(reason: &str) -> &'static str {
+    if reason.contains("wasi:http/") {
+        " (a JavaScript component built by jco or componentize-js imports HTTP unless built with \
+         `jco componentize … --disable http fetch-event`, or componentize-js' \
+         `disableFeatures: ['http', 'fetch-event']`)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_import_says_which_build_flags_drop_it() {
+        let e = PluginError::UnsupportedImport {
+            path: "app.wasm".into(),
+            reason: "component imports instance `wasi:http/types@0.2.10`, but a matching implementation was not found"
+                .into(),
+        };
+        let line = e.to_string();
+        assert!(line.contains("wasi:http/types@0.2.10") && line.contains("--disable http fetch-event"), "{line}");
+        let other = PluginError::UnsupportedImport { path: "a.wasm".into(), reason: "`wasi:sockets/tcp`".into() };
+        assert!(!other.to_string().contains("jco"), "{other}");
+    }
 }

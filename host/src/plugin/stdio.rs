@@ -1,8 +1,8 @@
 //! A plugin's stdout and stderr: each line goes to the host's log at debug
 //! level, attributed to the plugin and shard (at most a few hundred lines a
 //! second, so a chatty plugin cannot flood the log), and stderr's last few
-//! KiB are kept for the error line of a crash: the panic message or the
-//! Python exception, not the runtime's generic trap text.
+//! KiB are kept for the error line of a crash: the panic message, the Python
+//! exception or the JavaScript error, not the runtime's generic trap text.
 
 use bytes::Bytes;
 use std::pin::Pin;
@@ -117,6 +117,11 @@ fn summarize(text: &str) -> Option<String> {
             });
         }
     }
+    // JavaScript (the SDK, like SpiderMonkey itself): "Uncaught TypeError: …";
+    // the engine's abort lines follow it.
+    if let Some(uncaught) = lines.iter().rev().find_map(|l| l.trim().strip_prefix("Uncaught ")) {
+        return Some(uncaught.to_string());
+    }
     let trimmed: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
     match trimmed.as_slice() {
         [] => None,
@@ -194,6 +199,12 @@ mod tests {
     fn a_python_traceback_gives_the_exception_and_where() {
         let text = "faulty starts\nTraceback (most recent call last):\n  File \"/build/app.py\", line 25, in process\n    lookup[k] += 1\n    ~~~~~~^^^\nKeyError: 'a'\nthread '<unnamed>' panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\n";
         assert_eq!(summarize(text).as_deref(), Some("KeyError: 'a' (app.py:25 in process)"));
+    }
+
+    #[test]
+    fn an_uncaught_javascript_error_wins_over_the_engine_abort_after_it() {
+        let text = "Uncaught TypeError: x is undefined (process@echo.js:12:9)\nexpected a string, received [undefined]\nStack:\n  _utf8AllocateAndEncode@initializer.js:65:11\nRedirecting call to abort() to mozalloc_abort\n";
+        assert_eq!(summarize(text).as_deref(), Some("TypeError: x is undefined (process@echo.js:12:9)"));
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Processors written in Python (`plugins/sdk-python`, built by
-//! componentize-py in `make python-plugins`): the examples give the Rust
-//! plugins' output on the seeds' inputs, through `host test` with restarts
-//! and through `host run`; a hot swap from the Rust counter to the Python
-//! one carries the counts; an author's exception is named in the error line.
+//! Processors written in Python (`plugins/sdk-python`, componentize-py, `make
+//! python-plugins`) and JavaScript (`plugins/sdk-js`, componentize-js, `make
+//! js-plugins`): the examples give the Rust plugins' output on the seeds'
+//! inputs, through `host test` with restarts and through `host run`; a hot
+//! swap from the Rust counter to the Python one carries the counts; an
+//! author's exception is named in the error line.
 
 use crate::common::emulators::*;
 use crate::common::*;
@@ -10,10 +11,20 @@ use host::local::LocalOptions;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const HOW: &str = "`make python-plugins` builds it with componentize-py from target/pyenv";
+/// The languages with an SDK: (file prefix, how the component is built).
+const LANGUAGES: [(&str, &str); 2] = [
+    ("py", "`make python-plugins` builds it with componentize-py from target/pyenv"),
+    ("js", "`make js-plugins` builds it with componentize-js (npm)"),
+];
+
+/// `lang`'s build of `name`, if there (see [`built_plugin`]).
+fn built(lang: &str, name: &str) -> Option<String> {
+    let how = LANGUAGES.iter().find(|(l, _)| *l == lang).map_or("", |(_, how)| how);
+    built_plugin(&format!("{lang}-{name}"), how).map(|p| p.display().to_string())
+}
 
 fn python(name: &str) -> Option<String> {
-    built_plugin(&format!("py-{name}"), HOW).map(|p| p.display().to_string())
+    built("py", name)
 }
 
 fn example(name: &str) -> String {
@@ -22,8 +33,7 @@ fn example(name: &str) -> String {
 }
 
 #[test]
-fn python_echo_and_counter_give_the_rust_plugins_output_on_the_seeds() {
-    let (Some(echo), Some(counter)) = (python("echo"), python("counter")) else { return };
+fn python_and_javascript_examples_give_the_rust_plugins_output_on_the_seeds() {
     // Binary data, a key needing JSON escapes, a timestamp with an offset.
     let extra = concat!(
         r#"{"partitionKey": "k\"1", "dataBase64": "//79"}"#,
@@ -32,53 +42,66 @@ fn python_echo_and_counter_give_the_rust_plugins_output_on_the_seeds() {
         "\n"
     );
     let lagging = example("seed000-lagging.jsonl") + extra;
+    let documents = example("seed001-documents.jsonl");
     let cases = [
-        (&echo, "echo", "{}", lagging.clone()),
-        (&counter, "counter", "{}", lagging.clone()),
-        (&counter, "counter", r#"{"window_seconds": 10}"#, lagging),
-        (&counter, "counter", r#"{"key_field": "name"}"#, example("seed001-documents.jsonl")),
-        (&counter, "counter", r#"{"key_field": "age", "time_field": "ts"}"#, example("seed001-documents.jsonl")),
+        ("echo", "{}", &lagging),
+        ("counter", "{}", &lagging),
+        ("counter", r#"{"window_seconds": 10}"#, &lagging),
+        ("counter", r#"{"key_field": "name"}"#, &documents),
+        ("counter", r#"{"key_field": "age", "time_field": "ts"}"#, &documents),
     ];
-    for (py, rust, config, input) in cases {
-        let rust = plugin_path(rust).display().to_string();
-        // Small batches and a restart every 3 (state through snapshot/restore).
-        let args = |plugin: &str| {
-            host(&["test", "--plugin", plugin, "--config", config, "--batch-size", "5", "--restart-every", "3"], &input)
-        };
-        let (want, got) = (args(&rust), args(py));
-        assert_eq!(want.code, 0, "{}", want.stderr);
-        assert_eq!(got.code, 0, "{py} {config}: {}", got.stderr);
-        assert!(got.stderr.contains("restarts"), "{}", got.stderr);
-        assert!(!want.stdout.is_empty());
-        assert_eq!(got.stdout, want.stdout, "{py} {config}: the same output as the Rust plugin");
+    for (lang, _) in LANGUAGES {
+        for (name, config, input) in cases {
+            let Some(built) = built(lang, name) else { continue };
+            let rust = plugin_path(name).display().to_string();
+            // Small batches and a restart every 3 (state through snapshot/restore).
+            let args = |plugin: &str| {
+                let args =
+                    ["test", "--plugin", plugin, "--config", config, "--batch-size", "5", "--restart-every", "3"];
+                host(&args, input)
+            };
+            let (want, got) = (args(&rust), args(&built));
+            assert_eq!(want.code, 0, "{}", want.stderr);
+            assert_eq!(got.code, 0, "{built} {config}: {}", got.stderr);
+            assert!(got.stderr.contains("restarts"), "{}", got.stderr);
+            assert!(!want.stdout.is_empty());
+            assert_eq!(got.stdout, want.stdout, "{built} {config}: the same output as the Rust plugin");
+        }
     }
 }
 
 #[test]
-fn a_python_exception_is_named_and_a_record_error_keeps_its_index() {
-    let Some(faulty) = python("faulty") else { return };
+fn an_exception_is_named_and_a_record_error_keeps_its_index() {
     let input = |data: &str| {
         format!("{{\"partitionKey\": \"a\", \"data\": \"x\"}}\n{{\"partitionKey\": \"a\", \"data\": \"{data}\"}}\n")
     };
-    let init = host(&["test", "--plugin", &faulty, "--config", r#"{"fail_in": "init"}"#], &input("x"));
-    assert_eq!(init.code, 2, "{}", init.stderr);
-    assert_eq!(init.stderr.trim().lines().count(), 1, "{}", init.stderr);
-    assert!(
-        init.stderr.contains("init failed: ValueError: window_seconds must be positive (app.py:"),
-        "{}",
-        init.stderr
-    );
-    // A bug: retried, then the shard stops at the record, naming the exception.
-    let crash = host(&["test", "--plugin", &faulty], &input("crash"));
-    assert_eq!(crash.code, 1, "{}", crash.stderr);
-    let last = crash.stderr.trim().lines().last().unwrap_or_default();
-    assert!(last.contains("crashed in `process`: KeyError: 'a' (app.py:"), "{last}");
-    assert!(!last.contains("unexpected exception"), "the runtime's words, not the author's: {last}");
-    // The author's ProcessError.at(i): the records before it are done.
-    let bad = host(&["test", "--plugin", &faulty], &input("bad"));
-    assert_eq!(bad.code, 1, "{}", bad.stderr);
-    assert!(bad.stderr.contains("failed at record 1: record 1 is bad"), "{}", bad.stderr);
-    assert_eq!(bad.stdout.lines().count(), 1, "record 0 was emitted: {}", bad.stdout);
+    let expected = [
+        ("py", "init failed: ValueError: window_seconds must be positive (app.py:", "KeyError: 'a' (app.py:"),
+        (
+            "js",
+            // The place is a line of the bundle build.mjs keeps beside the component.
+            "init failed: RangeError: window_seconds must be positive (Faulty@",
+            "TypeError: can't access property \"count\", lookup[record.partitionKey] is undefined (process@",
+        ),
+    ];
+    for (lang, init_line, crash_line) in expected {
+        let Some(faulty) = built(lang, "faulty") else { continue };
+        let init = host(&["test", "--plugin", &faulty, "--config", r#"{"fail_in": "init"}"#], &input("x"));
+        assert_eq!(init.code, 2, "{}", init.stderr);
+        assert_eq!(init.stderr.trim().lines().count(), 1, "{}", init.stderr);
+        assert!(init.stderr.contains(init_line), "{}", init.stderr);
+        // A bug: retried, then the shard stops at the record, naming the exception.
+        let crash = host(&["test", "--plugin", &faulty], &input("crash"));
+        assert_eq!(crash.code, 1, "{}", crash.stderr);
+        let last = crash.stderr.trim().lines().last().unwrap_or_default();
+        assert!(last.contains(&format!("crashed in `process`: {crash_line}")), "{last}");
+        assert!(crash.stderr.contains("3 retried calls"), "a bug is retried: {}", crash.stderr);
+        // The author's ProcessError.at(i): the records before it are done.
+        let bad = host(&["test", "--plugin", &faulty], &input("bad"));
+        assert_eq!(bad.code, 1, "{}", bad.stderr);
+        assert!(bad.stderr.contains("failed at record 1: record 1 is bad"), "{}", bad.stderr);
+        assert_eq!(bad.stdout.lines().count(), 1, "record 0 was emitted: {}", bad.stdout);
+    }
 }
 
 /// The highest count of each (window, key) in a JSON-lines sink file.
@@ -94,25 +117,27 @@ fn final_counts(path: &Path) -> std::collections::BTreeMap<(String, String), u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_counter_under_host_run_counts_as_the_rust_one() {
-    let Some(py) = python("counter") else { return };
+async fn the_python_and_javascript_counters_under_host_run_count_as_the_rust_one() {
     let f = fixture(LocalOptions::default()).await;
-    f.stream("py-run", 2).await;
-    let stream = f.name("py-run");
-    f.put_numbered("py-run", 0, 500).await;
+    f.stream("lang-run", 2).await;
+    let stream = f.name("lang-run");
+    f.put_numbered("lang-run", 0, 500).await;
     let url = f.local.as_ref().map(|l| l.endpoint_url()).unwrap_or_default();
+    let plugins = [Some(plugin_path("counter").display().to_string()), built("py", "counter"), built("js", "counter")];
     let mut counts = Vec::new();
-    for plugin in [plugin_path("counter").display().to_string(), py] {
+    for plugin in plugins.into_iter().flatten() {
         let out = f.dir.path().join(format!("{}.jsonl", counts.len()));
         let db = f.dir.path().join(format!("{}.db", counts.len()));
         let args = run_args(&plugin, &stream, &url, &db, &out);
         let extra = ["--idle-exit", "2", "--batch-size", "40", "--config", r#"{"event_time": "arrival"}"#];
         let run = wait(spawn_host_with(&args, &extra)).await;
         assert_eq!(run.code, 0, "{plugin}: {}", run.stderr);
-        counts.push(final_counts(&out));
+        counts.push((plugin, final_counts(&out)));
     }
-    assert_eq!(counts[0].values().sum::<u64>(), 500);
-    assert_eq!(counts[1], counts[0], "the Python counter counts as the Rust one");
+    assert_eq!(counts[0].1.values().sum::<u64>(), 500);
+    for (plugin, got) in &counts[1..] {
+        assert_eq!(got, &counts[0].1, "{plugin} counts as the Rust counter");
+    }
     f.stop().await;
 }
 
@@ -148,13 +173,11 @@ async fn a_hot_swap_from_the_rust_counter_to_the_python_one_carries_the_counts()
 }
 
 #[test]
-fn the_python_sdk_builds_against_the_current_contract() {
+fn the_sdks_build_against_the_current_contract() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let wit = std::fs::read_to_string(root.join("wit/processor.wit")).expect("wit");
-    let copy = std::fs::read_to_string(root.join("plugins/sdk-python/kinesis_processor/wit/processor.wit"))
-        .expect("the SDK's copy");
-    assert!(
-        copy == wit,
-        "plugins/sdk-python/kinesis_processor/wit/processor.wit differs from wit/processor.wit: copy it"
-    );
+    for copy in ["plugins/sdk-python/kinesis_processor/wit/processor.wit", "plugins/sdk-js/wit/processor.wit"] {
+        let text = std::fs::read_to_string(root.join(copy)).expect("the SDK's copy");
+        assert!(text == wit, "{copy} differs from wit/processor.wit: copy it");
+    }
 }

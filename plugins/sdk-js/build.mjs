@@ -1,0 +1,56 @@
+// Builds a JavaScript processor into a component against this SDK's WIT:
+//   node plugins/sdk-js/build.mjs APP.js OUT.wasm
+// Bundles APP.js with the SDK (esbuild), then componentize-js (0.23.0)
+// makes the component, without HTTP (the sandbox has none). Skipped when
+// OUT.wasm was built from the same sources (hash in OUT.wasm.src).
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const [app, out] = process.argv.slice(2);
+if (!app || !out) {
+  console.error('usage: node build.mjs APP.js OUT.wasm');
+  process.exit(2);
+}
+const sdk = dirname(fileURLToPath(import.meta.url));
+const sources = [resolve(app), ...readdirSync(join(sdk, 'src')).map((f) => join(sdk, 'src', f)), join(sdk, 'wit', 'processor.wit'), join(sdk, 'package.json')];
+const hash = createHash('sha256');
+for (const f of sources) hash.update(readFileSync(f));
+const digest = hash.digest('hex');
+if (existsSync(out) && existsSync(`${out}.src`) && readFileSync(`${out}.src`, 'utf8') === digest) process.exit(0);
+
+const esbuild = await import('esbuild');
+const { componentize } = await import('@bytecodealliance/componentize-js');
+const bundled = await esbuild.build({
+  entryPoints: [resolve(app)],
+  bundle: true,
+  format: 'esm',
+  write: false,
+  external: ['kinesis:processor/*'],
+  // The SDK from this folder, wherever the app is.
+  plugins: [{
+    name: 'kinesis-processor',
+    setup(b) {
+      b.onResolve({ filter: /^kinesis-processor(\/component)?$/ }, (a) => ({
+        path: join(sdk, 'src', a.path.endsWith('/component') ? 'component.js' : 'core.js'),
+      }));
+    },
+  }],
+});
+// componentize-js reads one module from a file; it is kept beside the
+// component, since an error's place (`process@echo.bundle.js:362:9`) is a
+// line of it.
+const bundle = resolve(out).replace(/\.wasm$/, '') + '.bundle.js';
+mkdirSync(dirname(bundle), { recursive: true });
+writeFileSync(bundle, bundled.outputFiles[0].text);
+console.error(`componentize-js: ${app} -> ${out}`);
+const { component } = await componentize({
+  sourcePath: bundle,
+  witPath: join(sdk, 'wit'),
+  worldName: 'merging-processor-world',
+  disableFeatures: ['http', 'fetch-event'],
+});
+mkdirSync(dirname(resolve(out)), { recursive: true });
+writeFileSync(out, component);
+writeFileSync(`${out}.src`, digest);

@@ -1,0 +1,205 @@
+// The JavaScript SDK's core: plain JavaScript, no component imports, so a
+// processor's logic runs under Node for unit tests. `component.js` wires it
+// to the host.
+
+const ENTRY = 40; // WIT `record-entry`: u32 x6, u64 sub-sequence, s64 arrival
+const OUT_ENTRY = 16; // WIT `output-entry`: u32 x4
+const utf8 = new TextDecoder('utf-8');
+const latin1 = new TextDecoder('latin1');
+const encoder = new TextEncoder();
+
+/** One record of a batch; fields are read from the batch's buffer when asked for. */
+export class Record {
+  constructor(payload, view, at) {
+    this._p = payload;
+    this._v = view;
+    this._at = at;
+  }
+  _slice(i) {
+    const o = this._v.getUint32(this._at + i * 8, true);
+    const n = this._v.getUint32(this._at + i * 8 + 4, true);
+    return this._p.subarray(o, o + n);
+  }
+  /** The partition key (string). */
+  get partitionKey() { return utf8.decode(this._slice(0)); }
+  /** The data (Uint8Array, a view into the batch: copy it to keep it). */
+  get data() { return this._slice(1); }
+  /** The data as UTF-8 text. */
+  get text() { return utf8.decode(this._slice(1)); }
+  get sequenceNumber() { return latin1.decode(this._slice(2)); }
+  /** Position inside a KPL-aggregated record; 0 for plain records. */
+  get subSequenceNumber() { return Number(this._v.getBigUint64(this._at + 24, true)); }
+  /** When Kinesis accepted the record, in ms since the Unix epoch. */
+  get approximateArrival() { return Number(this._v.getBigInt64(this._at + 32, true)); }
+}
+
+/** Consecutive records of one shard, in order. */
+export class Batch {
+  constructor(payload, index, millisBehindLatest = 0) {
+    if (index.length % ENTRY) throw new Error(`a batch index of ${index.length} bytes is not whole ${ENTRY}-byte entries`);
+    this._p = payload;
+    this._v = new DataView(index.buffer, index.byteOffset, index.byteLength);
+    this.length = index.length / ENTRY;
+    this.millisBehindLatest = Number(millisBehindLatest);
+  }
+  get(i) { return new Record(this._p, this._v, i * ENTRY); }
+  *[Symbol.iterator]() {
+    for (let i = 0; i < this.length; i++) yield this.get(i);
+  }
+}
+
+/** A growable byte buffer. */
+class Bytes {
+  constructor(size = 4096) { this.buf = new Uint8Array(size); this.len = 0; }
+  reserve(n) {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const grown = new Uint8Array(size);
+    grown.set(this.buf.subarray(0, this.len));
+    this.buf = grown;
+  }
+  push(bytes) { this.reserve(bytes.length); this.buf.set(bytes, this.len); this.len += bytes.length; }
+  u32(v) { this.reserve(4); new DataView(this.buf.buffer).setUint32(this.len, v, true); this.len += 4; }
+  bytes() { return this.buf.slice(0, this.len); }
+}
+
+/** Output records of one call, packed as they come and handed to the host
+ * once when the call returns (also when it fails: what was emitted for the
+ * records before a failing one is kept). */
+export class Output {
+  constructor() { this.payload = new Bytes(); this.index = new Bytes(256); this.count = 0; }
+  /** Sends one record to the sink: a key and data (string or Uint8Array). */
+  emit(key, data) {
+    const k = encoder.encode(key);
+    const d = typeof data === 'string' ? encoder.encode(data) : data;
+    const at = this.payload.len;
+    this.payload.push(k);
+    this.payload.push(d);
+    this.index.u32(at); this.index.u32(k.length); this.index.u32(at + k.length); this.index.u32(d.length);
+    this.count++;
+  }
+  /** [key, data] pairs, for tests. */
+  *[Symbol.iterator]() {
+    const v = new DataView(this.index.buf.buffer);
+    for (let i = 0; i < this.count; i++) {
+      const [ko, kn, dO, dn] = [0, 4, 8, 12].map((o) => v.getUint32(i * OUT_ENTRY + o, true));
+      yield [utf8.decode(this.payload.buf.subarray(ko, ko + kn)), this.payload.buf.slice(dO, dO + dn)];
+    }
+  }
+  clear() { this.payload.len = 0; this.index.len = 0; this.count = 0; }
+}
+
+/** Builds a batch in plain JavaScript, for unit tests of a processor. */
+export class BatchBuilder {
+  constructor() { this.payload = new Bytes(); this.index = new Bytes(); this.n = 0; }
+  push(partitionKey, data, arrivalMillis = 0, subSequenceNumber = 0) {
+    const k = encoder.encode(partitionKey);
+    const d = typeof data === 'string' ? encoder.encode(data) : data;
+    const s = encoder.encode(String(49000000 + this.n++));
+    const at = this.payload.len;
+    [k, d, s].forEach((b) => this.payload.push(b));
+    [at, k.length, at + k.length, d.length, at + k.length + d.length, s.length].forEach((v) => this.index.u32(v));
+    this.index.reserve(16);
+    const v = new DataView(this.index.buf.buffer);
+    v.setBigUint64(this.index.len, BigInt(subSequenceNumber), true);
+    v.setBigInt64(this.index.len + 8, BigInt(arrivalMillis), true);
+    this.index.len += 16;
+    return this;
+  }
+  batch() { return new Batch(this.payload.bytes(), this.index.bytes()); }
+}
+
+/** Throw from `process` / `onTimer` to fail a call on purpose. Fatal by
+ * default (a poison record: retried, bisected, dead-lettered);
+ * `retryable: true` for a passing fault. With a record index, the records
+ * before it count as processed. */
+export class ProcessError extends Error {
+  constructor(message, { retryable = false, recordIndex } = {}) {
+    super(message);
+    this.retryable = retryable;
+    this.recordIndex = recordIndex;
+  }
+  /** A poison record: records before `index` are done, this one is bad. */
+  static at(index, message) { return new ProcessError(message, { recordIndex: index }); }
+}
+
+const MAX_HASH = (1n << 128n) - 1n;
+
+/** The hash keys (MD5 of a partition key, a 128-bit integer) a shard receives. */
+export class HashKeyRange {
+  constructor(start = 0n, end = MAX_HASH) { this.start = BigInt(start); this.end = BigInt(end); }
+  containsKey(partitionKey) { const h = hashKey(partitionKey); return this.start <= h && h <= this.end; }
+  isFull() { return this.start === 0n && this.end === MAX_HASH; }
+}
+
+/** Where an instance runs, given at start. */
+export class ShardContext {
+  constructor({ stream = '', shardId = '', application = '', hashKeyRange = new HashKeyRange(), parents = [] } = {}) {
+    Object.assign(this, { stream, shardId, application, hashKeyRange, parents });
+  }
+  /** Whether records with this partition key come to this shard now. */
+  ownsKey(partitionKey) { return this.hashKeyRange.containsKey(partitionKey); }
+}
+
+/** A state as `snapshot` wrote it. */
+export class Snapshot {
+  constructor(version, data) { this.version = version; this.data = data; }
+}
+
+/** Base of a processor: every method but `process` has a default. */
+export class Processor {
+  /** `config` is the --config JSON, parsed ({} when none); throw to refuse it. */
+  constructor(config, shard) { this.config = config; this.shard = shard; }
+  static get processorName() { return 'js-processor'; }
+  /** Layout version of what `snapshot` writes; bump it when that changes. */
+  static get stateVersion() { return 0; }
+  process(_batch, _out) { throw new Error('a processor must define process(batch, out)'); }
+  onTimer(_nowMillis, _out) {}
+  /** All state needed to go on after a restart (empty when stateless). */
+  snapshot() { return new Uint8Array(0); }
+  restore(data, _version) {
+    if (data.length) throw new Error(`${this.constructor.processorName} keeps no state but was given ${data.length} bytes; define restore()`);
+  }
+  /** A merge child's start: take over both parents' states. */
+  merge(parents) { for (const p of parents) this.restore(p.data, p.version); }
+  /** Last call: `reason` is "shard-ended", "lease-lost" or "requested". */
+  shutdown(_reason, _out) {}
+}
+
+/** A JSON-able value as snapshot bytes. */
+export function jsonSnapshot(value) { return encoder.encode(JSON.stringify(value)); }
+
+/** Snapshot bytes back to a value; empty bytes give `fallback`. */
+export function jsonRestore(data, version, expected, fallback = undefined) {
+  if (!data.length) return fallback;
+  if (version !== expected) throw new Error(`cannot read state version ${version} (this processor writes ${expected}); migrate it in restore()`);
+  return JSON.parse(utf8.decode(data));
+}
+
+let host = null;
+/** Set by component.js once running in the host. */
+export function setHost(h) { host = h; }
+/** A log line attributed to this shard: level trace|debug|info|warn|error. */
+export function log(level, message) {
+  if (host) host.log(level, String(message));
+  else console.error(`[${level}] ${message}`);
+}
+/** The host's clock (the replayed input's under `host test`). */
+export function nowMillis() { return host ? host.nowMillis() : Date.now(); }
+
+export * from './time.js';
+export { hashKey } from './md5.js';
+import { hashKey } from './md5.js';
+
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+/** Standard base64 with padding (the component has no Buffer). */
+export function base64(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 3) {
+    const [a, b, c] = [bytes[i], bytes[i + 1], bytes[i + 2]];
+    const n = (a << 16) | ((b ?? 0) << 8) | (c ?? 0);
+    s += B64[(n >> 18) & 63] + B64[(n >> 12) & 63] + (b === undefined ? '=' : B64[(n >> 6) & 63]) + (c === undefined ? '=' : B64[n & 63]);
+  }
+  return s;
+}
