@@ -28,6 +28,7 @@ pub mod plugin;
 pub mod policy;
 pub mod progress;
 pub mod replay;
+pub mod scaffold;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

@@ -6,6 +6,7 @@
 mod dev;
 mod leases;
 mod local;
+mod new;
 mod produce;
 mod retrieval;
 mod run;
@@ -62,6 +63,9 @@ pub enum Command {
     /// Show a lease table (which worker holds which shard, checkpoints,
     /// state sizes), or import a single host's checkpoints into one.
     Leases(Box<leases::LeasesArgs>),
+    /// Start a processor project in Rust, Python or JavaScript: the logic
+    /// of echo, a build script, a test, sample input, and the SDK.
+    New(new::NewArgs),
 }
 
 impl Command {
@@ -77,6 +81,7 @@ impl Command {
             Command::Swap(args) => shared::block_on(args.execute()),
             Command::Dev(args) => shared::block_on(args.execute()),
             Command::Leases(args) => shared::block_on(args.execute()),
+            Command::New(args) => args.execute(),
         }
     }
 }

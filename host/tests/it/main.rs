@@ -14,6 +14,7 @@ mod faults;
 mod languages;
 mod leases;
 mod local_dev;
+mod new_project;
 mod reshard;
 mod run_cli;
 mod sandbox;

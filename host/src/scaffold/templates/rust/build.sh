@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds {{name}}.wasm (needs Rust with the wasm32-wasip2 target), then
+# checks it: unit tests natively, and `host test` on records.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")"
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+cargo test --quiet
+cargo build --release --target wasm32-wasip2
+cp "target/wasm32-wasip2/release/$(echo '{{name}}' | tr - _).wasm" {{name}}.wasm
+echo "built {{name}}.wasm; try: host test --plugin {{name}}.wasm --input records.jsonl" >&2
