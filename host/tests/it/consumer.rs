@@ -73,17 +73,9 @@ async fn restarts_resume_from_the_checkpoint_with_state_restored(f: Fixture) {
     assert_eq!(first.records + second.records, 400, "nothing read twice, nothing lost");
     // The counter's state carried over: the last count per (window, key)
     // is its total (the puts may straddle a minute of arrival time).
-    let mut last: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for v in json_lines(&std::fs::read_to_string(f.out_path()).unwrap_or_default()) {
-        let data: serde_json::Value =
-            serde_json::from_str(v["data"].as_str().unwrap_or_default()).expect("counter json");
-        let cell = (data["key"].as_str().unwrap_or_default().to_string(), data["window_start"].to_string());
-        let count = data["count"].as_u64().unwrap_or_default();
-        let entry = last.entry(cell).or_insert(0);
-        *entry = (*entry).max(count);
-    }
+    let last = highest_counts(&f.out_path());
     let mut per_key: BTreeMap<&str, u64> = BTreeMap::new();
-    for ((key, _), count) in &last {
+    for ((_, key), count) in &last {
         *per_key.entry(key).or_insert(0) += count;
     }
     assert_eq!(per_key.values().sum::<u64>(), 400, "{last:?}");

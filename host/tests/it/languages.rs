@@ -104,18 +104,6 @@ fn an_exception_is_named_and_a_record_error_keeps_its_index() {
     }
 }
 
-/// The highest count of each (window, key) in a JSON-lines sink file.
-fn final_counts(path: &Path) -> std::collections::BTreeMap<(String, String), u64> {
-    let mut counts = std::collections::BTreeMap::new();
-    for v in json_lines(&std::fs::read_to_string(path).unwrap_or_default()) {
-        let c: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap_or_default()).expect("json");
-        let cell = (c["window_start"].to_string(), c["key"].to_string());
-        let n = counts.entry(cell).or_insert(0);
-        *n = c["count"].as_u64().unwrap_or(0).max(*n);
-    }
-    counts
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_and_javascript_counters_under_host_run_count_as_the_rust_one() {
     let f = fixture(LocalOptions::default()).await;
@@ -132,7 +120,7 @@ async fn the_python_and_javascript_counters_under_host_run_count_as_the_rust_one
         let extra = ["--idle-exit", "2", "--batch-size", "40", "--config", r#"{"event_time": "arrival"}"#];
         let run = wait(spawn_host_with(&args, &extra)).await;
         assert_eq!(run.code, 0, "{plugin}: {}", run.stderr);
-        counts.push((plugin, final_counts(&out)));
+        counts.push((plugin, highest_counts(&out)));
     }
     assert_eq!(counts[0].1.values().sum::<u64>(), 500);
     for (plugin, got) in &counts[1..] {

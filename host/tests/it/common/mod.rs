@@ -260,10 +260,9 @@ pub async fn wait(child: impl Into<Spawned>) -> Run {
     tokio::task::spawn_blocking(move || child.finish()).await.expect("join")
 }
 
-/// Records counted in the counter's state, from its JSON-lines sink file:
-/// the highest count of each (window, key) summed. A record counted twice
-/// (state rolled back wrong) or never shows in the sum.
-pub fn counted_in_state(path: &std::path::Path) -> u64 {
+/// The highest count of each (window, key) in the counter's JSON-lines
+/// sink file: its state's last word on every cell.
+pub fn highest_counts(path: &std::path::Path) -> std::collections::BTreeMap<(String, String), u64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut highest = std::collections::BTreeMap::new();
     for v in json_lines(&text) {
@@ -272,7 +271,13 @@ pub fn counted_in_state(path: &std::path::Path) -> u64 {
         let count = highest.entry(cell).or_insert(0);
         *count = counted["count"].as_u64().unwrap_or(0).max(*count);
     }
-    highest.values().sum()
+    highest
+}
+
+/// Records counted in the counter's state: [`highest_counts`] summed. A
+/// record counted twice (state rolled back wrong) or never shows in the sum.
+pub fn counted_in_state(path: &std::path::Path) -> u64 {
+    highest_counts(path).values().sum()
 }
 
 /// `host run` of `plugin` over `stream` at `url` from TRIM_HORIZON into the
