@@ -31,6 +31,7 @@ python-plugins:
 		$(PY_SDK)/build.sh $(PY_SDK)/examples/counter $(PLUGIN_DIR)/py_counter.wasm && \
 		$(PY_SDK)/build.sh $(PY_SDK)/tests/faulty $(PLUGIN_DIR)/py_faulty.wasm; \
 	else echo "python-plugins: skipped, no componentize-py (pip install componentize-py==0.25.1 into target/pyenv)"; fi
+	python3 -m unittest discover -s $(PY_SDK)/tests
 
 # The JavaScript examples and test fixture (plugins/sdk-js), as
 # $(PLUGIN_DIR)/js_<name>.wasm: esbuild bundles, componentize-js 0.23.0

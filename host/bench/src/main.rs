@@ -8,8 +8,11 @@
 //!   emulator, beside a bare GetRecords loop and seed 000's boto3 worker;
 //! - `host-bench swap`: hot-swap latency and stall, beside a stop + restart;
 //! - `host-bench leases`: failover of a group of workers, the lease
-//!   protocol's DynamoDB calls, 3 workers beside 1.
+//!   protocol's DynamoDB calls, 3 workers beside 1;
+//! - `host-bench languages`: the counter in Rust, Python and JavaScript side
+//!   by side (speed, size, first compile, memory), beside the Rust one.
 
+mod languages_bench;
 mod lease_bench;
 mod plugin_bench;
 mod stream_bench;
@@ -44,6 +47,38 @@ enum Command {
     /// endpoint: failover after kill -9 and SIGTERM, DynamoDB calls in
     /// steady state, 3 workers beside 1.
     Leases(BenchLeasesArgs),
+    /// The counter in Rust, Python and JavaScript side by side: `host test`
+    /// records/s, component size, first compile, peak RSS with 16 shards,
+    /// each beside the Rust counter's.
+    Languages(BenchLanguagesArgs),
+}
+
+/// `host-bench languages`.
+#[derive(Debug, Args)]
+pub struct BenchLanguagesArgs {
+    /// The Rust counter: the baseline.
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter.wasm")]
+    pub rust: PathBuf,
+
+    /// The Python SDK's counter (`make python-plugins`).
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/py_counter.wasm")]
+    pub python: PathBuf,
+
+    /// The JavaScript SDK's counter (`make js-plugins`).
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/js_counter.wasm")]
+    pub js: PathBuf,
+
+    /// Records `host test` replays.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: usize,
+
+    /// `host test` runs per counter, taken in turn; the best counts.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
+
+    /// Records per `process` call.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
 }
 
 /// `host-bench leases`.
@@ -161,6 +196,7 @@ fn main() -> ExitCode {
         Command::Stream(args) => runtime().and_then(|rt| rt.block_on(stream(args))),
         Command::Swap(args) => runtime().and_then(|rt| rt.block_on(swap(args))),
         Command::Leases(args) => runtime().and_then(|rt| rt.block_on(leases(args))),
+        Command::Languages(args) => runtime().and_then(|rt| rt.block_on(languages(args))),
     };
     match result {
         Ok(code) => code,
@@ -241,5 +277,24 @@ async fn leases(args: BenchLeasesArgs) -> anyhow::Result<ExitCode> {
     };
     let report = lease_bench::run(&options, |line| eprintln!("{line}")).await?;
     print!("{}", lease_bench::render(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn languages(args: BenchLanguagesArgs) -> anyhow::Result<ExitCode> {
+    let options = languages_bench::LanguagesBenchOptions {
+        counters: vec![("Rust".into(), args.rust), ("Python".into(), args.python), ("JavaScript".into(), args.js)],
+        records: args.records,
+        rounds: args.rounds as usize,
+        batch_size: args.batch_size,
+    };
+    for (language, path) in &options.counters {
+        anyhow::ensure!(
+            path.is_file(),
+            "the {language} counter {} is missing: build it with `make plugins python-plugins js-plugins`",
+            path.display()
+        );
+    }
+    let rows = languages_bench::run(&options, |line| eprintln!("{line}")).await?;
+    print!("{}", languages_bench::render(&rows, &options));
     Ok(ExitCode::SUCCESS)
 }

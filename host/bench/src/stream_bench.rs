@@ -172,7 +172,7 @@ pub async fn run(
     }
 
     progress("RSS of `host run` with 16 shards…");
-    report.rss_16_shards_mib = rss_16_shards(&client, &url, &options.counter, dir.path()).await?;
+    report.rss_16_shards_mib = rss_16_shards(&client, &url, &options.counter, dir.path(), "rss16").await?;
     local.stop().await;
     Ok(report)
 }
@@ -296,29 +296,31 @@ async fn host_run(
     Ok(run.records as f64 / elapsed.as_secs_f64())
 }
 
-/// Peak RSS (VmHWM) of a `host run` process consuming a 16-shard stream.
-async fn rss_16_shards(
+/// Peak RSS (VmHWM) of a `host run` process consuming a new 16-shard
+/// stream named `stream`.
+pub async fn rss_16_shards(
     client: &aws_sdk_kinesis::Client,
     url: &str,
     counter: &std::path::Path,
     dir: &std::path::Path,
+    stream: &str,
 ) -> anyhow::Result<Option<f64>> {
-    admin::create(client, "rss16", 16).await?;
-    admin::wait_active(client, "rss16", Duration::from_secs(30)).await?;
+    admin::create(client, stream, 16).await?;
+    admin::wait_active(client, stream, Duration::from_secs(30)).await?;
     let records: Vec<Outgoing> = crate::plugin_bench::make_records(32_000, 100)
         .into_iter()
         .enumerate()
         .map(|(i, r)| Outgoing { partition_key: format!("key-{i}"), data: r.data })
         .collect();
     for chunk in records.chunks(5_000) {
-        put_all(client, "rss16", chunk).await?;
+        put_all(client, stream, chunk).await?;
     }
     let exe = crate::host_binary()?;
-    let db = dir.join("rss.db");
+    let db = dir.join(format!("{stream}.db"));
     let child = tokio::process::Command::new(exe)
         .args(["run", "--plugin"])
         .arg(counter)
-        .args(["--stream", "rss16", "--endpoint-url", url, "--start-position", "TRIM_HORIZON", "--checkpoint-db"])
+        .args(["--stream", stream, "--endpoint-url", url, "--start-position", "TRIM_HORIZON", "--checkpoint-db"])
         .arg(&db)
         .args(["--sink", "file:/dev/null", "--idle-exit", "2", "--status-interval", "0"])
         .stdout(std::process::Stdio::null())

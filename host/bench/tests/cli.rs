@@ -31,3 +31,51 @@ fn the_plugin_bench_prints_a_table_with_the_native_ratio() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("does not emit what the native counter emits"), "{stderr}");
 }
+
+#[test]
+fn the_languages_bench_checks_the_counters_agree_and_prints_ratios_to_rust() {
+    // The Rust counter in all three places: the table's machinery, cheaply
+    // (the Python and JS components are measured by hand: README).
+    let counter = plugin("counter");
+    let (code, stdout, stderr) = bench(&[
+        "languages",
+        "--rust",
+        &counter,
+        "--python",
+        &counter,
+        "--js",
+        &counter,
+        "--records",
+        "3000",
+        "--rounds",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for language in ["Rust", "Python", "JavaScript"] {
+        let row =
+            stdout.lines().find(|l| l.starts_with(&format!("| {language} |"))).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(row.contains(" MB | "), "a component size: {row}");
+        assert!(row.ends_with("x |") && row.contains(" MiB |"), "an RSS figure and its ratio: {row}");
+    }
+    // A processor that is not the counter cannot be compared with it.
+    let (code, _, stderr) = bench(&[
+        "languages",
+        "--rust",
+        &counter,
+        "--python",
+        &plugin("echo"),
+        "--js",
+        &counter,
+        "--records",
+        "500",
+        "--rounds",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors, ["error: the Python counter's output differs from the Rust one's"], "{stderr}");
+    let (code, _, stderr) =
+        bench(&["languages", "--rust", &counter, "--python", &counter, "--js", "/nonexistent/js_counter.wasm"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("the JavaScript counter /nonexistent/js_counter.wasm is missing: build it with `make plugins python-plugins js-plugins`"), "{stderr}");
+}

@@ -8,12 +8,13 @@
 // Output per changed (window, key):
 // {"window_start":"2018-07-29T22:36:00Z","key":"8.8.8.8","count":7}
 import {
-  HashKeyRange, ProcessError, Processor, formatTimestampMillis, jsonSnapshot, parseLeadingTimestamp, parseTimestampMillis,
+  HashKeyRange, ProcessError, Processor, formatTimestampMillis, parseTimestampMillis,
 } from 'kinesis-processor';
 import { exports } from 'kinesis-processor/component';
 
 const SETTINGS = ['key_field', 'time_field', 'event_time', 'window_seconds', 'retention_windows'];
 const utf8 = new TextDecoder();
+const encoder = new TextEncoder();
 
 function wholeSetting(config, name, fallback, min) {
   const v = config[name] ?? fallback;
@@ -21,12 +22,17 @@ function wholeSetting(config, name, fallback, min) {
   return v;
 }
 
-// Keys compare as UTF-8 bytes do (as the Rust counter sorts them).
-const byBytes = (a, b) => {
-  const [x, y] = [new TextEncoder().encode(a), new TextEncoder().encode(b)];
-  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+// Keys are emitted in UTF-8 byte order (as the Rust counter sorts them),
+// which is code point order. JavaScript's `<` compares UTF-16 units, the
+// same order unless a key holds a surrogate pair or a char from U+E000.
+const codePoints = (a, b) => {
+  const [x, y] = [[...a], [...b]];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i].codePointAt(0) - y[i].codePointAt(0);
   return x.length - y.length;
 };
+const units = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+const HIGH = /[\ud800-\uffff]/;
+const sortKeys = (keys) => keys.sort(keys.some((k) => HIGH.test(k)) ? codePoints : units);
 
 class Counter extends Processor {
   static get processorName() { return 'counter'; }
@@ -48,42 +54,50 @@ class Counter extends Processor {
     this.retention = wholeSetting(config, 'retention_windows', 1440, 1);
     this.counts = new Map(); // window -> Map(key -> count)
     this.changed = new Map(); // window -> Set(key)
+    this.frozen = new Map(); // window -> its JSON in the snapshot, while unchanged
     this.newest = null;
   }
 
-  keyAndTime(record) {
-    const arrival = record.approximateArrival;
-    const data = record.data;
-    let fields = null;
-    if (this.keyField !== undefined || this.timeField !== undefined) {
-      try {
-        fields = JSON.parse(utf8.decode(data));
-      } catch {
-        fields = null;
-      }
-      if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) fields = null;
+  // Record i of the batch, read in place (`batch.partitionKey(i)`, ...):
+  // no Record object per record, the fast path in the component.
+
+  /** Record i's JSON fields, when a setting reads them (else null). */
+  fields(batch, i) {
+    if (this.keyField === undefined && this.timeField === undefined) return null;
+    let fields;
+    try {
+      fields = JSON.parse(batch.text(i));
+    } catch {
+      return null;
     }
-    let time;
-    if (this.arrivalOnly) time = arrival;
-    else if (this.timeField !== undefined) {
+    return fields !== null && typeof fields === 'object' && !Array.isArray(fields) ? fields : null;
+  }
+
+  timeOf(batch, i, fields) {
+    if (this.arrivalOnly) return batch.approximateArrival(i);
+    if (this.timeField !== undefined) {
       const v = fields ? fields[this.timeField] : undefined;
-      if (typeof v === 'string') time = parseTimestampMillis(v) ?? arrival;
-      else if (Number.isInteger(v)) time = v;
-      else time = arrival;
-    } else time = parseLeadingTimestamp(data) ?? arrival;
-    if (this.keyField === undefined) return [record.partitionKey, time];
+      if (typeof v === 'string') return parseTimestampMillis(v) ?? batch.approximateArrival(i);
+      if (Number.isInteger(v)) return v;
+      return batch.approximateArrival(i);
+    }
+    return batch.leadingTimestamp(i) ?? batch.approximateArrival(i);
+  }
+
+  /** The key counted, or null when the record has none. */
+  keyOf(batch, i, fields) {
+    if (this.keyField === undefined) return batch.partitionKey(i);
     const v = fields ? fields[this.keyField] : undefined;
-    if (typeof v === 'string') return [v, time];
-    if (typeof v === 'number') return [Number.isInteger(v) ? String(v) : JSON.stringify(v), time];
-    return [null, time];
+    if (typeof v === 'string') return v;
+    if (typeof v === 'number') return Number.isInteger(v) ? String(v) : JSON.stringify(v);
+    return null;
   }
 
   emitChanged(out) {
     for (const window of [...this.changed.keys()].sort((a, b) => a - b)) {
       const counts = this.counts.get(window);
-      for (const key of [...this.changed.get(window)].sort(byBytes)) {
-        out.emit(key, `{"window_start":"${formatTimestampMillis(window)}","key":${JSON.stringify(key)},"count":${counts.get(key)}}`);
-      }
+      const head = `{"window_start":"${formatTimestampMillis(window)}","key":`;
+      for (const key of sortKeys([...this.changed.get(window)])) out.emit(key, `${head}${JSON.stringify(key)},"count":${counts.get(key)}}`);
     }
     this.changed.clear();
   }
@@ -96,32 +110,57 @@ class Counter extends Processor {
 
   process(batch, out) {
     const size = this.windowMillis;
-    let index = 0;
-    for (const record of batch) {
-      const [key, time] = this.keyAndTime(record);
+    // The window of the last record, with its maps: consecutive records
+    // mostly share it.
+    let window = null, counts = null, changed = null;
+    for (let i = 0; i < batch.length; i++) {
+      const fields = this.fields(batch, i);
+      const key = this.keyOf(batch, i, fields);
       if (key === null) {
         // Keep what the records before it counted, then name the poison record.
         this.emitChanged(out);
-        throw ProcessError.at(index, `record data is not a JSON object with a string or number field \`${this.keyField}\``);
+        throw ProcessError.at(i, `record data is not a JSON object with a string or number field \`${this.keyField}\``);
       }
-      const window = time - (((time % size) + size) % size);
-      this.add(window, key, 1);
-      if (!this.changed.has(window)) this.changed.set(window, new Set());
-      this.changed.get(window).add(key);
-      this.newest = this.newest === null ? window : Math.max(this.newest, window);
-      index++;
+      const time = this.timeOf(batch, i, fields);
+      const w = time - (((time % size) + size) % size);
+      if (w !== window) {
+        window = w;
+        this.frozen.delete(w);
+        if (!this.counts.has(w)) this.counts.set(w, new Map());
+        if (!this.changed.has(w)) this.changed.set(w, new Set());
+        counts = this.counts.get(w);
+        changed = this.changed.get(w);
+        if (this.newest === null || w > this.newest) this.newest = w;
+      }
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+      changed.add(key);
     }
     this.emitChanged(out);
     if (this.newest !== null) {
       const oldestKept = this.newest - this.retention * size;
-      for (const window of [...this.counts.keys()]) if (window <= oldestKept) this.counts.delete(window);
+      for (const w of [...this.counts.keys()]) if (w <= oldestKept) {
+        this.counts.delete(w);
+        this.frozen.delete(w);
+      }
     }
   }
 
+  // A snapshot is taken after every batch and holds every window kept (a
+  // day of them by default), while a batch changes one or two: each
+  // window's JSON is kept until it changes, so a snapshot costs a join.
   snapshot() {
-    const windows = [...this.counts.keys()].sort((a, b) => a - b).map((w) => [w, [...this.counts.get(w)].sort((a, b) => byBytes(a[0], b[0]))]);
+    const parts = [];
+    for (const w of [...this.counts.keys()].sort((a, b) => a - b)) {
+      let text = this.frozen.get(w);
+      if (text === undefined) {
+        const cells = this.counts.get(w);
+        text = JSON.stringify([w, sortKeys([...cells.keys()]).map((k) => [k, cells.get(k)])]);
+        this.frozen.set(w, text);
+      }
+      parts.push(text);
+    }
     const r = this.shard.hashKeyRange;
-    return jsonSnapshot({ windows, range: [String(r.start), String(r.end)] });
+    return encoder.encode(`{"windows":[${parts.join(',')}],"range":["${r.start}","${r.end}"]}`);
   }
 
   load(data, version, what = 'counter state') {
@@ -139,6 +178,7 @@ class Counter extends Processor {
   restore(data, version) {
     const state = this.load(data, version);
     this.counts = new Map();
+    this.frozen = new Map();
     for (const [w, cells] of state.windows) for (const [k, c] of cells) this.add(w, k, c);
     this.newest = state.windows.length ? Math.max(...state.windows.map(([w]) => w)) : null;
     // After a split: keep this shard's share (see the Rust counter).
@@ -154,6 +194,7 @@ class Counter extends Processor {
 
   merge(parents) {
     this.counts = new Map();
+    this.frozen = new Map();
     parents.forEach((p, i) => {
       if (!p.data.length) return;
       for (const [w, cells] of this.load(p.data, p.version, `parent ${i}'s state`).windows) for (const [k, c] of cells) this.add(w, k, c);

@@ -31,61 +31,89 @@ function civilFromDays(days) {
   return [yoe + era * 400 + (month <= 2 ? 1 : 0), month, day];
 }
 
-function digits(t, a, b) {
-  if (b > t.length) return null;
-  let v = 0;
-  for (let i = a; i < b; i++) {
-    if (t[i] < 48 || t[i] > 57) return null;
-    v = v * 10 + (t[i] - 48);
-  }
-  return v;
-}
+// The parse below calls no function per record: a call costs more than
+// the rest of a record's parse in an interpreter (componentize-js runs
+// SpiderMonkey without a JIT).
 
-/** [millis, bytes used] of a timestamp at the start of `t` (bytes), or null. */
-function prefix(t) {
-  if (t.length < 16) return null;
-  const [year, month, day, hour, minute] = [[0, 4], [5, 7], [8, 10], [11, 13], [14, 16]].map(([a, b]) => digits(t, a, b));
-  if ([year, month, day, hour, minute].includes(null)) return null;
-  if (t[4] !== 45 || t[7] !== 45 || ![84, 116, 32].includes(t[10]) || t[13] !== 58) return null;
-  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) || hour > 23 || minute > 59) return null;
-  let pos = 16, second = 0, millis = 0;
-  if (t[pos] === 58) {
-    second = digits(t, pos + 1, pos + 3);
-    if (second === null || second > 60) return null;
+// The last date seen and its day number: a stream's records mostly share
+// one, and the calendar part is the dearest of the parse.
+let memoDate = -1;
+let memoDays = 0;
+
+// Where the last successful `prefixAt` ended (set there, so it returns a
+// number, not an array: no allocation per record).
+let endedAt = 0;
+
+/** Millis of a timestamp at `t[a..n]` (bytes), or null; sets `endedAt`. */
+function prefixAt(t, a, n) {
+  if (n - a < 16) return null;
+  // Digit values; `>>> 0` maps a non-digit below '0' above 9.
+  const y0 = (t[a] - 48) >>> 0, y1 = (t[a + 1] - 48) >>> 0, y2 = (t[a + 2] - 48) >>> 0, y3 = (t[a + 3] - 48) >>> 0;
+  const mo0 = (t[a + 5] - 48) >>> 0, mo1 = (t[a + 6] - 48) >>> 0, d0 = (t[a + 8] - 48) >>> 0, d1 = (t[a + 9] - 48) >>> 0;
+  const h0 = (t[a + 11] - 48) >>> 0, h1 = (t[a + 12] - 48) >>> 0, mi0 = (t[a + 14] - 48) >>> 0, mi1 = (t[a + 15] - 48) >>> 0;
+  if (y0 > 9 || y1 > 9 || y2 > 9 || y3 > 9 || mo0 > 9 || mo1 > 9 || d0 > 9 || d1 > 9 || h0 > 9 || h1 > 9 || mi0 > 9 || mi1 > 9) return null;
+  const sep = t[a + 10];
+  if (t[a + 4] !== 45 || t[a + 7] !== 45 || (sep !== 84 && sep !== 116 && sep !== 32) || t[a + 13] !== 58) return null;
+  const hour = h0 * 10 + h1, minute = mi0 * 10 + mi1;
+  if (hour > 23 || minute > 59) return null;
+  const date = (((y0 * 10 + y1) * 10 + y2) * 10 + y3) * 10000 + (mo0 * 10 + mo1) * 100 + d0 * 10 + d1;
+  let days = memoDays;
+  if (date !== memoDate) {
+    const year = y0 * 1000 + y1 * 100 + y2 * 10 + y3, month = mo0 * 10 + mo1, day = d0 * 10 + d1;
+    if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return null;
+    days = daysFromCivil(year, month, day);
+    memoDate = date;
+    memoDays = days;
+  }
+  let pos = a + 16, second = 0, millis = 0;
+  if (pos < n && t[pos] === 58) {
+    if (pos + 3 > n) return null;
+    const s0 = (t[pos + 1] - 48) >>> 0, s1 = (t[pos + 2] - 48) >>> 0;
+    second = s0 * 10 + s1;
+    if (s0 > 9 || s1 > 9 || second > 60) return null;
     pos += 3;
-    if (t[pos] === 46 || t[pos] === 44) {
+    if (pos < n && (t[pos] === 46 || t[pos] === 44)) {
       pos += 1;
       const start = pos;
-      while (pos < t.length && t[pos] >= 48 && t[pos] <= 57) {
+      while (pos < n && t[pos] >= 48 && t[pos] <= 57) {
         if (pos - start < 3) millis = millis * 10 + (t[pos] - 48);
         pos++;
       }
       if (pos === start) return null;
-      for (let i = pos - start; i < 3; i++) millis *= 10;
+      const got = pos - start;
+      if (got === 1) millis *= 100;
+      else if (got === 2) millis *= 10;
     }
   }
   let offset = 0;
-  const c = t[pos];
+  const c = pos < n ? t[pos] : 0;
   if (c === 90 || c === 122) {
     pos += 1;
   } else if (c === 43 || c === 45) {
-    const hours = digits(t, pos + 1, pos + 3);
-    if (hours === null) return null;
-    let minutes, used;
-    if (t[pos + 3] === 58) {
-      minutes = digits(t, pos + 4, pos + 6);
-      used = 6;
-      if (minutes === null) return null;
-    } else {
-      minutes = digits(t, pos + 3, pos + 5);
-      [minutes, used] = minutes !== null ? [minutes, 5] : [0, 3];
+    if (pos + 3 > n) return null;
+    const oh0 = (t[pos + 1] - 48) >>> 0, oh1 = (t[pos + 2] - 48) >>> 0;
+    if (oh0 > 9 || oh1 > 9) return null;
+    const hours = oh0 * 10 + oh1;
+    let minutes = 0, width = 3;
+    if (pos + 3 < n && t[pos + 3] === 58) {
+      if (pos + 6 > n) return null;
+      const om0 = (t[pos + 4] - 48) >>> 0, om1 = (t[pos + 5] - 48) >>> 0;
+      if (om0 > 9 || om1 > 9) return null;
+      minutes = om0 * 10 + om1;
+      width = 6;
+    } else if (pos + 5 <= n) {
+      const om0 = (t[pos + 3] - 48) >>> 0, om1 = (t[pos + 4] - 48) >>> 0;
+      if (om0 <= 9 && om1 <= 9) {
+        minutes = om0 * 10 + om1;
+        width = 5;
+      }
     }
     if (hours > 23 || minutes > 59) return null;
-    pos += used;
+    pos += width;
     offset = c === 43 ? hours * 60 + minutes : -(hours * 60 + minutes);
   }
-  const days = daysFromCivil(year, month, day);
-  return [days * MS_PER_DAY + (hour * 3600 + minute * 60 + second - offset * 60) * 1000 + millis, pos];
+  endedAt = pos;
+  return days * MS_PER_DAY + (hour * 3600 + minute * 60 + second - offset * 60) * 1000 + millis;
 }
 
 const bytesOf = (x) => (typeof x === 'string' ? enc.encode(x) : x);
@@ -93,25 +121,25 @@ const bytesOf = (x) => (typeof x === 'string' ? enc.encode(x) : x);
 /** Milliseconds since the epoch of an ISO-8601 timestamp (the whole text,
  * surrounding whitespace allowed), or null. */
 export function parseTimestampMillis(text) {
-  let t = bytesOf(text);
+  const t = bytesOf(text);
   let a = 0, b = t.length;
   while (a < b && isWs(t[a])) a++;
   while (b > a && isWs(t[b - 1])) b--;
-  t = t.subarray(a, b);
-  const got = prefix(t);
-  return got && got[1] === t.length ? got[0] : null;
+  const got = prefixAt(t, a, b);
+  return got !== null && endedAt === b ? got : null;
 }
 
-/** The timestamp a record's data is or begins with (a log line), or null. */
-export function parseLeadingTimestamp(data) {
-  let t = bytesOf(data);
-  let a = 0;
-  while (a < t.length && isWs(t[a])) a++;
-  t = t.subarray(a);
-  const got = prefix(t);
-  if (!got) return null;
-  const next = t[got[1]];
-  return next === undefined || isWs(next) || next === 44 || next === 59 || next === 124 ? got[0] : null;
+/** The timestamp `data` (or `data[start..end]`) is or begins with (a log
+ * line), or null. */
+export function parseLeadingTimestamp(data, start = 0, end = undefined) {
+  const t = bytesOf(data);
+  const n = end === undefined ? t.length : end;
+  let a = start;
+  while (a < n && (t[a] === 32 || (t[a] >= 9 && t[a] <= 13))) a++;
+  const got = prefixAt(t, a, n);
+  if (got === null || endedAt === n) return got;
+  const next = t[endedAt];
+  return next === 32 || (next >= 9 && next <= 13) || next === 44 || next === 59 || next === 124 ? got : null;
 }
 
 const pad = (n, w) => String(n).padStart(w, '0');

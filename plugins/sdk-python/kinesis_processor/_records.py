@@ -52,25 +52,32 @@ class Record:
 class Batch:
     """Consecutive records of one shard, in order."""
 
-    __slots__ = ("_payload", "_entries", "millis_behind_latest")
+    __slots__ = ("_payload", "_index", "_len", "millis_behind_latest")
 
     def __init__(self, payload: bytes, index: bytes, millis_behind_latest: int = 0):
         if len(index) % _ENTRY.size:
             raise ValueError(f"a batch index of {len(index)} bytes is not whole {_ENTRY.size}-byte entries")
         self._payload = payload
-        self._entries = list(_ENTRY.iter_unpack(index))
+        # Entries are unpacked as iterated, not into a list up front: a
+        # 10,000-record batch would hold 10,000 tuples at once.
+        self._index = index
+        self._len = len(index) // _ENTRY.size
         self.millis_behind_latest = millis_behind_latest
 
     def __len__(self):
-        return len(self._entries)
+        return self._len
 
     def __iter__(self):
         payload = self._payload
-        for entry in self._entries:
+        for entry in _ENTRY.iter_unpack(self._index):
             yield Record(payload, entry)
 
     def __getitem__(self, i: int) -> Record:
-        return Record(self._payload, self._entries[i])
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError("batch index out of range")
+        return Record(self._payload, _ENTRY.unpack_from(self._index, i * _ENTRY.size))
 
 
 class Output:

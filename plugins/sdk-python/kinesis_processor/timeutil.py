@@ -3,6 +3,8 @@ Python `isoformat()` output means it), formatting, and windows. The same
 rules as the Rust SDK's `helpers::time`, so processors in either language
 put a record in the same window."""
 
+import re
+
 _MS_PER_DAY = 86_400_000
 _WS = b" \t\n\r\x0b\x0c"
 
@@ -37,59 +39,62 @@ def _civil_from_days(days):
     return yoe + era * 400 + (1 if month <= 2 else 0), month, day
 
 
-def _digits(t, a, b):
-    part = t[a:b]
-    if len(part) != b - a or not part.isdigit() or not part.isascii():
-        return None
-    return int(part)
+# The shape of a timestamp; `_prefix` checks the ranges. One match in C
+# costs less than a step-by-step parse in Python. A piece the shape needs
+# but does not find (`:` without seconds, `.` without digits, `+` without
+# hours) ends the match early, so the next byte is not a separator and the
+# whole parse fails, as the Rust SDK's does; `,` is a separator, so a
+# fraction's digits are matched as `\d*` and their absence checked.
+_SHAPE = re.compile(
+    rb"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d*))?)?(?:[Zz]|([+-])(\d\d)(?::(\d\d)|(\d\d))?)?"
+)
+# Start of the minute of `YYYY-MM-DDTHH:MM` (as bytes), for the minutes met
+# lately: a stream's records mostly share a few.
+_minutes = {}
 
 
-def _prefix(t: bytes):
-    """(millis, bytes used) of a timestamp at the start of `t`, or None."""
-    if len(t) < 16:
-        return None
-    year, month, day, hour, minute = (_digits(t, *r) for r in ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16)))
-    if None in (year, month, day, hour, minute):
-        return None
-    if t[4:5] != b"-" or t[7:8] != b"-" or t[10:11] not in (b"T", b"t", b" ") or t[13:14] != b":":
-        return None
+def _minute(head: bytes, m) -> "int | None":
+    year, month, day, hour, minute = (int(g) for g in m.group(1, 2, 3, 4, 5))
     if not 1 <= month <= 12 or day < 1 or day > _days_in_month(year, month) or hour > 23 or minute > 59:
         return None
-    pos, second, millis = 16, 0, 0
-    if t[pos : pos + 1] == b":":
-        second = _digits(t, pos + 1, pos + 3)
-        if second is None or second > 60:
+    if len(_minutes) >= 4096:
+        _minutes.clear()
+    base = _days_from_civil(year, month, day) * _MS_PER_DAY + (hour * 60 + minute) * 60_000
+    _minutes[head] = base
+    return base
+
+
+def _prefix(t: bytes, a: int = 0):
+    """(millis, end) of a timestamp starting at `t[a]`, or None."""
+    m = _SHAPE.match(t, a)
+    if m is None:
+        return None
+    head = t[a : a + 16]
+    base = _minutes.get(head)
+    if base is None:
+        base = _minute(head, m)
+        if base is None:
             return None
-        pos += 3
-        if t[pos : pos + 1] in (b".", b","):
-            pos += 1
-            start = pos
-            while pos < len(t) and 48 <= t[pos] <= 57:
-                pos += 1
-            if pos == start:
-                return None
-            millis = int((t[start:pos] + b"00")[:3])
-    offset = 0
-    c = t[pos : pos + 1]
-    if c in (b"Z", b"z"):
-        pos += 1
-    elif c in (b"+", b"-"):
-        hours = _digits(t, pos + 1, pos + 3)
-        if hours is None:
+    _, _, _, _, _, second, fraction, sign, oh, om, om_bare = m.groups()
+    millis = base
+    if second is not None:
+        s = int(second)
+        if s > 60:
             return None
-        if t[pos + 3 : pos + 4] == b":":
-            minutes, used = _digits(t, pos + 4, pos + 6), 6
-            if minutes is None:
+        millis += s * 1000
+        if fraction is not None:
+            if not fraction:
                 return None
-        else:
-            minutes = _digits(t, pos + 3, pos + 5)
-            minutes, used = (minutes, 5) if minutes is not None else (0, 3)
+            millis += int((fraction + b"00")[:3])
+    if sign is not None:
+        hours = int(oh)
+        minutes = om if om is not None else om_bare
+        minutes = int(minutes) if minutes is not None else 0
         if hours > 23 or minutes > 59:
             return None
-        pos += used
-        offset = hours * 60 + minutes if c == b"+" else -(hours * 60 + minutes)
-    days = _days_from_civil(year, month, day)
-    return days * _MS_PER_DAY + (hour * 3600 + minute * 60 + second - offset * 60) * 1000 + millis, pos
+        offset = hours * 60 + minutes
+        millis -= (offset if sign == b"+" else -offset) * 60_000
+    return millis, m.end()
 
 
 def parse_timestamp_millis(text) -> "int | None":
@@ -100,14 +105,20 @@ def parse_timestamp_millis(text) -> "int | None":
     return got[0] if got and got[1] == len(t) else None
 
 
+_AFTER = frozenset(b" \t\n\r\x0b\x0c,;|")
+
+
 def parse_leading_timestamp(data) -> "int | None":
     """The timestamp a record's data is or begins with (a log line), or None."""
-    t = (data.encode() if isinstance(data, str) else bytes(data)).lstrip(_WS)
-    got = _prefix(t)
+    t = data if type(data) is bytes else data.encode() if isinstance(data, str) else bytes(data)
+    a = 0
+    if t[:1].isspace():
+        a = len(t) - len(t.lstrip(_WS))
+    got = _prefix(t, a)
     if not got:
         return None
-    millis, used = got
-    if used == len(t) or t[used : used + 1] in (b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b",", b";", b"|"):
+    millis, end = got
+    if end == len(t) or t[end] in _AFTER:
         return millis
     return None
 

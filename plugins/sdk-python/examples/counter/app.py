@@ -20,7 +20,6 @@ from kinesis_processor import (
     Processor,
     exports,
     format_timestamp_millis,
-    json_snapshot,
     parse_leading_timestamp,
     parse_timestamp_millis,
 )
@@ -58,9 +57,11 @@ class Counter(Processor):
         self.arrival_only = event_time == "arrival"
         self.window_millis = positive_int(config, "window_seconds", 60, 1) * 1000
         self.retention = positive_int(config, "retention_windows", 1440, 1)
-        # (window start ms, key) -> count; changed cells since the last emit.
+        # window start ms -> {key: count}; the keys changed since the last
+        # emit, per window; each window's JSON in the snapshot, while unchanged.
         self.counts = {}
-        self.changed = set()
+        self.changed = {}
+        self.frozen = {}
         self.newest = None
 
     def key_and_time(self, record):
@@ -98,14 +99,18 @@ class Counter(Processor):
         return None, time
 
     def emit_changed(self, out):
-        for window, key in sorted(self.changed):
-            count = self.counts[(window, key)]
-            head = f'{{"window_start":"{format_timestamp_millis(window)}","key":{json.dumps(key, ensure_ascii=False)}'
-            out.emit(key, f'{head},"count":{count}}}')
+        for window in sorted(self.changed):
+            counts = self.counts[window]
+            head = f'{{"window_start":"{format_timestamp_millis(window)}","key":'
+            for key in sorted(self.changed[window]):
+                out.emit(key, f'{head}{json.dumps(key, ensure_ascii=False)},"count":{counts[key]}}}')
         self.changed.clear()
 
     def process(self, batch, out):
         size = self.window_millis
+        # The window of the last record, with its dicts: consecutive records
+        # mostly share it.
+        window = counts = changed = None
         for index, record in enumerate(batch):
             key, time = self.key_and_time(record)
             if key is None:
@@ -114,25 +119,37 @@ class Counter(Processor):
                 raise ProcessError.at(
                     index, f"record data is not a JSON object with a string or number field `{self.key_field}`"
                 )
-            window = time - time % size
-            cell = (window, key)
-            self.counts[cell] = self.counts.get(cell, 0) + 1
-            self.changed.add(cell)
-            self.newest = window if self.newest is None else max(self.newest, window)
+            w = time - time % size
+            if w != window:
+                window = w
+                self.frozen.pop(w, None)
+                counts = self.counts.setdefault(w, {})
+                changed = self.changed.setdefault(w, set())
+                if self.newest is None or w > self.newest:
+                    self.newest = w
+            counts[key] = counts.get(key, 0) + 1
+            changed.add(key)
         self.emit_changed(out)
         if self.newest is not None:
             oldest_kept = self.newest - self.retention * size
-            for cell in [c for c in self.counts if c[0] <= oldest_kept]:
-                del self.counts[cell]
+            for w in [w for w in self.counts if w <= oldest_kept]:
+                del self.counts[w]
+                self.frozen.pop(w, None)
 
     def snapshot(self):
-        windows = {}
-        for (window, key), count in self.counts.items():
-            windows.setdefault(window, []).append([key, count])
-        state = {"windows": [[w, sorted(cells)] for w, cells in sorted(windows.items())]}
+        # Taken after every batch, holding every window kept (a day of them
+        # by default) while a batch changes one or two: each window's JSON is
+        # kept until it changes, so a snapshot costs a join.
+        parts = []
+        for w in sorted(self.counts):
+            text = self.frozen.get(w)
+            if text is None:
+                cells = self.counts[w]
+                text = json.dumps([w, [[k, cells[k]] for k in sorted(cells)]], separators=(",", ":"), ensure_ascii=False)
+                self.frozen[w] = text
+            parts.append(text)
         r = self.shard.hash_key_range
-        state["range"] = [str(r.start), str(r.end)]
-        return json_snapshot(state)
+        return f'{{"range":["{r.start}","{r.end}"],"windows":[{",".join(parts)}]}}'.encode()
 
     def load(self, data, version, what="counter state"):
         if version != self.state_version:
@@ -145,28 +162,31 @@ class Counter(Processor):
 
     def restore(self, data, version):
         windows, written_for = self.load(data, version)
-        self.counts = {(w, k): c for w, cells in windows for k, c in cells}
-        self.newest = max((w for w, _ in windows), default=None)
+        self.counts = {w: dict(cells) for w, cells in windows}
+        self.frozen = {}
+        self.newest = max(self.counts, default=None)
         # After a split: keep this shard's share (see the Rust counter).
         mine = self.shard.hash_key_range
         parent = HashKeyRange(int(written_for[0]), int(written_for[1])) if written_for else None
         if parent == mine or (mine.start == 0 and mine.end == 2**128 - 1):
             return
         if self.key_field is None:
-            self.counts = {c: n for c, n in self.counts.items() if self.shard.owns_key(c[1])}
+            self.counts = {w: {k: n for k, n in cells.items() if self.shard.owns_key(k)} for w, cells in self.counts.items()}
         elif parent is not None and not (mine.start <= parent.start <= mine.end):
             self.counts = {}
 
     def merge(self, parents):
         self.counts = {}
+        self.frozen = {}
         for i, parent in enumerate(parents):
             if not parent.data:
                 continue
             windows, _ = self.load(parent.data, parent.version, f"parent {i}'s state")
             for w, cells in windows:
+                counts = self.counts.setdefault(w, {})
                 for k, c in cells:
-                    self.counts[(w, k)] = self.counts.get((w, k), 0) + c
-        self.newest = max((w for w, _ in self.counts), default=None)
+                    counts[k] = counts.get(k, 0) + c
+        self.newest = max(self.counts, default=None)
 
 
 # componentize-py looks for these two names.
