@@ -140,6 +140,18 @@ impl LeaseStore {
         let mut retried = false;
         loop {
             let mut keeper = self.keeper.lock().await;
+            if retried && !keeper.holds(shard) {
+                // A renewal found the lease moved while this commit waited
+                // (our own write may have landed unanswered) and dropped it:
+                // the shard is being stopped. Adopting the lease now would
+                // hold it with nothing running it; left alone, it expires
+                // and is taken again, resuming from its last checkpoint.
+                self.note_owned(&keeper);
+                return Err(CommitError::LeaseLost {
+                    shard_id: shard.into(),
+                    reason: "dropped at renewal while the commit was retried".into(),
+                });
+            }
             let result = keeper.commit(self.table.as_ref(), shard, commit).await;
             match result {
                 Ok(_) => {

@@ -93,3 +93,92 @@ async fn a_state_over_the_limit_fails_with_the_limit_named_and_commits_nothing()
     assert!(!matches!(err, CommitError::LeaseLost { .. }));
     assert_eq!(table.get("s0").await.expect("get").and_then(|l| l.checkpoint), None);
 }
+
+/// The in-memory table, except that the first checkpoint write lands but
+/// its answer is lost (DynamoDB killed between the write and the reply).
+#[derive(Debug, Default)]
+struct LostAnswer {
+    inner: InMemoryTable,
+    answered_once: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl LeaseTable for LostAnswer {
+    async fn create(&self, key: &str, parents: &[String]) -> Result<(), LeaseError> {
+        self.inner.create(key, parents).await
+    }
+    async fn scan(&self) -> Result<Vec<super::super::Lease>, LeaseError> {
+        self.inner.scan().await
+    }
+    async fn get(&self, key: &str) -> Result<Option<super::super::Lease>, LeaseError> {
+        self.inner.get(key).await
+    }
+    async fn take(&self, key: &str, counter: u64, me: &str) -> Result<super::super::Lease, LeaseError> {
+        self.inner.take(key, counter, me).await
+    }
+    async fn renew(&self, key: &str, counter: u64, me: &str) -> Result<super::super::Lease, LeaseError> {
+        self.inner.renew(key, counter, me).await
+    }
+    async fn checkpoint(
+        &self,
+        key: &str,
+        counter: u64,
+        me: &str,
+        commit: &Commit,
+    ) -> Result<super::super::Lease, LeaseError> {
+        let lease = self.inner.checkpoint(key, counter, me, commit).await?;
+        if self.answered_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Ok(lease)
+        } else {
+            Err(LeaseError::Table(anyhow::anyhow!("connection reset before the answer")))
+        }
+    }
+    async fn release(&self, key: &str, counter: u64, me: &str) -> Result<super::super::Lease, LeaseError> {
+        self.inner.release(key, counter, me).await
+    }
+    async fn delete(&self, key: &str, counter: u64) -> Result<(), LeaseError> {
+        self.inner.delete(key, counter).await
+    }
+    async fn request_hand_off(&self, key: &str, owner: &str, me: &str) -> Result<(), LeaseError> {
+        self.inner.request_hand_off(key, owner, me).await
+    }
+    async fn put_state(&self, key: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
+        self.inner.put_state(key, version, layout, bytes).await
+    }
+    async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError> {
+        self.inner.get_state(key, state).await
+    }
+    async fn drop_states(&self, key: &str, keep: &str) -> Result<(), LeaseError> {
+        self.inner.drop_states(key, keep).await
+    }
+}
+
+#[tokio::test]
+async fn a_lease_dropped_at_renewal_is_not_adopted_back_by_a_retried_commit() {
+    // Seen in CI with DynamoDB killed -9 under a worker: the commit landed,
+    // its answer was lost; the renewal then found the counter moved and
+    // dropped the shard, but the retried commit adopted the lease back, so
+    // the worker held a lease for a shard it no longer ran: stuck for good.
+    let table = Arc::new(LostAnswer::default());
+    let a = Arc::new(LeaseStore::new(table.clone(), "a", Duration::from_millis(400), "memory".into()));
+    let key = ShardKey::new("app", "s", "s0");
+    a.cycle(&[shard("s0")]).await.expect("cycle");
+    assert!(a.owns("s0"));
+    let committing = {
+        let (a, key) = (a.clone(), key.clone());
+        tokio::spawn(async move { a.commit(&key, &checkpoint("1", vec![1; 10])).await })
+    };
+    // The commit retries in 100 ms; the renewal comes first.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let changes = a.cycle(&[shard("s0")]).await.expect("cycle");
+    assert_eq!(changes.lost, ["s0"], "the renewal saw the counter moved");
+    let commit = committing.await.expect("join");
+    assert!(matches!(commit, Err(CommitError::LeaseLost { .. })), "{commit:?}");
+    assert!(!a.owns("s0"), "not held while nothing runs it");
+    // It expires and is taken again, resuming from the commit that landed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let changes = a.cycle(&[shard("s0")]).await.expect("cycle");
+    assert_eq!(changes.taken, ["s0"]);
+    let loaded = a.load(&key).await.expect("load").expect("checkpoint");
+    assert_eq!(loaded.sequence_number.as_deref(), Some("1"));
+}
