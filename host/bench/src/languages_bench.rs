@@ -29,7 +29,7 @@ pub struct LanguagesBenchOptions {
 /// One language's figures.
 #[derive(Debug, Clone)]
 pub struct LanguageRow {
-    /// As given on the command line (`rust`, `python`, `js`).
+    /// `Rust`, `Python` or `JavaScript`.
     pub language: String,
     /// Best `host test` rate over the rounds, records/s.
     pub records_per_second: f64,
@@ -39,6 +39,17 @@ pub struct LanguageRow {
     pub first_compile_seconds: f64,
     /// Peak RSS of `host run` over a 16-shard stream, MiB.
     pub rss_16_shards_mib: Option<f64>,
+}
+
+/// One counter while it is measured.
+struct Measured<'a> {
+    language: &'a str,
+    path: &'a Path,
+    first_compile_seconds: f64,
+    /// What its warm-up `host test` printed, compared with the baseline's.
+    output: Vec<u8>,
+    /// records/s of each round.
+    rates: Vec<f64>,
 }
 
 /// Seed-000-shaped records as `host test` input: 91 client IPs as partition
@@ -90,37 +101,40 @@ pub async fn run(options: &LanguagesBenchOptions, progress: impl Fn(&str)) -> an
         Plugin::load(&engine, path, None).with_context(|| format!("cannot load {}", path.display()))?;
         let first_compile_seconds = started.elapsed().as_secs_f64();
         // Warms the compiled cache the measured runs (and `host run`) use.
-        let (_, expected) = host_test(path, &input, options.batch_size, options.records)?;
-        rows.push((language.clone(), path.clone(), first_compile_seconds, expected, Vec::new()));
+        let (_, output) = host_test(path, &input, options.batch_size, options.records)?;
+        rows.push(Measured { language, path, first_compile_seconds, output, rates: Vec::new() });
     }
     // Every counter must print what the first (Rust) one printed.
-    let (baseline_language, baseline_output) = (rows[0].0.clone(), rows[0].3.clone());
-    for (language, _, _, output, _) in &rows[1..] {
+    let baseline = &rows[0];
+    for row in &rows[1..] {
         anyhow::ensure!(
-            *output == baseline_output,
-            "the {language} counter's output differs from the {baseline_language} one's"
+            row.output == baseline.output,
+            "the {} counter's output differs from the {} one's",
+            row.language,
+            baseline.language
         );
     }
     // Rounds in turn, so drift in the machine hits every language alike.
     for round in 1..=options.rounds.max(1) {
-        for (language, path, _, _, rates) in &mut rows {
-            let (rate, _) = host_test(path, &input, options.batch_size, options.records)?;
-            progress(&format!("round {round}/{}: {language} {rate:.0} records/s", options.rounds));
-            rates.push(rate);
+        for row in &mut rows {
+            let (rate, _) = host_test(row.path, &input, options.batch_size, options.records)?;
+            progress(&format!("round {round}/{}: {} {rate:.0} records/s", options.rounds, row.language));
+            row.rates.push(rate);
         }
     }
     let local = LocalKinesis::start(LocalOptions { port: 0, shard_limit: 1024, ..LocalOptions::default() }).await?;
     let url = local.endpoint_url();
     let client = connect(&AwsOptions { endpoint_url: Some(url.clone()), ..Default::default() }).await?;
     let mut report = Vec::new();
-    for (i, (language, path, first_compile_seconds, _, rates)) in rows.into_iter().enumerate() {
-        progress(&format!("{language}: peak RSS of `host run` with 16 shards…"));
-        let rss = crate::stream_bench::rss_16_shards(&client, &url, &path, dir.path(), &format!("rss16-{i}")).await?;
+    for (i, row) in rows.into_iter().enumerate() {
+        progress(&format!("{}: peak RSS of `host run` with 16 shards…", row.language));
+        let rss =
+            crate::stream_bench::rss_16_shards(&client, &url, row.path, dir.path(), &format!("rss16-{i}")).await?;
         report.push(LanguageRow {
-            language,
-            records_per_second: rates.iter().copied().fold(0.0, f64::max),
-            component_bytes: std::fs::metadata(&path)?.len(),
-            first_compile_seconds,
+            language: row.language.to_string(),
+            records_per_second: row.rates.iter().copied().fold(0.0, f64::max),
+            component_bytes: std::fs::metadata(row.path)?.len(),
+            first_compile_seconds: row.first_compile_seconds,
             rss_16_shards_mib: rss,
         });
     }
