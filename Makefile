@@ -5,7 +5,7 @@ PLUGINS := echo counter buffered-counter processor-template faulty counter-v2
 # The host `make demo` runs (the release build unless told otherwise).
 HOST ?= target/release/host
 
-.PHONY: all build plugins python-plugins js-plugins host bench-bin test lint bench demo wasm-target clean
+.PHONY: all build plugins pyenv python-plugins js-sdk-packages js-plugins host bench-bin test lint bench demo wasm-target clean
 
 all: build
 
@@ -19,33 +19,45 @@ wasm-target:
 plugins: wasm-target
 	$(CARGO) build --profile plugin --target wasm32-wasip2 $(addprefix -p ,$(PLUGINS))
 
+# The Python that the tests and the Python components use: target/pyenv with
+# the pinned packages (plugins/sdk-python/requirements-build.txt,
+# host/tests/requirements.txt), made on first use and when a pin changes.
+pyenv:
+	@host/tests/pyenv.sh
+
 # The Python examples and the Python test fixture (plugins/sdk-python), as
-# $(PLUGIN_DIR)/py_<name>.wasm; skipped (the tests say so) without
-# componentize-py, which .ci/run installs into target/pyenv.
+# $(PLUGIN_DIR)/py_<name>.wasm, then the SDK's unit tests. Without Python's
+# venv module this is a recorded skip (an error under CI=true).
 COMPONENTIZE_PY ?= $(CURDIR)/target/pyenv/bin/componentize-py
 PY_SDK := plugins/sdk-python
-python-plugins:
+python-plugins: pyenv
 	@if [ -x "$(COMPONENTIZE_PY)" ] || command -v "$(COMPONENTIZE_PY)" >/dev/null; then \
 		export COMPONENTIZE_PY="$(COMPONENTIZE_PY)"; \
 		$(PY_SDK)/build.sh $(PY_SDK)/examples/echo $(PLUGIN_DIR)/py_echo.wasm && \
 		$(PY_SDK)/build.sh $(PY_SDK)/examples/counter $(PLUGIN_DIR)/py_counter.wasm && \
-		$(PY_SDK)/build.sh $(PY_SDK)/tests/faulty $(PLUGIN_DIR)/py_faulty.wasm; \
-	else echo "python-plugins: skipped, no componentize-py (pip install componentize-py==0.25.1 into target/pyenv)"; fi
-	python3 -m unittest discover -s $(PY_SDK)/tests
+		$(PY_SDK)/build.sh $(PY_SDK)/tests/faulty $(PLUGIN_DIR)/py_faulty.wasm && \
+		python3 -m unittest discover -s $(PY_SDK)/tests; \
+	else host/tests/skip.sh "python-plugins (py_*.wasm and the Python SDK's unit tests)" "no $(COMPONENTIZE_PY)"; fi
+
+# The JavaScript SDK's build tools (componentize-js, esbuild: npm ci, pinned
+# by its package-lock.json), installed on first use.
+JS_SDK := plugins/sdk-js
+js-sdk-packages:
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		[ -d $(JS_SDK)/node_modules/@bytecodealliance/componentize-js ] || \
+			(cd $(JS_SDK) && npm ci --no-audit --no-fund --loglevel=error); \
+	else host/tests/skip.sh "the JavaScript SDK's packages" "no node and npm (Debian: apt-get install nodejs npm)"; fi
 
 # The JavaScript examples and test fixture (plugins/sdk-js), as
-# $(PLUGIN_DIR)/js_<name>.wasm: esbuild bundles, componentize-js 0.23.0
-# builds (both pinned in its package-lock.json); skipped without Node.
-JS_SDK := plugins/sdk-js
-js-plugins:
+# $(PLUGIN_DIR)/js_<name>.wasm, then the SDK's unit tests (Node); a recorded
+# skip without Node.
+js-plugins: js-sdk-packages
 	@if command -v node >/dev/null && command -v npm >/dev/null; then \
-		if [ ! -d $(JS_SDK)/node_modules/@bytecodealliance/componentize-js ]; then \
-			(cd $(JS_SDK) && npm ci --no-audit --no-fund --loglevel=error); fi && \
 		node $(JS_SDK)/build.mjs $(JS_SDK)/examples/echo.js $(PLUGIN_DIR)/js_echo.wasm && \
 		node $(JS_SDK)/build.mjs $(JS_SDK)/examples/counter.js $(PLUGIN_DIR)/js_counter.wasm && \
 		node $(JS_SDK)/build.mjs $(JS_SDK)/tests/faulty.js $(PLUGIN_DIR)/js_faulty.wasm && \
 		(cd $(JS_SDK) && node --test test/); \
-	else echo "js-plugins: skipped, no node/npm"; fi
+	else host/tests/skip.sh "js-plugins (js_*.wasm and the JavaScript SDK's unit tests)" "no node and npm"; fi
 
 host:
 	$(CARGO) build --release -p host
@@ -62,10 +74,13 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The gates, unit tests of every crate, then the host's integration tests
-# (one test binary, tests/it), which run the real plugin components.
-test: plugins python-plugins js-plugins lint
-	host/tests/with-emulators.sh $(CARGO) test --workspace
+# Everything, from any machine state: sets up what the tests need (target/pyenv,
+# npm packages, the emulators), builds the plugins, the Python and JavaScript
+# components and the tests once (clippy linting on the way), runs every test
+# binary, and ends with where the time went and what was skipped (CI=true: a
+# skip fails). host/tests/suite.sh says how.
+test:
+	@host/tests/suite.sh
 
 # The benchmarks live in their own binary (host/bench), not in `host`.
 bench-bin:

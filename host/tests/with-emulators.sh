@@ -4,6 +4,8 @@
 # uses) at KINESIS_MOCK_URL, and dynalite (npm, a DynamoDB emulator) at
 # DYNALITE_URL. Installs the packages into target/ on first use. kinesis-mock
 # reads server.json from its working directory, so it is started from its own folder.
+#   host/tests/with-emulators.sh COMMAND...    runs COMMAND with both listening
+#   host/tests/with-emulators.sh --install-only  installs them, starts nothing
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 dir="$root/target/kinesis-mock"
@@ -20,6 +22,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     fi
     # Outside CI the tests that need them are skipped (each says so).
     echo "with-emulators: no node/npm, running without kinesis-mock and dynalite (apt-get install nodejs npm)" >&2
+    [ "${1:-}" = --install-only ] && exit 0
     exec "$@"
 fi
 if [ ! -f "$dir/node_modules/kinesis-local/main.js" ]; then
@@ -30,6 +33,8 @@ if [ ! -f "$dyn_dir/node_modules/dynalite/cli.js" ]; then
     mkdir -p "$dyn_dir"
     (cd "$dyn_dir" && npm install --no-save --no-audit --no-fund --loglevel=error "dynalite@$dyn_version" >/dev/null)
 fi
+
+[ "${1:-}" = --install-only ] && exit 0
 
 # dynalite keeps its tables in memory; it answers within a second.
 dyn_log="$dyn_dir/dynalite.log"

@@ -80,6 +80,10 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, Scaffo
             files.push(("app.py".into(), fill(include_str!("templates/python/app.py"))));
             files.push(("test_app.py".into(), fill(include_str!("templates/python/test_app.py"))));
             files.push(("build.sh".into(), fill(include_str!("templates/python/build.sh"))));
+            files.push((
+                "requirements-build.txt".into(),
+                include_str!("../../../plugins/sdk-python/requirements-build.txt").into(),
+            ));
             copy_dir(&PYTHON_SDK, Path::new("kinesis_processor"), &mut files);
         }
         Lang::Js => {

@@ -3,11 +3,12 @@
 //! test` on its sample input prints what its README says.
 
 use crate::common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Makes a project in a fresh folder, builds it, and replays its records.
-fn new_builds_and_passes_host_test(lang: &str, env: &[(&str, String)]) {
+/// Makes a project in a fresh folder, builds it, and replays its records;
+/// returns the project's folder and its parent (removed when dropped).
+fn new_builds_and_passes_host_test(lang: &str, env: &[(&str, String)]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let project = dir.path().join(format!("my-{lang}"));
     let made = host(&["new", &format!("my-{lang}"), "--lang", lang, "--dir", &project.display().to_string()], "");
@@ -31,32 +32,36 @@ fn new_builds_and_passes_host_test(lang: &str, env: &[(&str, String)]) {
     let again = host(&["new", "my-x", "--dir", &project.display().to_string()], "");
     assert_eq!(again.code, 2);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    (dir, project)
 }
 
 #[test]
 fn a_new_rust_project_builds_and_passes_host_test() {
-    new_builds_and_passes_host_test("rust", &[]);
+    let _ = new_builds_and_passes_host_test("rust", &[]);
 }
 
 #[test]
 fn a_new_python_project_builds_and_passes_host_test() {
-    let cpy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/componentize-py");
-    if !cpy.is_file() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install componentize-py into target/pyenv (.ci/run)");
-        eprintln!("skipped: no componentize-py in target/pyenv");
+    // As on a machine where componentize-py was never installed: its
+    // `./build.sh` installs it (pinned) into the project's `.venv`.
+    let venv = Command::new("python3").args(["-c", "import venv, ensurepip"]).output();
+    if !venv.is_ok_and(|o| o.status.success()) {
+        skip("", "python3 with venv and ensurepip is needed (apt-get install python3-venv)");
         return;
     }
-    new_builds_and_passes_host_test("python", &[("COMPONENTIZE_PY", cpy.display().to_string())]);
+    let path = std::env::var("PATH").unwrap_or_default();
+    let path: Vec<&str> = path.split(':').filter(|dir| !Path::new(dir).join("componentize-py").exists()).collect();
+    let (_dir, project) = new_builds_and_passes_host_test("python", &[("PATH", path.join(":"))]);
+    assert!(project.join(".venv/bin/componentize-py").is_file(), "build.sh installed componentize-py in the project");
 }
 
 #[test]
 fn a_new_javascript_project_builds_and_passes_host_test() {
     if Command::new("npm").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must have node and npm");
-        eprintln!("skipped: no npm");
+        skip("", "node and npm are needed (apt-get install nodejs npm)");
         return;
     }
-    new_builds_and_passes_host_test("js", &[]);
+    let _ = new_builds_and_passes_host_test("js", &[]);
 }
 
 #[test]

@@ -158,6 +158,37 @@ fn batches(lines: &[serde_json::Value]) -> BTreeMap<String, Vec<BatchSeen>> {
     out
 }
 
+/// How many output lines each shard has from the logic `plugin` (short hash).
+fn lines_by(f: &Fixture, plugin: &str) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(f.out_path()).unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    // The last line may be half-written: only whole lines count.
+    for line in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        if line["plugin"] == plugin {
+            *counts.entry(line["shard"].as_str().unwrap_or_default().to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Waits (at most 60 s) until `shards` shards each have more output lines
+/// from `plugin` than `since` counted.
+async fn processed_more_by(f: &Fixture, plugin: &str, since: &BTreeMap<String, usize>, shards: usize) {
+    let start = std::time::Instant::now();
+    loop {
+        let now = lines_by(f, plugin);
+        let more = now.iter().filter(|(shard, n)| **n > since.get(*shard).copied().unwrap_or(0)).count();
+        if more >= shards {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{plugin} processed nothing new on {shards} shards: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Checks that the batches of each shard tile its records exactly: no
 /// record skipped, none in two batches. Returns, per shard, the plugin
 /// that processed each record, in order.
@@ -187,13 +218,19 @@ async fn swapping_counter_and_a_changed_counter_processes_every_record_exactly_o
     f.stream("swaps", 2).await;
     let running = Running::start(&f, "swaps", "counter", r#"{"event_time": "arrival"}"#, SwapPolicy::default()).await;
     let (v1, v2) = (sha256_of("counter"), sha256_of("counter-v2"));
+    // Each logic processes records on both shards before the next swap
+    // (waited for, not slept: a loaded machine produces and reads slower).
+    let mut current = short(&v1);
+    let mut since = BTreeMap::new();
     for (round, plugin) in ["counter-v2", "counter", "counter-v2", "counter", "counter-v2"].into_iter().enumerate() {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        processed_more_by(&f, &current, &since, 2).await;
         let result = running.swap_to(plugin).await;
         assert_eq!(result.outcome, SwapOutcome::Swapped, "round {round}: {result:?}");
         assert_eq!(result.shards.len(), 2, "both shards switched: {result:?}");
+        current = short(&sha256_of(plugin));
+        since = lines_by(&f, &current);
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    processed_more_by(&f, &current, &since, 2).await;
     let progress = running.progress.clone();
     let (produced, report) = running.finish().await;
     assert_eq!(report.records, produced, "every produced record was processed once");
@@ -304,7 +341,7 @@ async fn rejected_state_refuses_the_swap_or_starts_fresh_as_configured() {
     let fresh = running.swap_to("faulty").await;
     assert_eq!(fresh.outcome, SwapOutcome::Swapped, "{fresh:?}");
     assert!(fresh.message.contains("fresh state"), "{}", fresh.message);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    processed_more_by(&f, &short(&sha256_of("faulty")), &BTreeMap::new(), 1).await;
     let (produced, report) = running.finish().await;
     assert_eq!(report.records, produced);
     let lines = json_lines(&std::fs::read_to_string(f.out_path()).expect("output"));

@@ -4,7 +4,10 @@
 
 #[macro_use]
 pub mod emulators;
+pub mod skip;
 pub mod watchdog;
+
+pub use skip::skip;
 
 use host::plugin::{CompiledCache, Plugin, PluginEngine};
 use std::io::Write;
@@ -13,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 /// The workspace's target directory.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
@@ -26,18 +29,16 @@ pub fn plugin_path(crate_name: &str) -> PathBuf {
     path
 }
 
-/// A component built outside cargo (`make python-plugins`): `None`, with a
-/// line saying so, when it is not there; under CI its absence fails the test.
+/// A component built outside cargo (`make python-plugins`, `make
+/// js-plugins`): `None` when it is not there, recorded as a skip of `what`
+/// (see [`skip`]; under CI its absence fails the test).
 pub fn built_plugin(name: &str, how: &str) -> Option<PathBuf> {
     let path = target_dir().join("wasm32-wasip2/plugin").join(format!("{}.wasm", name.replace('-', "_")));
-    match (path.is_file(), std::env::var_os("CI").is_some()) {
-        (true, _) => Some(path),
-        (false, true) => panic!("{} is missing under CI: {how}", path.display()),
-        (false, false) => {
-            eprintln!("skipped: {} is missing ({how})", path.display());
-            None
-        }
+    if path.is_file() {
+        return Some(path);
     }
+    skip(name, &format!("{} is missing ({how})", path.display()));
+    None
 }
 
 /// One compiled-component cache for the whole test run, so each plugin
@@ -330,19 +331,19 @@ pub async fn wait_for_port(port: u16) {
     panic!("nothing listens on 127.0.0.1:{port}");
 }
 
-/// Python with `modules` importable (`HOST_TEST_PYTHON`, else `python3`;
-/// `.ci/run` makes a venv with boto3 and aws-kinesis-agg); `None` outside
-/// CI when they are missing.
+/// Python with `modules` importable (`HOST_TEST_PYTHON`, else target/pyenv's,
+/// where `make test` installs boto3 and aws-kinesis-agg, else `python3`);
+/// `None`, recorded as a skip (see [`skip`]), when they are missing.
 pub fn python_with(modules: &str) -> Option<String> {
-    let python = std::env::var("HOST_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let pyenv = target_dir().join("pyenv/bin/python");
+    let python = std::env::var("HOST_TEST_PYTHON").unwrap_or_else(|_| match pyenv.is_file() {
+        true => pyenv.display().to_string(),
+        false => "python3".into(),
+    });
     let import = format!("import {modules}");
-    let ok = Command::new(&python).args(["-c", &import]).output().is_ok_and(|o| o.status.success());
-    match (ok, std::env::var_os("CI").is_some()) {
-        (true, _) => Some(python),
-        (false, true) => panic!("CI must provide {modules} ({python} -c '{import}' failed); .ci/run installs it"),
-        (false, false) => {
-            eprintln!("skipped: {python} cannot {import} (pip install it, or set HOST_TEST_PYTHON)");
-            None
-        }
+    if Command::new(&python).args(["-c", &import]).output().is_ok_and(|o| o.status.success()) {
+        return Some(python);
     }
+    skip("", &format!("{python} cannot {import} (`make test` installs it into target/pyenv)"));
+    None
 }
