@@ -14,6 +14,10 @@ pub struct Progress {
     pub records: AtomicU64,
     /// Per shard: millis behind latest at the last read.
     pub behind: Mutex<BTreeMap<String, i64>>,
+    /// Shards whose last read came back empty at the tip (0 ms behind), for
+    /// `--idle-exit`. A batch with records never counts, whatever its
+    /// millis-behind says: records put in one burst all read 0 ms behind.
+    pub caught_up: Mutex<std::collections::BTreeSet<String>>,
     /// Per shard: when it last read any record (for `--idle-exit`).
     pub last_record: Mutex<BTreeMap<String, Instant>>,
     /// Shards whose plugin is working on a batch now: busy is not idle,

@@ -15,7 +15,7 @@
 #
 # A test that cannot run here records a line in the skip ledger
 # (target/test-skips.txt), listed at the end; under CI=true a skip fails.
-# Threads per lane: TEST_THREADS (the rest, default 6), HEAVY_THREADS (2).
+# Threads per lane: TEST_THREADS (the rest, default 6), HEAVY_THREADS (3).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -53,7 +53,7 @@ if [ "${1:-}" = lanes ]; then
     [ -n "$it" ] || { echo "no integration-test binary among the tests built" >&2; exit 1; }
     read -r it_dir it_exe <<<"$it"
     pids=()
-    run_binary it-heavy "$it_dir" "$it_exe" --test-threads "${HEAVY_THREADS:-2}" "${heavy[@]}" &
+    run_binary it-heavy "$it_dir" "$it_exe" --test-threads "${HEAVY_THREADS:-3}" "${heavy[@]}" &
     pids+=($!)
     run_binary it "$it_dir" "$it_exe" --test-threads "${TEST_THREADS:-6}" $(printf -- '--skip %s ' "${heavy[@]}") &
     pids+=($!)
@@ -156,11 +156,9 @@ echo "== build: the Rust plugins" >&2
 step build-rust-plugins make -s plugins || { failed+=(build-rust-plugins); exit 1; }
 
 echo "== build: the Python and JavaScript components (in the background), the tests with clippy" >&2
-behind +build-components bash -c "
-    until [ -e '$logs/+setup-python.done' ]; do sleep 0.5; done
-    make -s python-plugins || exit 1
-    until [ -e '$logs/+setup-npm.done' ]; do sleep 0.5; done
-    make -s js-plugins"
+# Each after its setup (which writes its .done file when it ends).
+behind +build-python bash -c "until [ -e '$logs/+setup-python.done' ]; do sleep 0.5; done; make -s python-plugins"
+behind +build-js bash -c "until [ -e '$logs/+setup-npm.done' ]; do sleep 0.5; done; make -s js-plugins"
 step lint-fmt cargo fmt --all --check || { failed+=(lint-fmt); exit 1; }
 export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER-clippy-driver}"
 # What `cargo clippy -- -D warnings` hands clippy-driver.
@@ -173,7 +171,7 @@ build_tests() {
     [ -s "$executables" ]
 }
 step build-tests+clippy build_tests || { failed+=(build-tests+clippy); exit 1; }
-for name in +setup-python +setup-npm +setup-emulators +build-components; do
+for name in +setup-python +setup-npm +setup-emulators +build-python +build-js; do
     finish "$name" || exit 1
 done
 

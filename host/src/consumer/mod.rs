@@ -290,6 +290,10 @@ impl Consumer {
             if !shutdown.is_triggered() && Instant::now() >= next_cycle && !shards.is_empty() {
                 match ownership.cycle(&shards).await {
                     Ok(changes) => {
+                        // A lease taken is a write the table answered: a
+                        // checkpoint that cannot be read after it (an outage
+                        // right after the take) delays the shard, not the run.
+                        scheduler.store_answered |= !changes.taken.is_empty();
                         start_now |= apply(&changes, &mut scheduler, ownership.as_ref()).await;
                         if let Ok(mut leases) = progress.leases.lock() {
                             *leases = ownership.counts();
@@ -321,6 +325,9 @@ impl Consumer {
                     scheduler.exited(&id);
                     if let Ok(mut behind) = progress.behind.lock() {
                         behind.remove(&id);
+                    }
+                    if let Ok(mut caught_up) = progress.caught_up.lock() {
+                        caught_up.remove(&id);
                     }
                     match exit {
                         Ok(ShardExit::Ended) => {

@@ -46,6 +46,9 @@ pub(crate) struct Scheduler {
     pub listed: usize,
     /// The signal of each running shard.
     pub signals: HashMap<String, watch::Sender<ShardSignal>>,
+    /// The store has answered a write of this run (a lease taken): it is
+    /// configured right, so a read that fails now is an outage to ride out.
+    pub store_answered: bool,
 }
 
 impl Scheduler {
@@ -111,9 +114,9 @@ impl Scheduler {
         Ok(starts)
     }
 
-    /// Some shard has started or ended in this run.
+    /// Some shard has started or ended in this run, or the store answered.
     fn under_way(&self) -> bool {
-        !self.running.is_empty() || !self.ended.is_empty() || !self.parked.is_empty()
+        self.store_answered || !self.running.is_empty() || !self.ended.is_empty() || !self.parked.is_empty()
     }
 
     /// Tells a running shard to release or drop; false when it is not running.
@@ -172,5 +175,41 @@ mod tests {
         assert_eq!(next.len(), 1);
         assert!(next[0].shard_id == "c" && next[0].has_parent && next[0].checkpoint.is_none());
         assert!(!scheduler.all_done());
+    }
+
+    /// A store that cannot be reached (DynamoDB down).
+    #[derive(Debug)]
+    struct Unreachable;
+
+    #[async_trait::async_trait]
+    impl CheckpointStore for Unreachable {
+        async fn load(&self, _key: &ShardKey) -> anyhow::Result<Option<Checkpoint>> {
+            anyhow::bail!("cannot reach the endpoint")
+        }
+        async fn commit(
+            &self,
+            _key: &ShardKey,
+            _checkpoint: &Checkpoint,
+        ) -> Result<(), crate::checkpoint::CommitError> {
+            Ok(())
+        }
+        fn location(&self) -> String {
+            "nowhere".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_store_ends_a_run_at_its_start_but_not_after_a_lease_was_taken() {
+        let key = |id: &str| ShardKey::new("app", "s", id);
+        let shards = [shard("a", None, None)];
+        let mut scheduler = Scheduler::default();
+        let err =
+            scheduler.ready(&shards, &Unreachable, key, |_| true).await.expect_err("a wrong endpoint is the answer");
+        assert!(err.to_string().contains("cannot reach"), "{err}");
+        // Taking a lease proved the table answers: an outage right after
+        // the take delays the shard (tried again at the next listing).
+        scheduler.store_answered = true;
+        let starts = scheduler.ready(&shards, &Unreachable, key, |_| true).await.expect("delayed, not fatal");
+        assert!(starts.is_empty() && scheduler.running.is_empty());
     }
 }

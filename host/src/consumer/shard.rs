@@ -180,6 +180,13 @@ fn note_read(
     if let Ok(mut behind) = progress.behind.lock() {
         behind.insert(shard_id.to_string(), records.millis_behind_latest());
     }
+    if let Ok(mut caught_up) = progress.caught_up.lock() {
+        if records.is_empty() && records.millis_behind_latest() == 0 {
+            caught_up.insert(shard_id.to_string());
+        } else {
+            caught_up.remove(shard_id);
+        }
+    }
     if !records.is_empty() {
         if let Ok(mut last) = progress.last_record.lock() {
             last.insert(shard_id.to_string(), Instant::now());

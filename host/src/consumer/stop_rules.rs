@@ -23,13 +23,14 @@ pub(crate) fn reached(
         // A swap asked for is carried out (or refused) before an idle exit.
         return false;
     }
-    // Idle means caught up (the last read reached the tip) *and* quiet: a
-    // shard backing off from throttling has read nothing lately but is not idle.
-    match (progress.last_record.lock(), progress.behind.lock(), progress.retrying.lock(), progress.busy.lock()) {
-        (Ok(last), Ok(behind), Ok(retrying), Ok(busy)) => {
+    // Idle means caught up (the last read came back empty at the tip) *and*
+    // quiet: a shard backing off from throttling, or waiting on a slow read
+    // after a batch, has read nothing lately but is not idle.
+    match (progress.last_record.lock(), progress.caught_up.lock(), progress.retrying.lock(), progress.busy.lock()) {
+        (Ok(last), Ok(caught_up), Ok(retrying), Ok(busy)) => {
             !running.is_empty()
                 && running.iter().all(|s| {
-                    behind.get(s) == Some(&0)
+                    caught_up.contains(s)
                         && !busy.contains(s)
                         && !retrying.get(s).is_some_and(|r| r.load(Ordering::Relaxed))
                         && last.get(s).map_or(started.elapsed() >= idle, |t| t.elapsed() >= idle)
@@ -51,14 +52,17 @@ mod tests {
         let progress = Progress::default();
         let running: HashSet<String> = ["a".to_string()].into();
         let long_ago = Instant::now() - Duration::from_secs(5);
-        progress.behind.lock().expect("lock").insert("a".into(), 0);
+        progress.caught_up.lock().expect("lock").insert("a".into());
         progress.last_record.lock().expect("lock").insert("a".into(), long_ago);
         assert!(reached(&config, &progress, &running, long_ago), "caught up and quiet");
         progress.busy.lock().expect("lock").insert("a".into());
         assert!(!reached(&config, &progress, &running, long_ago), "a slow batch is not idleness");
         progress.busy.lock().expect("lock").clear();
-        progress.behind.lock().expect("lock").insert("a".into(), 500);
-        assert!(!reached(&config, &progress, &running, long_ago), "behind is not idle");
+        progress.caught_up.lock().expect("lock").clear();
+        assert!(
+            !reached(&config, &progress, &running, long_ago),
+            "not caught up (behind, or a read in flight after a batch) is not idle"
+        );
         config.idle_exit = None;
         config.max_records = Some(3);
         progress.records.store(3, std::sync::atomic::Ordering::Relaxed);

@@ -89,3 +89,19 @@ fn clap_stays_in_the_cli_and_files_stay_small() {
     let main = texts.iter().find(|(p, _)| p == Path::new("main.rs")).map(|(_, t)| t.lines().count());
     assert!(main.is_some_and(|n| n < 100), "main.rs only dispatches: {main:?} lines");
 }
+
+#[test]
+fn a_test_that_cannot_run_is_recorded_not_silently_passed() {
+    // Every skip goes through `common::skip` (the ledger `make test` lists,
+    // fatal under CI), never a bare "skipped" line before an early return.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    let mut files = Vec::new();
+    sources(&dir, &mut files);
+    let bare: Vec<String> = files
+        .iter()
+        .filter(|f| !f.ends_with("common/skip.rs"))
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(concat!("eprintln!(\"", "skipped"))))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(bare.is_empty(), "skips that bypass common::skip: {bare:?}");
+}
