@@ -12,4 +12,5 @@ if [ -n "${CI:-}" ]; then
 fi
 echo "skipped: $1: $2" >&2
 mkdir -p "$(dirname "$ledger")"
-echo "$1: $2" >> "$ledger"
+# Once per run, however many steps meet the same gap.
+grep -qxF "$1: $2" "$ledger" 2>/dev/null || echo "$1: $2" >> "$ledger"

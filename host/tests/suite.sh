@@ -53,7 +53,17 @@ if [ "${1:-}" = lanes ]; then
     [ -n "$it" ] || { echo "no integration-test binary among the tests built" >&2; exit 1; }
     read -r it_dir it_exe <<<"$it"
     pids=()
-    run_binary it-heavy "$it_dir" "$it_exe" --test-threads "${HEAVY_THREADS:-3}" "${heavy[@]}" &
+    # The heavy lane first compiles each Python and JavaScript component once
+    # into the tests' compiled cache (2 at a time): its tests start together
+    # and would otherwise each compile the same 10-20 MB component.
+    warm() {
+        local host="$root/target/debug/host" start=$(date +%s%N)
+        find "$root/target/wasm32-wasip2/plugin" -maxdepth 1 \( -name 'py_*.wasm' -o -name 'js_*.wasm' \) -print0 |
+            HOST_CACHE_DIR="$root/target/test-plugin-cache" xargs -0 -r -P 2 -I{} \
+                "$host" test --plugin {} --input /dev/null >"$logs/warm.log" 2>&1
+        echo "[it-heavy] components compiled into the tests' cache in $((($(date +%s%N) - start) / 1000000000)) s" >&2
+    }
+    (warm; run_binary it-heavy "$it_dir" "$it_exe" --test-threads "${HEAVY_THREADS:-3}" "${heavy[@]}") &
     pids+=($!)
     run_binary it "$it_dir" "$it_exe" --test-threads "${TEST_THREADS:-6}" $(printf -- '--skip %s ' "${heavy[@]}") &
     pids+=($!)
@@ -61,16 +71,20 @@ if [ "${1:-}" = lanes ]; then
         status=0
         while read -r dir exe; do
             [ "$exe" = "$it_exe" ] && continue
-            run_binary "$(basename "$exe" | sed 's/-[0-9a-f]*$//')" "$dir" "$exe" --test-threads 2 || status=1
+            run_binary "$(basename "$exe")" "$dir" "$exe" --test-threads 2 || status=1
         done <"$executables"
         exit "$status"
     ) &
     pids+=($!)
     # Progress while the lanes run.
     running() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
+    ticks=0
     while running; do
-        sleep 30
-        printf '  … %s tests done\n' "$(cat "$logs"/*.log 2>/dev/null | grep -c '^test .* \.\.\. ')" >&2
+        sleep 1
+        ticks=$((ticks + 1))
+        if [ $((ticks % 30)) -eq 0 ]; then
+            printf '  … %s tests done\n' "$(cat "$logs"/*.log 2>/dev/null | grep -c '^test .* \.\.\. ')" >&2
+        fi
     done
     status=0
     for pid in "${pids[@]}"; do wait "$pid" || status=1; done
@@ -102,6 +116,8 @@ declare -A background
 behind() {
     local name="$1"
     shift
+    # A process group of its own, so an early exit can stop all of it.
+    set -m
     (
         step "$name" "$@"
         status=$?
@@ -109,6 +125,7 @@ behind() {
         exit "$status"
     ) >"$logs/$name.log" 2>&1 &
     background[$name]=$!
+    set +m
 }
 finish() {
     local name="$1" status
@@ -120,6 +137,8 @@ finish() {
 }
 
 summary() {
+    # Whatever still runs in the background (an early exit) stops with us.
+    for pid in "${background[@]}"; do kill -- "-$pid" 2>/dev/null; done
     echo >&2
     printf 'make test: %d s in all. The steps (a step marked + ran beside the others):\n' \
         $((($(date +%s%N) - suite_start) / 1000000000)) >&2
@@ -143,11 +162,15 @@ summary() {
         echo "make test: FAILED: ${failed[*]}" >&2
         exit 1
     fi
+    exit 0
 }
 trap summary EXIT
 
 echo "== setup (in the background): target/pyenv, npm packages" >&2
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2 || exit 2
+for tool in rustfmt clippy; do
+    rustup component list --installed | grep -q "^$tool" || rustup component add "$tool" || exit 2
+done
 behind +setup-python host/tests/pyenv.sh
 behind +setup-npm make -s js-sdk-packages
 behind +setup-emulators host/tests/with-emulators.sh --install-only
@@ -157,14 +180,23 @@ step build-rust-plugins make -s plugins || { failed+=(build-rust-plugins); exit 
 
 echo "== build: the Python and JavaScript components (in the background), the tests with clippy" >&2
 # Each after its setup (which writes its .done file when it ends).
-behind +build-python bash -c "until [ -e '$logs/+setup-python.done' ]; do sleep 0.5; done; make -s python-plugins"
-behind +build-js bash -c "until [ -e '$logs/+setup-npm.done' ]; do sleep 0.5; done; make -s js-plugins"
+# (A setup that died without its .done file ends the wait too.)
+after() { echo "until [ -e '$logs/$1.done' ] || ! kill -0 ${background[$1]} 2>/dev/null; do sleep 0.5; done"; }
+behind +build-python bash -c "$(after +setup-python); make -s python-plugins"
+behind +build-js bash -c "$(after +setup-npm); make -s js-plugins"
 step lint-fmt cargo fmt --all --check || { failed+=(lint-fmt); exit 1; }
-export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER-clippy-driver}"
-# What `cargo clippy -- -D warnings` hands clippy-driver.
-export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+# The workspace's crates compiled by clippy-driver with what `cargo clippy --
+# -D warnings` hands it: only on these cargo commands, so no process of the
+# tests inherits them.
+linted() { RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" "$@"; }
 build_tests() {
-    cargo test --workspace --no-run --message-format=json-render-diagnostics >"$logs/build.json" || return 1
+    # The plugins' libraries as built for use (no test depends on them, so
+    # the test build compiles them only with cfg(test); `cargo clippy
+    # --all-targets` lints both), then the tests (which build the host's
+    # library and binaries as used).
+    linted cargo build --lib --quiet -p kinesis-processor-sdk -p echo -p counter -p buffered-counter \
+        -p processor-template -p faulty -p counter-v2 || return 1
+    linted cargo test --workspace --no-run --message-format=json-render-diagnostics >"$logs/build.json" || return 1
     # Each test binary, after its package's folder (where cargo runs it).
     sed -n 's/.*"manifest_path":"\([^"]*\)\/Cargo.toml".*"profile":{[^}]*"test":true}.*"executable":"\([^"]*\)".*/\1 \2/p' \
         "$logs/build.json" >"$executables"
@@ -176,6 +208,6 @@ for name in +setup-python +setup-npm +setup-emulators +build-python +build-js; d
 done
 
 echo "== test" >&2
-step test-binaries host/tests/with-emulators.sh "$0" lanes || failed+=(test-binaries)
-step test-doc cargo test --workspace --doc >"$logs/doc.log" 2>&1 || { failed+=(test-doc); cat "$logs/doc.log" >&2; }
-grep -h '^test result:' "$logs/doc.log" | grep -v ' 0 passed' | sed 's/^/[doc] /' >&2
+step test-binaries host/tests/with-emulators.sh "$root/host/tests/suite.sh" lanes || failed+=(test-binaries)
+step test-doc linted cargo test --workspace --doc >"$logs/doc.log" 2>&1 || { failed+=(test-doc); cat "$logs/doc.log" >&2; }
+grep -h '^test result:' "$logs/doc.log" | grep -v 'ok. 0 passed' | sed 's/^/[doc] /' >&2 || true

@@ -15,13 +15,13 @@ dyn_dir="$root/target/dynalite"
 dyn_version="4.0.0"
 dyn_port="${DYNALITE_PORT:-4570}"
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+if ! command -v node >/dev/null || ! command -v npm >/dev/null || ! command -v curl >/dev/null; then
     if [ -n "${CI:-}" ]; then
-        echo "with-emulators: node and npm are needed for kinesis-mock and dynalite (apt-get install nodejs npm)" >&2
+        echo "with-emulators: node, npm and curl are needed for kinesis-mock and dynalite (apt-get install nodejs npm curl)" >&2
         exit 2
     fi
     # Outside CI the tests that need them are skipped (each says so).
-    echo "with-emulators: no node/npm, running without kinesis-mock and dynalite (apt-get install nodejs npm)" >&2
+    echo "with-emulators: no node/npm/curl, running without kinesis-mock and dynalite (apt-get install nodejs npm curl)" >&2
     [ "${1:-}" = --install-only ] && exit 0
     exec "$@"
 fi
