@@ -154,9 +154,12 @@ impl Sink {
     /// Lines appended to a file.
     pub fn file(path: &std::path::Path, format: OutputFormat) -> anyhow::Result<Self> {
         use anyhow::Context;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Output holds record payloads: the user's alone when we create it.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .with_context(|| format!("cannot open the output file {}", path.display()))?;
         let out: Box<dyn Write + Send> = Box::new(std::io::BufWriter::new(file));

@@ -342,7 +342,9 @@ impl LeaseTable for DynamoTable {
             StateRef::Inline { bytes, .. } => return Ok(bytes.clone()),
             StateRef::Chunked { tag, chunks, len, sha256, .. } => (tag, *chunks, *len, sha256),
         };
-        let mut bytes = Vec::with_capacity(len as usize);
+        // `len` was checked against the state bound when the item was read;
+        // a chunk that runs past it is refused before it is kept.
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         for i in 0..chunks as usize {
             let out = self
                 .client
@@ -357,6 +359,13 @@ impl LeaseTable for DynamoTable {
             let data = out.item().and_then(|item| item.get("data")).and_then(|d| d.as_b().ok()).with_context(|| {
                 format!("chunk {i} of state {tag} of shard {key} is missing from {}", self.state_table)
             })?;
+            if (bytes.len() + data.as_ref().len()) as u64 > len {
+                return Err(anyhow::anyhow!(
+                    "state {tag} of shard {key} in {} is longer than its stateLength {len}: refusing to restore it",
+                    self.state_table
+                )
+                .into());
+            }
             bytes.extend_from_slice(data.as_ref());
         }
         if bytes.len() as u64 != len || &sha256_hex(&bytes) != sha256 {

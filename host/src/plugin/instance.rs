@@ -12,6 +12,7 @@ use super::error::{BudgetExceeded, PluginError, TrapCause};
 use super::limits::PluginLimits;
 use super::output::PluginOutput;
 use super::state::{Clock, HostState};
+use super::text::{from_plugin, MAX_MESSAGE, MAX_NAME};
 use std::sync::Arc;
 use wasmtime::{Store, Trap};
 
@@ -168,12 +169,14 @@ impl PluginInstance {
             Some(Err(message)) => {
                 // Whatever it half-took must not be snapshotted.
                 self.live = None;
+                let message = from_plugin(&message, MAX_MESSAGE);
                 Err(PluginError::MergeRejected { plugin: self.info.name.clone(), message })
             }
         }
     }
 
     fn failed(&self, retryable: bool, message: String, record_index: Option<u32>) -> PluginError {
+        let message = from_plugin(&message, MAX_MESSAGE);
         PluginError::Failed { plugin: self.info.name.clone(), retryable, message, record_index }
     }
 
@@ -251,18 +254,24 @@ fn instantiate(
         Err(e) => return Err(trapped("instantiate", e, &store)),
     };
     store.data_mut().begin_call();
-    let info = match bindings.init(&mut store, &settings.config, &settings.context) {
+    let mut info = match bindings.init(&mut store, &settings.config, &settings.context) {
         Ok(Ok(info)) => info,
-        Ok(Err(message)) => return Err(PluginError::InitRejected { plugin: plugin_name(), message }),
+        Ok(Err(message)) => {
+            let message = from_plugin(&message, MAX_MESSAGE);
+            return Err(PluginError::InitRejected { plugin: plugin_name(), message });
+        }
         Err(e) => return Err(trapped("init", e, &store)),
     };
+    // The name goes into every error and log line about this plugin.
+    info.name = from_plugin(&info.name, MAX_NAME);
     if let Some(state) = state {
         store.data_mut().begin_call();
         store.set_epoch_deadline(deadline_ticks);
         match bindings.restore(&mut store, state) {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
-                return Err(PluginError::RestoreRejected { plugin: info.name, version: state.version, message })
+                let message = from_plugin(&message, MAX_MESSAGE);
+                return Err(PluginError::RestoreRejected { plugin: info.name, version: state.version, message });
             }
             Err(e) => return Err(trapped("restore", e, &store)),
         }
@@ -270,8 +279,18 @@ fn instantiate(
     Ok((Live { store, bindings }, info))
 }
 
-/// Names what stopped a call, with the detail an operator needs.
+/// Names what stopped a call, with the detail an operator needs (bounded
+/// and on one line: it may quote the plugin's own panic message).
 fn classify(error: &wasmtime::Error, state: &HostState, limits: &PluginLimits) -> (TrapCause, Option<String>) {
+    let (cause, detail) = classify_unbounded(error, state, limits);
+    (cause, detail.map(|d| from_plugin(&d, MAX_MESSAGE)))
+}
+
+fn classify_unbounded(
+    error: &wasmtime::Error,
+    state: &HostState,
+    limits: &PluginLimits,
+) -> (TrapCause, Option<String>) {
     if let Some(budget) = error.downcast_ref::<BudgetExceeded>() {
         let cause = match budget {
             BudgetExceeded::Memory { .. } => TrapCause::MemoryLimit,

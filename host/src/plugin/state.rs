@@ -171,6 +171,7 @@ impl HostState {
             return Ok(());
         }
         let plugin = &*self.label;
+        let message = super::text::from_plugin(&message, super::text::MAX_MESSAGE);
         match level {
             LogLevel::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
             LogLevel::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),

@@ -159,3 +159,17 @@ fn the_buffered_counter_says_what_it_holds_when_stopped() {
     let drained = host(&["test", "--plugin", &buffered], input);
     assert!(drained.stdout.contains("\"count\":1"), "{}", drained.stdout);
 }
+
+#[test]
+fn files_that_hold_payloads_or_state_are_the_users_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mode = |name: &str| std::fs::metadata(dir.path().join(name)).expect(name).permissions().mode() & 0o777;
+    let store = host::checkpoint::SqliteStore::open(&dir.path().join("cp.db")).expect("store");
+    let sink = host::sink::Sink::file(&dir.path().join("out.jsonl"), host::sink::OutputFormat::Json).expect("sink");
+    let letters = host::dead_letter::DeadLetterSink::file(&dir.path().join("dead.jsonl")).expect("dead letters");
+    for name in ["cp.db", "cp.db-wal", "out.jsonl", "dead.jsonl"] {
+        assert_eq!(mode(name), 0o600, "{name}");
+    }
+    drop((store, sink, letters));
+}

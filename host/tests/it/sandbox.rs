@@ -261,6 +261,71 @@ fn compiled_components_are_cached_and_a_corrupt_cache_costs_only_a_compile() {
 }
 
 #[test]
+fn huge_or_forging_plugin_strings_are_bounded_and_kept_on_one_line() {
+    let engine = PluginEngine::new().expect("engine");
+    let mut instance = PluginInstance::start(load(&engine, "faulty"), settings("{}"), None).expect("starts");
+    // A 1 MiB error message with a newline in it.
+    let line = process(&mut instance, &["huge-error"]).expect_err("fails").to_string();
+    assert!(!line.contains('\n') && line.len() < 5000, "{} bytes", line.len());
+    assert!(line.contains("faulty: huge\\nerror") && line.contains("more bytes)"), "{}", &line[..200]);
+    // A log message that would forge a host log line of its own.
+    let input = "{\"partitionKey\": \"k\", \"data\": \"forged-log\"}\n";
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["test", "--plugin", &plugin_path("faulty").display().to_string()])
+        .env("HOST_LOG", "plugin=info")
+        .env("HOST_CACHE_DIR", cache_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("host starts");
+    use std::io::Write;
+    run.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("input");
+    let out = run.wait_with_output().expect("host runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let logged: Vec<&str> = stderr.lines().filter(|l| l.contains("faulty: one")).collect();
+    assert_eq!(logged.len(), 1, "{stderr}");
+    assert!(logged[0].contains("faulty: one\\nERROR host: forged") && logged[0].len() < 5000, "{}", logged[0].len());
+    assert!(!stderr.lines().any(|l| l.starts_with("ERROR host: forged")), "a forged line: {stderr}");
+}
+
+#[test]
+fn a_planted_compiled_entry_is_recompiled_never_run() {
+    let engine = PluginEngine::new().expect("engine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = CompiledCache::new(dir.path().join("cache")).with_key_file(dir.path().join("cache.key"));
+    let (echo, counter) = (plugin_path("echo"), plugin_path("counter"));
+    for wasm in [&echo, &counter] {
+        assert_eq!(Plugin::load(&engine, wasm, Some(&cache)).expect("loads").cache_outcome(), CacheOutcome::Compiled);
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(cache.dir()).expect("dir").permissions());
+    assert_eq!(mode & 0o777, 0o700, "the cache directory is the user's alone");
+    // The attack: echo's compiled code copied over counter's entry.
+    let entry = |wasm: &Path| {
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(std::fs::read(wasm).expect("wasm")));
+        let mut found = std::fs::read_dir(cache.dir()).expect("dir").flatten().map(|e| e.path());
+        found.find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&sha))).expect("entry")
+    };
+    std::fs::copy(entry(&echo), entry(&counter)).expect("plant");
+    let plugin = Plugin::load(&engine, &counter, Some(&cache)).expect("loads");
+    assert_eq!(plugin.cache_outcome(), CacheOutcome::Compiled, "the planted entry is refused and recompiled");
+    let mut instance = PluginInstance::start(Arc::new(plugin), settings("{}"), None).expect("starts");
+    let out = process(&mut instance, &["x"]).expect("ok");
+    assert!(out.iter().all(|line| line.contains("\"count\"")), "the counter ran, not echo: {out:?}");
+    assert_eq!(Plugin::load(&engine, &counter, Some(&cache)).expect("loads").cache_outcome(), CacheOutcome::Hit);
+    // wasmtime's own serialized form, untagged, is refused the same way.
+    let raw = wasmtime::component::Component::from_file(engine.engine(), &counter).expect("compiles");
+    std::fs::write(entry(&counter), raw.serialize().expect("serialize")).expect("plant raw");
+    assert_eq!(Plugin::load(&engine, &counter, Some(&cache)).expect("loads").cache_outcome(), CacheOutcome::Compiled);
+    // A key others can read is no key: no cache, one warning, still loads.
+    let key = dir.path().join("cache.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    assert_eq!(Plugin::load(&engine, &counter, Some(&cache)).expect("loads").cache_outcome(), CacheOutcome::Disabled);
+}
+
+#[test]
 fn instances_per_shard_run_in_parallel_with_separate_state() {
     let engine = PluginEngine::new().expect("engine");
     let plugin = load(&engine, "faulty");

@@ -211,6 +211,20 @@ impl Group {
         self.scan().await.into_iter().filter(|l| !l.ended()).map(|l| (l.key, l.owner)).collect()
     }
 
+    /// The owners once no hand-off is in flight (a balanced count can still
+    /// have one asked for and not yet carried out), waiting up to 30 s.
+    async fn settled_owners(&self) -> BTreeMap<String, Option<String>> {
+        let start = Instant::now();
+        loop {
+            let leases = self.scan().await;
+            if leases.iter().all(|l| l.hand_off_to.is_none()) {
+                return leases.into_iter().filter(|l| !l.ended()).map(|l| (l.key, l.owner)).collect();
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "a hand-off stayed pending\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until `done(owners)` holds; returns how long it took.
     async fn until(
         &self,
@@ -393,8 +407,9 @@ async fn kill_9_scenario(mut group: Group) {
     let took =
         group.until("3 workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2", "w3"], 2, 3)).await;
     eprintln!("balanced after {took:?}");
-    // Steady state: no lease changes hands.
-    let before = group.owners().await;
+    // Steady state: no lease changes hands (once any hand-off asked for
+    // while reaching the balance is done).
+    let before = group.settled_owners().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(group.owners().await, before, "steady state: no lease moved\n{}", group.logs());
     let victims: Vec<String> =
@@ -440,7 +455,7 @@ async fn planned_moves_a_joiner_and_a_sigterm_duplicate_nothing() {
         })
         .await;
     eprintln!("a 4th worker reached its share by hand-offs after {joined:?}");
-    let before = group.owners().await;
+    let before = group.settled_owners().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(group.owners().await, before, "no flapping after the join\n{}", group.logs());
     let term = Instant::now();

@@ -101,6 +101,16 @@ impl Processor for Faulty {
                 b"fail" => return Err(ProcessError::fatal("faulty: poison record").at_record(index)),
                 b"retry" => return Err(ProcessError::retryable("faulty: try again later").at_record(index)),
                 b"bad-index" => return Err(ProcessError::fatal("faulty: bad index").at_record(batch.len() + 10)),
+                // Strings a host must bound and keep on one line: a 1 MiB
+                // error, and a log message that forges a second log line.
+                b"huge-error" => {
+                    let message = format!("faulty: huge\nerror{}", "x".repeat(1 << 20));
+                    return Err(ProcessError::fatal(message).at_record(index));
+                }
+                b"forged-log" => {
+                    log(LogLevel::Info, &format!("faulty: one\nERROR host: forged{}", "y".repeat(1 << 20)));
+                    out.emit(record.partition_key(), b"logged");
+                }
                 data => out.emit(record.partition_key(), data),
             }
             self.seen += 1;
