@@ -10,6 +10,16 @@ use prost::Message;
 /// What every aggregated record starts with.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_LEN: usize = 16;
+/// Kinesis' bounds on the keys a user record may name.
+const MAX_PARTITION_KEY_CHARS: usize = 256;
+const MAX_EXPLICIT_HASH_KEY_DIGITS: usize = 38;
+/// How much larger than the Kinesis record its user records may be once
+/// unpacked (each carries a copy of its partition key): far above what the
+/// KPL writes, far below a table of long keys shared by many empty records.
+const MAX_EXPANSION: usize = 8;
+/// Below this, any expansion is allowed (small aggregates of small records
+/// with long keys).
+const EXPANSION_FLOOR: usize = 1 << 20;
 
 /// The KPL's `AggregatedRecord` message (proto2).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -71,6 +81,26 @@ pub fn unpack(data: &[u8]) -> Unpacked {
     if record.records.iter().any(|r| r.partition_key_index >= keys) {
         return Unpacked::Corrupt("a partition-key index out of range");
     }
+    let hash_keys = record.explicit_hash_key_table.len() as u64;
+    if record.records.iter().any(|r| r.explicit_hash_key_index.is_some_and(|i| i >= hash_keys)) {
+        return Unpacked::Corrupt("an explicit-hash-key index out of range");
+    }
+    // Kinesis' own bounds, and what the whole may expand to, are checked
+    // before a single user record is copied out.
+    if record.partition_key_table.iter().any(|k| k.chars().count() > MAX_PARTITION_KEY_CHARS) {
+        return Unpacked::Corrupt("a partition key longer than 256 characters");
+    }
+    let decimal = |k: &String| k.len() <= MAX_EXPLICIT_HASH_KEY_DIGITS && k.bytes().all(|b| b.is_ascii_digit());
+    if !record.explicit_hash_key_table.iter().all(decimal) {
+        return Unpacked::Corrupt("an explicit hash key that is not a decimal of at most 38 digits");
+    }
+    let expanded = record.records.iter().fold(0usize, |sum, r| {
+        let key = record.partition_key_table.get(r.partition_key_index as usize).map_or(0, String::len);
+        sum.saturating_add(r.data.len()).saturating_add(key)
+    });
+    if expanded > data.len().saturating_mul(MAX_EXPANSION).max(EXPANSION_FLOOR) {
+        return Unpacked::Corrupt("its user records expand to more than 8 times its size");
+    }
     Unpacked::Aggregated(record)
 }
 
@@ -122,5 +152,44 @@ mod tests {
         undecodable.extend_from_slice(&junk);
         undecodable.extend_from_slice(&Md5::digest(junk));
         assert!(matches!(unpack(&undecodable), Unpacked::Corrupt("undecodable protobuf")));
+    }
+
+    #[test]
+    fn an_aggregate_past_kinesis_bounds_or_expanding_without_bound_is_corrupt() {
+        let long_key = "k".repeat(257);
+        let packed = aggregate([(long_key.as_str(), &b"1"[..])]);
+        assert!(matches!(unpack(&packed), Unpacked::Corrupt(why) if why.contains("256")));
+        let ok_key = "é".repeat(256);
+        assert!(matches!(unpack(&aggregate([(ok_key.as_str(), &b"1"[..])])), Unpacked::Aggregated(_)));
+        // The hostile shape: one long key shared by many empty records.
+        let key = "k".repeat(256);
+        let many: Vec<(&str, &[u8])> = (0..20_000).map(|_| (key.as_str(), &b""[..])).collect();
+        let packed = aggregate(many);
+        assert!(packed.len() * 8 < 20_000 * 256, "it would expand {} bytes to 5 MB", packed.len());
+        assert!(matches!(unpack(&packed), Unpacked::Corrupt(why) if why.contains("8 times")));
+        // Real KPL output: many small records with their keys expands a few times.
+        let keys: Vec<String> = (0..500).map(|i| format!("user-{i:040}")).collect();
+        let real: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"{\"n\":1}"[..])).collect();
+        assert!(matches!(unpack(&aggregate(real)), Unpacked::Aggregated(_)));
+        // Explicit hash keys: decimal, at most 38 digits, indices in range.
+        let mut message = AggregatedRecord {
+            partition_key_table: vec!["a".into()],
+            explicit_hash_key_table: vec!["1".repeat(39)],
+            records: vec![UserRecord {
+                partition_key_index: 0,
+                explicit_hash_key_index: Some(0),
+                data: b"x".to_vec(),
+                tags: vec![],
+            }],
+        };
+        let pack = |m: &AggregatedRecord| {
+            let body = m.encode_to_vec();
+            [MAGIC.as_slice(), &body, Md5::digest(&body).as_slice()].concat()
+        };
+        assert!(matches!(unpack(&pack(&message)), Unpacked::Corrupt(why) if why.contains("38 digits")));
+        message.explicit_hash_key_table = vec!["12345".into()];
+        assert!(matches!(unpack(&pack(&message)), Unpacked::Aggregated(_)));
+        message.records[0].explicit_hash_key_index = Some(3);
+        assert!(matches!(unpack(&pack(&message)), Unpacked::Corrupt(why) if why.contains("out of range")));
     }
 }
