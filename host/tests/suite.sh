@@ -9,26 +9,21 @@
 #          way (clippy-driver as the workspace's compiler wrapper, as `cargo
 #          clippy` runs it, so no second, check-only build of every crate)
 #   test   every test binary, with kinesis-mock and dynalite running: the
-#          sandbox's deadline tests alone, then lanes side by side (the other
-#          integration tests; niced: new projects, the language tests after
-#          their components are compiled once, the other binaries); then the
-#          doc tests
+#          integration tests in two lanes side by side (the tests that build
+#          projects and components, and the rest), the other binaries in a
+#          third lane; then the doc tests
 #
 # A test that cannot run here records a line in the skip ledger
 # (target/test-skips.txt), listed at the end; under CI=true a skip fails.
-# Threads per lane: TEST_THREADS (the integration tests, default 6),
-# HEAVY_THREADS (new projects, languages: 3 each).
+# Threads per lane: TEST_THREADS (the rest, default 6), HEAVY_THREADS (3).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 logs="$root/target/test-logs"
 executables="$logs/executables.txt"
 # The integration tests that build projects or compile components: CPU-bound,
-# so they get lanes of their own, niced: the projects at once, the languages
-# after their components were compiled once.
-projects=(new_project::)
-languages=(languages::)
-heavy=("${projects[@]}" "${languages[@]}")
+# so they get a lane of their own with fewer threads.
+heavy=(new_project:: languages::)
 # The sandbox's tests measure deadlines to within 150 ms: they run first,
 # alone, so no other lane's load can delay them.
 calm=(sandbox::)
@@ -42,11 +37,6 @@ run_binary() {
     (cd "$dir" && RUSTC_BOOTSTRAP=1 CARGO_MANIFEST_DIR="$dir" "$exe" -Z unstable-options --report-time "$@") \
         >"$logs/$label.log" 2>&1
     status=$?
-    # The heavy lanes' tests by name: the Python and JavaScript processors
-    # and new projects must be seen to have run, not only counted.
-    if [ "$label" = it-projects ] || [ "$label" = it-languages ]; then
-        grep -E '^test .* \.\.\. ' "$logs/$label.log" | sed "s/^/[$label] /" >&2
-    fi
     grep -E '^test result:' "$logs/$label.log" | sed "s/^/[$label] /" >&2
     if [ "$status" -ne 0 ]; then
         echo "[$label] FAILED; its output:" >&2
@@ -67,27 +57,24 @@ if [ "${1:-}" = lanes ]; then
     read -r it_dir it_exe <<<"$it"
     run_binary it-calm "$it_dir" "$it_exe" --test-threads 2 "${calm[@]}" || calm_failed=1
     pids=()
-    # The languages lane first compiles each Python and JavaScript component
-    # once into the tests' compiled cache (2 at a time): its tests start
-    # together and would otherwise each compile the same 10-20 MB component.
+    # The heavy lane first compiles each Python and JavaScript component once
+    # into the tests' compiled cache (2 at a time): its tests start together
+    # and would otherwise each compile the same 10-20 MB component.
     warm() {
         local host="$root/target/debug/host" start=$(date +%s%N)
         find "$root/target/wasm32-wasip2/plugin" -maxdepth 1 \( -name 'py_*.wasm' -o -name 'js_*.wasm' \) -print0 |
             HOST_CACHE_DIR="$root/target/test-plugin-cache" xargs -0 -r -P 2 -I{} \
                 "$host" test --plugin {} --input /dev/null >"$logs/warm.log" 2>&1
-        echo "[it-languages] components compiled into the tests' cache in $((($(date +%s%N) - start) / 1000000000)) s" >&2
+        echo "[it-heavy] components compiled into the tests' cache in $((($(date +%s%N) - start) / 1000000000)) s" >&2
     }
     # The lanes that only need CPU run niced: the other lane's tests time
     # lease expiries and deadlines, and its workers and emulators come first.
-    nice_me() { renice -n 10 -p $BASHPID >/dev/null 2>&1 || true; }
-    (nice_me; run_binary it-projects "$it_dir" "$it_exe" --test-threads "${HEAVY_THREADS:-3}" "${projects[@]}") &
-    pids+=($!)
-    (nice_me; warm; run_binary it-languages "$it_dir" "$it_exe" --test-threads "${HEAVY_THREADS:-3}" "${languages[@]}") &
+    (renice -n 10 -p $BASHPID >/dev/null 2>&1 || true; warm; run_binary it-heavy "$it_dir" "$it_exe" --test-threads "${HEAVY_THREADS:-3}" "${heavy[@]}") &
     pids+=($!)
     run_binary it "$it_dir" "$it_exe" --test-threads "${TEST_THREADS:-6}" $(printf -- '--skip %s ' "${heavy[@]}" "${calm[@]}") &
     pids+=($!)
     (
-        nice_me
+        renice -n 10 -p $BASHPID >/dev/null 2>&1 || true
         status=0
         while read -r dir exe; do
             [ "$exe" = "$it_exe" ] && continue
@@ -163,9 +150,9 @@ summary() {
     printf 'make test: %d s in all. The steps (a step marked + ran beside the others):\n' \
         $((($(date +%s%N) - suite_start) / 1000000000)) >&2
     awk -F'\t' '{ printf "  %-26s %5d s%s\n", $1, $2, ($3 == 0 ? "" : "  FAILED") }' "$times" >&2
-    if grep -qh -- '^test .* ok <' "$logs"/it.log 2>/dev/null; then
+    if grep -qh -- '^test .* ok <' "$logs"/it.log "$logs"/it-heavy.log 2>/dev/null; then
         echo "The integration tests by module (each test's own time, summed; the lanes run them side by side):" >&2
-        grep -h -o '^test .* \.\.\. ok <[0-9.]*s>' "$logs"/it.log "$logs"/it-*.log 2>/dev/null |
+        grep -h -o '^test .* \.\.\. ok <[0-9.]*s>' "$logs"/it-calm.log "$logs"/it.log "$logs"/it-heavy.log 2>/dev/null |
             sed 's/^test \(.*\) \.\.\. ok <\(.*\)s>$/\2 \1/' >"$logs/test-times.txt"
         awk '{ split($2, p, "::"); s[p[1]] += $1; n[p[1]]++ } END { for (g in s) printf "  %-26s %5.0f s %4d tests\n", g, s[g], n[g] }' \
             "$logs/test-times.txt" | sort -k2 -rn >&2
