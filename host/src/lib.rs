@@ -9,7 +9,9 @@
 //! `ownership` says which shards this host runs: all of them alone, or its
 //! share of a group's, through DynamoDB leases (`lease`, which is also a
 //! checkpoint store whose commits are fenced by the lease).
-//! `progress` and `shutdown` are leaves everything may use.
+//! `progress`, `shutdown`, `private` (files only this user may touch) and
+//! `loopback` (requests only a local program sends) are leaves everything
+//! may use.
 //! `cli` is the only module that knows of command-line arguments.
 
 pub mod aws;
@@ -22,10 +24,12 @@ pub mod dead_letter;
 pub mod kinesis;
 pub mod lease;
 pub mod local;
+pub mod loopback;
 pub mod metrics;
 pub mod ownership;
 pub mod plugin;
 pub mod policy;
+pub mod private;
 pub mod progress;
 pub mod replay;
 pub mod scaffold;

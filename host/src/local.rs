@@ -1,7 +1,8 @@
 //! An embedded Kinesis- and DynamoDB-compatible endpoint, in-process: the
 //! `ferrokinesis` emulator for Kinesis and `dynoxide` for DynamoDB (lease
 //! tables), on one port, told apart by the request's `X-Amz-Target`. For
-//! `host local`, `host dev`, and the integration tests.
+//! `host local`, `host dev`, and the integration tests. It answers local
+//! programs only: a request a web page could send is refused.
 
 use anyhow::Context;
 use axum::extract::{Request, State};
@@ -109,6 +110,8 @@ impl LocalKinesis {
         // Room for a PutRecord of a 10 MiB record (base64 in JSON), as
         // Kinesis allows once a stream's max record size is raised.
         let app = app.layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES));
+        // Outermost: a web page never reaches the streams or lease items.
+        let app = app.layer(axum::middleware::from_fn(only_local_programs));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await.with_context(|| {
             format!("cannot listen on 127.0.0.1:{} (is another endpoint running there?)", options.port)
         })?;
@@ -190,6 +193,24 @@ async fn start_dynamodb(
         let _ = stopped.await;
     }));
     Ok((addr, shutdown))
+}
+
+/// Refuses what a web page could send (see [`crate::loopback`]) with
+/// 403, in the JSON error shape the AWS SDKs read; answers no CORS
+/// preflight and grants no origin.
+async fn only_local_programs(request: Request, next: Next) -> Response {
+    if let Err(why) = crate::loopback::from_local_program(request.headers()) {
+        tracing::warn!("host local: {} {}: {why}", request.method(), request.uri().path());
+        let body = serde_json::json!({"__type": "AccessDeniedException", "message": why});
+        return (axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    let mut response = next.run(request).await;
+    let granted: Vec<_> =
+        response.headers().keys().filter(|name| name.as_str().starts_with("access-control-")).cloned().collect();
+    for name in granted {
+        response.headers_mut().remove(name);
+    }
+    response
 }
 
 /// Sends DynamoDB calls (by their `X-Amz-Target`) to the embedded DynamoDB;

@@ -112,7 +112,7 @@ impl DevArgs {
         };
         let progress = Arc::new(Progress::default());
         let settings = consumer.instance_settings("");
-        let (hub, _watcher) = args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone()).await?;
+        let (hub, _triggers) = args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone()).await?;
         let shutdown = Shutdown::new();
         stop_on_signals(shutdown.clone());
         if let Some(duration) = duration {

@@ -218,7 +218,7 @@ impl RunArgs {
             tokio::spawn(crate::metrics::serve(listener, progress.clone(), info));
         }
         let settings = consumer.instance_settings("");
-        let (hub, _watcher) = args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone()).await?;
+        let (hub, _triggers) = args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone()).await?;
         let shutdown = Shutdown::new();
         stop_on_signals(shutdown.clone());
         let location = store.location();

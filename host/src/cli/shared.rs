@@ -4,7 +4,7 @@
 use crate::plugin::{CompiledCache, InstanceSettings, Plugin, PluginEngine, PluginLimits};
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
-use crate::swap::control::ControlAddr;
+use crate::swap::control::{default_token_file, ControlAddr};
 use crate::swap::{OnRejectedState, PluginSource, SwapContext, SwapHub, SwapPolicy, SwapRequest};
 use anyhow::{bail, Context};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -143,6 +143,11 @@ pub struct HotSwapArgs {
     #[arg(long, value_name = "ADDR", help_heading = "Hot swap")]
     pub control_addr: Option<ControlAddr>,
 
+    /// Write the token `host swap` must send here (0600), instead of the
+    /// user's data directory (give `host swap` the same path).
+    #[arg(long, value_name = "FILE", requires = "control_addr", help_heading = "Hot swap")]
+    pub control_token_file: Option<PathBuf>,
+
     /// When new logic rejects the running logic's state: refuse the swap,
     /// or start the new logic with fresh state.
     #[arg(long, value_name = "WHAT", default_value = "refuse", value_parser = on_rejected_state(), help_heading = "Hot swap")]
@@ -168,7 +173,7 @@ impl HotSwapArgs {
     /// Starts hot swap: every trigger (--watch, SIGHUP, --control-addr)
     /// feeds one coordinator, which checks new logic off the hot path and
     /// hands it to the shards at batch boundaries. Keep the returned
-    /// watcher alive for the run.
+    /// triggers alive for the run.
     pub async fn start(
         &self,
         plugin_args: &PluginArgs,
@@ -176,7 +181,7 @@ impl HotSwapArgs {
         plugin: Arc<Plugin>,
         settings: InstanceSettings,
         progress: Arc<Progress>,
-    ) -> anyhow::Result<(Arc<SwapHub>, Option<crate::swap::file_watch::FileWatcher>)> {
+    ) -> anyhow::Result<(Arc<SwapHub>, HotSwapTriggers)> {
         let policy = SwapPolicy { on_rejected_state: self.on_rejected_state, probation_batches: self.swap_probation };
         let hub = SwapHub::new(plugin, policy);
         let (swaps, swap_requests) = tokio::sync::mpsc::channel(16);
@@ -194,12 +199,30 @@ impl HotSwapArgs {
             true => Some(crate::swap::file_watch::watch(&plugin_args.plugin, swaps.clone(), Default::default())?),
             false => None,
         };
-        if let Some(addr) = &self.control_addr {
-            crate::swap::control::serve(addr, swaps.clone(), hub.clone()).await?;
-        }
+        let control = match &self.control_addr {
+            Some(addr) => {
+                let token_file = match self.control_token_file.clone().or_else(|| default_token_file(addr)) {
+                    Some(file) => file,
+                    None => anyhow::bail!(
+                        "no data directory to keep the control token in (is HOME set?); give --control-token-file"
+                    ),
+                };
+                let control = crate::swap::control::serve(addr, &token_file, swaps.clone(), hub.clone()).await?;
+                eprintln!("control: `host swap --control-addr {addr}` accepted (token in {})", token_file.display());
+                Some(control)
+            }
+            None => None,
+        };
         reload_on_sighup(plugin_args.plugin.clone(), swaps);
-        Ok((hub, watcher))
+        Ok((hub, HotSwapTriggers { _watcher: watcher, _control: control }))
     }
+}
+
+/// What keeps hot swap's triggers going: the file watcher and the control
+/// endpoint's token (removed when this is dropped, at the end of the run).
+pub struct HotSwapTriggers {
+    _watcher: Option<crate::swap::file_watch::FileWatcher>,
+    _control: Option<crate::swap::control::ControlEndpoint>,
 }
 
 /// SIGHUP: swap to whatever the --plugin file holds now.

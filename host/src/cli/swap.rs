@@ -1,6 +1,6 @@
 //! `host swap`: talk to a running `host run --control-addr`.
 
-use crate::swap::control::{call, ControlAddr, ControlCall};
+use crate::swap::control::{call, default_token_file, ControlAddr, ControlCall};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -13,6 +13,11 @@ pub struct SwapArgs {
     /// The running host's control address (its --control-addr).
     #[arg(long, value_name = "ADDR", env = "HOST_CONTROL_ADDR")]
     pub control_addr: ControlAddr,
+
+    /// The token file that host wrote (default: the one for --control-addr
+    /// in your data directory; give what was given to `host run`).
+    #[arg(long, value_name = "FILE", env = "HOST_CONTROL_TOKEN_FILE")]
+    pub control_token_file: Option<PathBuf>,
 
     /// Swap to this component (sent to the host, which checks it first).
     #[arg(long, value_name = "FILE")]
@@ -40,7 +45,13 @@ impl SwapArgs {
             (None, true) => ControlCall::Rollback,
             (None, false) => ControlCall::Status,
         };
-        let (status, answer) = call(&args.control_addr, request).await?;
+        let token_file = match args.control_token_file.clone().or_else(|| default_token_file(&args.control_addr)) {
+            Some(file) => file,
+            None => anyhow::bail!(
+                "no data directory to find the control token in (is HOME set?); give --control-token-file"
+            ),
+        };
+        let (status, answer) = call(&args.control_addr, &token_file, request).await?;
         if args.status {
             println!("{}", serde_json::to_string_pretty(&answer)?);
             return Ok(ExitCode::SUCCESS);

@@ -13,10 +13,11 @@
 //! warning, never loaded. A directory or key another user could have written
 //! means no cache (one warning), never a failed load.
 
+use crate::private::private_dir;
 use hmac::{Hmac, Mac};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::Engine;
@@ -101,7 +102,7 @@ impl CompiledCache {
                 return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
             }
         };
-        if let Err(why) = private_dir(&self.dir) {
+        if let Err(why) = private_dir(&self.dir, "use --cache-dir with a directory of your own") {
             tracing::warn!(dir = %self.dir.display(), "compiled cache not used: {why}");
             return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
         }
@@ -203,7 +204,7 @@ fn load_key(path: &Path) -> Result<[u8; TAG_LEN], String> {
         }
     }
     let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read its key {shown}: {e}"))?;
-    if !meta.file_type().is_file() || meta.uid() != effective_uid() || meta.mode() & 0o077 != 0 {
+    if !meta.file_type().is_file() || meta.uid() != crate::private::effective_uid() || meta.mode() & 0o077 != 0 {
         return Err(format!(
             "its key {shown} must be a file of yours that only you can read or write (mode {:o}); `chmod 600 {shown}`, or delete it to make a new one",
             meta.mode() & 0o7777
@@ -213,33 +214,10 @@ fn load_key(path: &Path) -> Result<[u8; TAG_LEN], String> {
     bytes.try_into().map_err(|_| format!("its key {shown} is not 32 bytes; delete it to make a new one"))
 }
 
-/// Makes `dir` (0700) or checks it: a directory (not a link) of this user,
-/// closed to others; one this user owns but left open is closed.
-fn private_dir(dir: &Path) -> Result<(), String> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| format!("cannot create it: {e}"))?;
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot read it: {e}"))?;
-    if !meta.file_type().is_dir() || meta.uid() != effective_uid() {
-        return Err(format!(
-            "it is not a directory of yours (owner uid {}); use --cache-dir with a directory of your own",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        tracing::warn!(dir = %dir.display(), "the compiled cache was open to other users (mode {:o}); closing it to 0700", meta.mode() & 0o7777);
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("it is open to other users and cannot be closed: {e}"))?;
-    }
-    Ok(())
-}
-
-fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_tag_binds_the_entry_to_its_wasm_engine_and_key() {
@@ -267,19 +245,5 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let refused = load_key(&path).expect_err("readable by others");
         assert!(refused.contains("chmod 600"), "{refused}");
-    }
-
-    #[test]
-    fn the_directory_is_made_0700_and_an_open_one_closed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cache = dir.path().join("cache");
-        private_dir(&cache).expect("made");
-        assert_eq!(std::fs::metadata(&cache).expect("meta").mode() & 0o777, 0o700);
-        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        private_dir(&cache).expect("closed");
-        assert_eq!(std::fs::metadata(&cache).expect("meta").mode() & 0o777, 0o700);
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&cache, &link).expect("symlink");
-        assert!(private_dir(&link).is_err(), "a link could point anywhere");
     }
 }

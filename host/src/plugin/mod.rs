@@ -18,7 +18,7 @@ mod lineage;
 mod output;
 mod state;
 mod stdio;
-mod text;
+pub(crate) mod text;
 
 pub use cache::{CacheOutcome, CompiledCache};
 pub use component::Plugin;

@@ -101,7 +101,13 @@ fn the_control_endpoint_stays_on_loopback() {
     assert!(first.starts_with("error: ") && first.contains("is not a loopback address"), "{}", run.stderr);
     let run = host(&["swap", "--control-addr", "127.0.0.1:1", "--rollback"], "");
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(one_error_line(&run).contains("cannot reach a host at 127.0.0.1:1"), "{}", run.stderr);
+    let line = one_error_line(&run);
+    assert!(
+        line.contains("no control token for 127.0.0.1:1")
+            && line.contains("is `host run --control-addr 127.0.0.1:1` running"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -6,11 +6,6 @@ use crate::common::*;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-fn sigterm(child: &std::process::Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_runs_seed_001_against_host_local() {
     let _watched = watchdog::watch();
@@ -31,6 +26,55 @@ async fn boto3_runs_seed_001_against_host_local() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
     assert_eq!(summary["records_read"], 26);
     assert_eq!(local.code, 0, "host local stops cleanly on SIGTERM: {}", local.stderr);
+}
+
+/// `host local` serves the SDKs and the CLI, not web pages: a CORS
+/// preflight, a simple request a page can send without one (`text/plain`),
+/// a Kinesis or DynamoDB call carrying an `Origin`, and one to a rebound
+/// name are refused, and no answer grants an origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_local_refuses_what_a_web_page_could_send() {
+    let _watched = watchdog::watch();
+    let local = host::local::LocalKinesis::start(host::local::LocalOptions { port: 0, ..Default::default() })
+        .await
+        .expect("emulator");
+    let port = local.addr().port();
+    let ask = |head: String, body: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connects");
+        raw_http(stream, &head, body.as_bytes()).await
+    };
+    let call = |target: &str, extra: &str, body: &'static str| {
+        let json = if target.starts_with("DynamoDB") { "1.0" } else { "1.1" };
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Amz-Target: {target}\r\nContent-Type: application/x-amz-json-{json}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\r\nX-Amz-Date: 20260101T000000Z\r\n{extra}Content-Length: {}",
+            body.len()
+        );
+        ask(head, body)
+    };
+    // What the SDKs send passes, and grants no origin.
+    let listed = call("Kinesis_20131202.ListStreams", "", "{}").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.body.contains("StreamNames"), "{}", listed.body);
+    let tables = call("DynamoDB_20120810.ListTables", "", "{}").await;
+    assert_eq!(tables.status, 200, "{}", tables.body);
+
+    let page = "Origin: https://evil.example\r\n";
+    let refused = [
+        ("a CORS preflight", ask(format!("OPTIONS / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{page}Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: x-amz-target,content-type"), "").await),
+        ("a simple request", ask(format!("POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{page}Content-Type: text/plain\r\nContent-Length: 2"), "{}").await),
+        ("a Kinesis call from a page", call("Kinesis_20131202.ListStreams", page, "{}").await),
+        ("a DynamoDB call from a page", call("DynamoDB_20120810.ListTables", page, "{}").await),
+        ("a rebound name", ask(format!("POST / HTTP/1.1\r\nHost: evil.example:{port}\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 2"), "{}").await),
+    ];
+    for (case, answer) in refused {
+        assert_eq!(answer.status, 403, "{case}: {}", answer.body);
+        assert!(answer.body.contains("AccessDeniedException"), "{case}: {}", answer.body);
+        assert!(!answer.body.contains("StreamNames") && !answer.body.contains("TableNames"), "{case}: {}", answer.body);
+    }
+    for answer in [&listed, &tables] {
+        assert!(!answer.head.to_ascii_lowercase().contains("access-control-"), "{}", answer.head);
+    }
+    local.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -507,6 +507,126 @@ async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
     local.stop().await;
 }
 
+/// The control endpoint answers `host swap` only. A swap or rollback a
+/// web page can send (an `Origin` header, `text/plain`: no preflight), one
+/// without the token or with a wrong one, one to a non-loopback `Host` (DNS
+/// rebinding) and an oversized body are refused and change nothing, while
+/// `host swap`, which finds the token itself, keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_endpoint_refuses_web_pages_and_callers_without_its_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let _watched = watchdog::watch();
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(host(&["stream", "create", "door", "--shards", "1", "--wait", "--endpoint-url", &url], "").code, 0);
+    let (counter, v2) = (plugin_path("counter"), plugin_path("counter-v2"));
+    let port = free_port();
+    let control = format!("127.0.0.1:{port}");
+    let args = run_args(&counter.display().to_string(), "door", &url, &dir.path().join("cp.db"), &dir.path().join("o"));
+    let consumer = spawn_host_with(&args, &["--control-addr", &control]);
+    let addr: host::swap::control::ControlAddr = control.parse().expect("address");
+    let token_file = host::swap::control::default_token_file(&addr).expect("a data directory");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !token_file.exists() {
+        assert!(Instant::now() < deadline, "no token file at {}", token_file.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mode = std::fs::metadata(&token_file).expect("token file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the token is the user's alone");
+    let token = std::fs::read_to_string(&token_file).expect("token");
+    let sha = |path: &std::path::Path| short_hash(path).trim_start_matches("sha256:").to_string();
+    let running = || {
+        let status = host(&["swap", "--control-addr", &control, "--status"], "");
+        assert_eq!(status.code, 0, "{}", status.stderr);
+        let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+        status["sha256"].as_str().unwrap_or_default()[..12].to_string()
+    };
+    let bytes = std::fs::read(&v2).expect("plugin");
+    let auth = format!("Authorization: Bearer {token}");
+    let ask = |head: String, body: Vec<u8>| async move {
+        let answer =
+            raw_http(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connects"), &head, &body).await;
+        (answer.status, answer.body)
+    };
+    let attempts = |what: &'static str| {
+        let page = "Origin: https://evil.example\r\nContent-Type: text/plain";
+        let len = bytes.len();
+        vec![
+            (
+                format!("{what} from a web page"),
+                format!("POST /{what} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{page}\r\nContent-Length: {len}"),
+                403,
+            ),
+            (
+                format!("{what} from a web page that has the token"),
+                format!("POST /{what} HTTP/1.1\r\nHost: localhost\r\n{page}\r\n{auth}\r\nContent-Length: {len}"),
+                403,
+            ),
+            (
+                format!("{what} without the token"),
+                format!("POST /{what} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len}"),
+                401,
+            ),
+            (
+                format!("{what} with a wrong token"),
+                format!(
+                    "POST /{what} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: {len}",
+                    "0".repeat(64)
+                ),
+                401,
+            ),
+            (
+                format!("{what} to a rebound name"),
+                format!("POST /{what} HTTP/1.1\r\nHost: evil.example:{port}\r\n{auth}\r\nContent-Length: {len}"),
+                403,
+            ),
+        ]
+    };
+    let refuse_all = |what: &'static str, expected_running: String| {
+        let attempts = attempts(what);
+        let bytes = bytes.clone();
+        async move {
+            for (case, head, code) in attempts {
+                let (status, body) = ask(head, bytes.clone()).await;
+                assert_eq!(status, code, "{case}: {body}");
+                let answer: serde_json::Value = serde_json::from_str(&body).expect("a JSON refusal");
+                assert_eq!(answer["outcome"], "refused", "{case}: {answer}");
+            }
+            assert_eq!(running(), expected_running, "the refused {what} calls changed nothing");
+        }
+    };
+    assert_eq!(running(), sha(&counter));
+    refuse_all("swap", sha(&counter)).await;
+    let (status, _) = ask("GET /status HTTP/1.1\r\nHost: localhost".to_string(), Vec::new()).await;
+    assert_eq!(status, 401, "even the status needs the token");
+    // Larger than any component: refused from its length, unread.
+    let (status, _) =
+        ask(format!("POST /swap HTTP/1.1\r\nHost: localhost\r\n{auth}\r\nContent-Length: {}", 200 << 20), Vec::new())
+            .await;
+    assert_eq!(status, 413);
+
+    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &v2.display().to_string()], "");
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    assert_eq!(running(), sha(&v2));
+    refuse_all("rollback", sha(&v2)).await;
+    let undone = host(&["swap", "--control-addr", &control, "--rollback"], "");
+    assert_eq!(undone.code, 0, "{}", undone.stderr);
+    assert_eq!(running(), sha(&counter));
+
+    // A token file that is not the user's alone is not sent.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let open = host(&["swap", "--control-addr", &control, "--status"], "");
+    assert_eq!(open.code, 2);
+    assert!(open.stderr.contains("only you can read"), "{}", open.stderr);
+
+    sigterm(&consumer);
+    let run = wait(consumer).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!token_file.exists(), "the token goes with the host");
+    local.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_plugin_file() {
     let _watched = watchdog::watch();

@@ -442,23 +442,62 @@ async fn rollback_on_demand_restores_the_pre_swap_state_and_replays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_control_endpoint_answers_on_a_unix_socket() {
+async fn the_control_endpoint_answers_on_a_unix_socket_one_swap_at_a_time() {
     use host::swap::control::{call, serve, ControlAddr, ControlCall};
+    use std::os::unix::fs::PermissionsExt;
     let f = fixture(LocalOptions::default()).await;
     f.stream("socket", 1).await;
     let running = Running::start(&f, "socket", "counter", "{}", SwapPolicy::default()).await;
-    let addr: ControlAddr = format!("unix:{}", f.dir.path().join("host.sock").display()).parse().expect("unix address");
-    serve(&addr, running.requests.clone(), running.hub.clone()).await.expect("serves");
+    let socket = f.dir.path().join("host.sock");
+    let addr: ControlAddr = format!("unix:{}", socket.display()).parse().expect("unix address");
+    let token = f.dir.path().join("control.token");
+    let endpoint = serve(&addr, &token, running.requests.clone(), running.hub.clone()).await.expect("serves");
+    assert_eq!(std::fs::metadata(&socket).expect("socket").permissions().mode() & 0o777, 0o600);
     let bytes = std::fs::read(plugin_path("counter-v2")).expect("plugin");
     let (status, answer) =
-        call(&addr, ControlCall::Swap { name: "counter-v2.wasm".into(), bytes }).await.expect("swap call");
+        call(&addr, &token, ControlCall::Swap { name: "counter-v2.wasm".into(), bytes }).await.expect("swap call");
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("swapped")), "{answer}");
-    let (status, answer) = call(&addr, ControlCall::Status).await.expect("status call");
+    let (status, answer) = call(&addr, &token, ControlCall::Status).await.expect("status call");
     assert_eq!(status, 200);
     assert_eq!(answer["sha256"].as_str(), Some(sha256_of("counter-v2").as_str()), "{answer}");
-    let (status, answer) =
-        call(&addr, ControlCall::Swap { name: "x.wasm".into(), bytes: b"nope".to_vec() }).await.expect("call");
+    let nope = || ControlCall::Swap { name: "x.wasm".into(), bytes: b"nope".to_vec() };
+    let (status, answer) = call(&addr, &token, nope()).await.expect("call");
     assert_eq!((status, answer["outcome"].as_str()), (409, Some("refused")), "{answer}");
+    assert!(answer["message"].as_str().unwrap_or_default().contains("not a WebAssembly"), "{answer}");
+
+    // While one swap's body is still arriving, another is refused at once
+    // (not queued with its component in memory); after it, they pass again.
+    let secret = std::fs::read_to_string(&token).expect("token");
+    let mut slow = tokio::net::UnixStream::connect(&socket).await.expect("connects");
+    let head = format!(
+        "POST /swap HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {secret}\r\nContent-Length: 1000\r\n\r\n0asm"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut slow, head.as_bytes()).await.expect("writes");
+    let busy = "another swap or rollback is in progress";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, answer) = call(&addr, &token, nope()).await.expect("call");
+        if answer["message"].as_str().unwrap_or_default().contains(busy) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a second swap was served beside the first: {answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, answer) = call(&addr, &token, ControlCall::Rollback).await.expect("call");
+    assert_eq!(status, 409);
+    assert!(answer["message"].as_str().unwrap_or_default().contains(busy), "{answer}");
+    drop(slow);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, answer) = call(&addr, &token, nope()).await.expect("call");
+        if answer["message"].as_str().unwrap_or_default().contains("not a WebAssembly") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the endpoint stayed busy: {answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(endpoint);
+    assert!(!token.exists(), "the token goes with the endpoint");
     running.finish().await;
     f.stop().await;
 }

@@ -315,6 +315,39 @@ pub fn spawn_host_with(args: &[String], extra: &[&str]) -> Spawned {
     spawn_host(&all)
 }
 
+/// Asks `child` to stop (SIGTERM).
+pub fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
+    assert!(status.success());
+}
+
+/// What [`raw_http`] got back.
+pub struct RawAnswer {
+    pub status: u16,
+    /// The status line and headers, as sent.
+    pub head: String,
+    pub body: String,
+}
+
+/// One raw HTTP/1.1 exchange: `head` (request line and headers, without
+/// the blank line; `Connection: close` is added) and `body` written to
+/// `stream` as given, the answer read to the end.
+pub async fn raw_http<S>(mut stream: S, head: &str, body: &[u8]) -> RawAnswer
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = [format!("{head}\r\nConnection: close\r\n\r\n").as_bytes(), body].concat();
+    // The server may answer (and close) before the whole body is sent.
+    let _ = stream.write_all(&request).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    RawAnswer { status, head: head.to_string(), body: body.to_string() }
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
