@@ -1,6 +1,7 @@
 //! One running processor: a store, its instance and the calls into it.
 //!
-//! Each call runs under the memory cap and a deadline. If a call traps, the
+//! Each call, and instantiation itself, runs under the memory budget and a
+//! deadline. If a call traps, the
 //! instance is thrown away (a trapped instance may hold half-updated state)
 //! and a fresh one is started from the last checkpointed snapshot, so a bad
 //! batch never leaks state into the next.
@@ -243,6 +244,9 @@ fn instantiate(
             recovery: "the instance was not started".into(),
         }
     };
+    // Instantiation runs code too (core start functions): under the same
+    // deadline as any call, waits included.
+    store.data_mut().begin_call();
     let bindings = match plugin.pre().instantiate(&mut store) {
         Ok(instance) => match plugin.indices().load(&mut store, &instance) {
             Ok(bindings) => bindings,

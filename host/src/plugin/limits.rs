@@ -6,7 +6,8 @@ use std::time::Duration;
 /// Resource caps applied to every instance (one per shard).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginLimits {
-    /// Linear memory an instance may grow to; growing past it traps.
+    /// Linear memory an instance may grow to, all its memories together;
+    /// growing past it traps.
     pub memory_bytes: usize,
     /// Wall time one export call may run before it is interrupted.
     pub call_timeout: Duration,

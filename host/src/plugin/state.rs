@@ -81,7 +81,7 @@ impl HostState {
         HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            memory: MemoryCap { max_bytes: limits.memory_bytes },
+            memory: MemoryCap::new(limits.memory_bytes),
             output: PluginOutput::default(),
             limits: limits.clone(),
             log_lines: 0,
@@ -106,8 +106,12 @@ impl HostState {
         self.logs_dropped = 0;
     }
 
-    fn check_output_budget(&self) -> wasmtime::Result<()> {
-        if self.output.len() > self.limits.max_output_records || self.output.byte_len() > self.limits.max_output_bytes {
+    /// Checks the budget for `records` more records of `bytes` more bytes,
+    /// before the host copies or reserves anything for them.
+    fn check_output_budget(&self, records: usize, bytes: usize) -> wasmtime::Result<()> {
+        let records = self.output.len().saturating_add(records);
+        let bytes = self.output.byte_len().saturating_add(bytes);
+        if records > self.limits.max_output_records || bytes > self.limits.max_output_bytes {
             return Err(wasmtime::Error::new(BudgetExceeded::Output {
                 max_records: self.limits.max_output_records,
                 max_bytes: self.limits.max_output_bytes,
@@ -117,27 +121,71 @@ impl HostState {
     }
 }
 
-/// Caps linear memory; growing past the cap traps with a typed error
-/// (rather than `memory.grow` returning -1, which Rust turns into an abort
-/// that says nothing about why).
+/// The budget of one instance (all its core instances together): linear
+/// memory summed over every memory it has, and counts of instances,
+/// memories and tables, and table elements. Growing past it traps with a
+/// typed error (rather than `memory.grow` returning -1, which Rust turns
+/// into an abort that says nothing about why); instantiating past a count
+/// fails the instantiation.
 #[derive(Debug, Clone)]
 pub struct MemoryCap {
-    /// Most bytes one linear memory may have.
+    /// Most bytes of linear memory, all memories together.
     max_bytes: usize,
+    /// Bytes reserved so far, all memories together.
+    used_bytes: usize,
+    /// What the last granted growth added, given back if it then failed.
+    last_growth: usize,
 }
 
+impl MemoryCap {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        MemoryCap { max_bytes, used_bytes: 0, last_growth: 0 }
+    }
+}
+
+/// Core instances one component may make. The Python and JavaScript
+/// components have under 40; wasmtime's default is 10,000.
+pub const MAX_CORE_INSTANCES: usize = 200;
+/// Linear memories (each reserves address space; wasmtime's default
+/// allows 10,000). A Python component has a handful.
+pub const MAX_MEMORIES: usize = 16;
+/// Tables (wasmtime's default: 10,000).
+pub const MAX_TABLES: usize = 64;
+/// Elements of any one table: function references; a million is far
+/// beyond any real processor and bounds host memory.
+pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        let total = self.used_bytes.saturating_add(growth);
+        if total > self.max_bytes {
             return Err(wasmtime::Error::new(BudgetExceeded::Memory { max_bytes: self.max_bytes }));
         }
+        self.used_bytes = total;
+        self.last_growth = growth;
         Ok(true)
     }
 
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.used_bytes = self.used_bytes.saturating_sub(std::mem::take(&mut self.last_growth));
+        Ok(())
+    }
+
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        // Tables hold function references; a million entries is far beyond
-        // any real processor and bounds host memory.
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -149,15 +197,19 @@ impl WasiView for HostState {
 
 impl HostState {
     fn emit(&mut self, key: String, data: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_output_budget(1, key.len().saturating_add(data.len()))?;
         self.output.push(&key, &data);
-        self.check_output_budget()
+        Ok(())
     }
 
     fn emit_batch(&mut self, batch: OutputBatch) -> wasmtime::Result<()> {
+        // Checked first: the index says how many entries the host reserves.
+        let records = batch.index.len() / kinesis_processor_sdk::wire::OutputEntry::ENCODED_LEN;
+        self.check_output_budget(records, batch.payload.len())?;
         if !self.output.extend_packed(&batch.payload, &batch.index) {
             return Err(wasmtime::Error::new(BudgetExceeded::MalformedOutput));
         }
-        self.check_output_budget()
+        Ok(())
     }
 
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
@@ -210,3 +262,41 @@ macro_rules! host_interface {
 impl v2::kinesis::processor::types::Host for HostState {}
 host_interface!(v2::kinesis::processor::host::Host);
 host_interface!(v1::kinesis::processor::host::Host);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_past_the_budget_is_refused_before_the_host_copies_it() {
+        let limits = PluginLimits { max_output_records: 10, max_output_bytes: 100, ..PluginLimits::default() };
+        let mut state = HostState::new(&limits, Clock::System, "t".into());
+        let entry = |bytes: &mut Vec<u8>| {
+            kinesis_processor_sdk::wire::OutputEntry { key_offset: 0, key_len: 1, data_offset: 1, data_len: 1 }
+                .encode(bytes)
+        };
+        let mut index = Vec::new();
+        for _ in 0..100_000 {
+            entry(&mut index);
+        }
+        let refused = state.emit_batch(OutputBatch { payload: b"kd".to_vec(), index });
+        assert!(refused.is_err_and(|e| e.downcast_ref::<BudgetExceeded>().is_some()));
+        assert!(state.output.is_empty(), "nothing of it was taken in");
+        let refused = state.emit_batch(OutputBatch { payload: vec![0; 101], index: Vec::new() });
+        assert!(refused.is_err());
+        assert!(state.emit("k".into(), vec![0; 101]).is_err());
+        assert!(state.output.is_empty());
+        let mut index = Vec::new();
+        entry(&mut index);
+        assert!(state.emit_batch(OutputBatch { payload: b"kd".to_vec(), index }).is_ok());
+        assert_eq!(state.output.len(), 1);
+        let limits = PluginLimits { memory_bytes: 10 << 16, ..PluginLimits::default() };
+        let mut cap = HostState::new(&limits, Clock::System, "t".into()).memory;
+        assert!(cap.memory_growing(0, 6 << 16, None).is_ok_and(|granted| granted));
+        cap.memory_grow_failed(wasmtime::Error::msg("mmap failed")).expect("given back");
+        assert!(cap.memory_growing(0, 6 << 16, None).is_ok_and(|granted| granted), "a failed growth is given back");
+        assert!(cap.memory_growing(0, 5 << 16, None).is_err(), "two memories together past the budget");
+        assert!(cap.memory_growing(0, 4 << 16, None).is_ok_and(|granted| granted));
+        assert!(cap.memory_growing(6 << 16, 7 << 16, None).is_err(), "the budget is spent");
+    }
+}

@@ -350,3 +350,102 @@ fn instances_per_shard_run_in_parallel_with_separate_state() {
     let counts: Vec<u64> = threads.into_iter().map(|t| t.join().expect("thread")).collect();
     assert_eq!(counts, vec![0, 20, 30, 40], "shard 0 trapped before any checkpoint: fresh state");
 }
+
+/// A component that passes for a processor by name (it exports the
+/// interface, whose functions take nothing: refused once instantiated) and
+/// runs `core` (core modules and instances, after `imports`) when it is
+/// instantiated: what a hostile component does before any call.
+fn hostile_component(imports: &str, core: &str) -> Vec<u8> {
+    let exports: String = ["init", "process", "on-timer", "snapshot", "restore", "shutdown"]
+        .iter()
+        .map(|name| format!("(export \"{name}\" (func $f))"))
+        .collect();
+    let text = format!(
+        r#"(component
+             {imports}
+             {core}
+             (core module $stub (func (export "f")))
+             (core instance $stub (instantiate $stub))
+             (func $f (canon lift (core func $stub "f")))
+             (instance $processor {exports})
+             (export "kinesis:processor/processor@0.2.0" (instance $processor)))"#
+    );
+    wat::parse_str(text).expect("wat")
+}
+
+/// Starts `bytes` as a plugin under `settings`: how it failed, and when.
+fn start_hostile(bytes: &[u8], settings: InstanceSettings) -> (PluginError, Duration) {
+    let engine = PluginEngine::new().expect("engine");
+    let plugin = Plugin::from_bytes(&engine, Path::new("hostile.wasm"), bytes, None).expect("loads");
+    let started = Instant::now();
+    let err = PluginInstance::start(Arc::new(plugin), settings, None).err().expect("must not start");
+    (err, started.elapsed())
+}
+
+#[test]
+fn memory_is_one_budget_across_every_memory_of_a_component() {
+    // Three memories of 25 MiB each: every one under the 48 MiB cap, 75 MiB
+    // together.
+    let core: String = (0..3)
+        .map(|i| format!("(core module $m{i} (memory (export \"m\") 400)) (core instance (instantiate $m{i}))"))
+        .collect();
+    let (err, _) = start_hostile(&hostile_component("", &core), settings("{}"));
+    assert!(matches!(&err, PluginError::Trapped { call: "instantiate", cause: TrapCause::MemoryLimit, .. }), "{err}");
+    assert!(err.to_string().contains("48 MiB"), "{err}");
+    // Two fit.
+    let core: String = (0..2)
+        .map(|i| format!("(core module $m{i} (memory (export \"m\") 300)) (core instance (instantiate $m{i}))"))
+        .collect();
+    let (err, _) = start_hostile(&hostile_component("", &core), settings("{}"));
+    assert!(matches!(&err, PluginError::WrongWorld { .. }), "instantiated, then refused for its types: {err}");
+}
+
+#[test]
+fn instances_memories_and_tables_are_counted() {
+    let many = |what: &str, count: usize| -> String {
+        let module = match what {
+            "instances" => "(core module $m)".to_string(),
+            "memories" => "(core module $m (memory 0))".to_string(),
+            _ => format!("(core module $m {})", "(table 0 funcref)".repeat(70)),
+        };
+        let instances: String = (0..count).map(|_| "(core instance (instantiate $m))").collect();
+        format!("{module} {instances}")
+    };
+    for (what, count) in [("instances", 300), ("memories", 20), ("tables", 1)] {
+        let (err, _) = start_hostile(&hostile_component("", &many(what, count)), settings("{}"));
+        assert!(matches!(&err, PluginError::Trapped { call: "instantiate", .. }), "{what}: {err}");
+    }
+    // A table past a million elements cannot be made either.
+    let core = "(core module $m (table 2000000 funcref)) (core instance (instantiate $m))";
+    let (err, _) = start_hostile(&hostile_component("", core), settings("{}"));
+    assert!(matches!(&err, PluginError::Trapped { call: "instantiate", .. }), "{err}");
+}
+
+#[test]
+fn a_start_function_that_waits_ends_at_the_call_deadline() {
+    // The core start function sleeps 60 s on a WASI clock before any export
+    // is called.
+    let imports = r#"
+        (import "wasi:io/poll@0.2.0" (instance $poll
+            (export "pollable" (type (sub resource)))
+            (export "[method]pollable.block" (func (param "self" (borrow 0))))))
+        (alias export $poll "pollable" (type $pollable))
+        (import "wasi:clocks/monotonic-clock@0.2.0" (instance $clock
+            (export "pollable" (type (eq $pollable)))
+            (export "subscribe-duration" (func (param "when" u64) (result (own 0))))))
+        (core func $subscribe (canon lower (func $clock "subscribe-duration")))
+        (core func $block (canon lower (func $poll "[method]pollable.block")))"#;
+    let core = r#"
+        (core module $sleeper
+            (import "clock" "subscribe" (func $subscribe (param i64) (result i32)))
+            (import "poll" "block" (func $block (param i32)))
+            (func $start (call $block (call $subscribe (i64.const 60000000000))))
+            (start $start))
+        (core instance (instantiate $sleeper
+            (with "clock" (instance (export "subscribe" (func $subscribe))))
+            (with "poll" (instance (export "block" (func $block))))))"#;
+    let (err, took) =
+        start_hostile(&hostile_component(imports, core), settings_timing_out_after("{}", Duration::from_millis(500)));
+    assert!(matches!(&err, PluginError::Trapped { call: "instantiate", cause: TrapCause::Timeout, .. }), "{err}");
+    assert!(took < Duration::from_secs(20), "instantiation waited {took:?}");
+}
