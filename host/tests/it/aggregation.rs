@@ -8,6 +8,7 @@
 use crate::common::emulators::*;
 use crate::common::*;
 use host::dead_letter::DeadLetterSink;
+use host::kinesis::producer::Outgoing;
 use host::local::LocalOptions;
 use host::policy::FailurePolicy;
 use std::path::Path;
@@ -128,5 +129,71 @@ async fn counts_over_aggregated_records_stay_exact_across_a_kill_9() {
     let restarted = wait(spawn_host(&args)).await;
     assert_eq!(restarted.code, 0, "{}", restarted.stderr);
     assert_eq!(counted_in_state(&f.out_path()), 4000, "every user record counted once");
+    f.stop().await;
+}
+
+/// The peak resident memory (VmHWM) of a running process, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+/// One hostile aggregate from any producer: a 500 KB partition key and
+/// 200,000 empty user records that would each copy it (100 GB unpacked).
+/// `host run` does not unpack it: it is a corrupt aggregate, delivered
+/// whole, counted, and dead-lettered when the processor refuses it; the 40
+/// good records around it are processed, in order, and memory stays low.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_aggregate_is_dead_lettered_whole_and_the_shard_goes_on() {
+    use md5::Digest;
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("hostile", 1).await;
+    let stream = f.name("hostile");
+    // Written by hand: field 1 (the key table) once, then 200,000 empty
+    // field-3 messages (user records of key 0, no data), then the MD5.
+    let key = "k".repeat(500_000);
+    let mut body = vec![0x0a];
+    prost::encoding::encode_varint(key.len() as u64, &mut body);
+    body.extend_from_slice(key.as_bytes());
+    for _ in 0..200_000 {
+        body.extend_from_slice(&[0x1a, 0x00]);
+    }
+    let hostile = [host::kinesis::aggregate::MAGIC.as_slice(), &body, &md5::Md5::digest(&body)].concat();
+    assert!(hostile.len() < 1 << 20, "one Kinesis record: {} bytes", hostile.len());
+    let good = |range: std::ops::Range<u64>| {
+        range.map(|n| Outgoing { partition_key: format!("k{}", n % 7), data: format!("n-{n}").into_bytes() })
+    };
+    let records: Vec<Outgoing> =
+        good(0..20).chain([Outgoing { partition_key: "evil".into(), data: hostile }]).chain(good(20..40)).collect();
+    host::kinesis::producer::put_all(&f.client, &stream, &records).await.expect("put");
+
+    let (db, out, letters) =
+        (f.dir.path().join("cp.db"), f.dir.path().join("out.jsonl"), f.dir.path().join("letters.jsonl"));
+    let url = f.local.as_ref().expect("in-process emulator").endpoint_url();
+    let faulty = plugin_path("faulty").display().to_string();
+    let args = run_args(&faulty, &stream, &url, &db, &out);
+    let letters_arg = format!("file:{}", letters.display());
+    let run = spawn_host_with(&args, &["--dead-letter", &letters_arg, "--retries", "0", "--idle-exit", "2"]);
+    let pid = run.id();
+    let watch = tokio::spawn(async move {
+        let mut peak = 0;
+        while let Some(now) = peak_rss(pid) {
+            peak = peak.max(now);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak
+    });
+    let run = wait(run).await;
+    let peak = watch.await.expect("watched");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let expected: Vec<_> = passed(0..40).into_iter().collect();
+    assert_eq!(outputs(&out), expected, "every good record, in order");
+    let letters = json_lines(&std::fs::read_to_string(&letters).unwrap_or_default());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["partition_key"], "evil", "{:?}", letters[0]["partition_key"]);
+    assert!(run.stderr.contains("not a valid aggregate"), "counted and said: {}", run.stderr);
+    eprintln!("peak RSS of host run: {} MiB", peak >> 20);
+    assert!(peak > 0 && peak < 512 << 20, "peak RSS {} MiB (4.2 GB before the bound)", peak >> 20);
     f.stop().await;
 }

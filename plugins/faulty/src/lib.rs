@@ -111,6 +111,11 @@ impl Processor for Faulty {
                     log(LogLevel::Info, &format!("faulty: one\nERROR host: forged{}", "y".repeat(1 << 20)));
                     out.emit(record.partition_key(), b"logged");
                 }
+                // A KPL aggregate the host could not unpack reaches a
+                // processor whole; this one takes user records only.
+                data if data.starts_with(&[0xF3, 0x89, 0x9A, 0xC2]) => {
+                    return Err(ProcessError::fatal("faulty: a KPL aggregate reached me whole").at_record(index));
+                }
                 data => out.emit(record.partition_key(), data),
             }
             self.seen += 1;
