@@ -15,7 +15,7 @@ pub fn from_local_program(headers: &HeaderMap) -> Result<(), String> {
     if !is_loopback_host(host) {
         return Err(format!(
             "Host `{}` is not a loopback name (localhost, 127.0.0.1, [::1]); only requests to those are answered here",
-            crate::plugin::text::from_plugin(host, 256)
+            host.chars().take(256).collect::<String>().escape_debug()
         ));
     }
     Ok(())

@@ -195,6 +195,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_linked_sqlite_has_the_fix_for_cve_2025_6965() {
+        // 3.50.2 fixed it; dynoxide's pin would give 3.49.2 (see
+        // host/vendor/libsqlite3-sys/PATCHED.md).
+        assert!(rusqlite::version_number() >= 3_050_002, "SQLite {}", rusqlite::version());
+    }
+
+    #[test]
     fn commits_survive_reopening_and_replace_atomically() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/checkpoints.db");

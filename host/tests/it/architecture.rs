@@ -60,6 +60,10 @@ fn modules_form_no_import_circle_and_keep_their_layers() {
             );
         }
     }
+    let leaves = ["progress", "shutdown", "backoff", "private", "loopback"];
+    for leaf in leaves {
+        assert!(edges.get(leaf).is_none_or(|t| t.is_empty()), "{leaf} is a leaf: it imports {:?}", edges.get(leaf));
+    }
     let forbidden: [(&str, &[&str]); 8] = [
         ("plugin", &["kinesis", "checkpoint", "sink", "consumer", "source", "policy", "swap"]),
         ("checkpoint", &["plugin", "consumer", "kinesis"]),
