@@ -87,6 +87,9 @@ struct Door {
     token: Arc<str>,
     /// Named in refusals, so the caller knows where the token is.
     token_file: Arc<Path>,
+    /// Requests refused so far: the first few are logged, then one in a
+    /// thousand, so a page that keeps trying cannot flood the log.
+    refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A serving control endpoint. Dropping it removes its token file (the
@@ -139,7 +142,7 @@ pub async fn serve(
     let mut token = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut token);
     let token = hex::encode(token);
-    let door = Door { token: token.as_str().into(), token_file: token_file.into() };
+    let door = Door { token: token.as_str().into(), token_file: token_file.into(), refused: Default::default() };
     let changes = axum::Router::new()
         .route("/swap", post(swap))
         .route("/rollback", post(rollback))
@@ -208,7 +211,14 @@ async fn admit(State(door): State<Door>, request: Request, next: Next) -> Respon
         ),
         Ok(()) => next.run(request).await,
         Err((code, message)) => {
-            tracing::warn!("control endpoint: {} {}: {message}", request.method(), request.uri().path());
+            let count = door.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if count <= 10 || count.is_multiple_of(1000) {
+                tracing::warn!(
+                    "control endpoint: refused {} {} ({count} so far): {message}",
+                    request.method(),
+                    request.uri().path()
+                );
+            }
             refused(code, message)
         }
     }
@@ -381,7 +391,7 @@ mod tests {
 
     #[test]
     fn the_door_wants_the_token_and_no_origin() {
-        let door = Door { token: "t0k".into(), token_file: Path::new("/x/token").into() };
+        let door = Door { token: "t0k".into(), token_file: Path::new("/x/token").into(), refused: Default::default() };
         let headers = |pairs: &[(&'static str, &str)]| {
             let mut map = HeaderMap::new();
             for (name, value) in pairs {
