@@ -113,7 +113,7 @@ impl Processor for Faulty {
                 }
                 // A KPL aggregate the host could not unpack reaches a
                 // processor whole; this one takes user records only.
-                data if data.starts_with(&[0xF3, 0x89, 0x9A, 0xC2]) => {
+                [0xF3, 0x89, 0x9A, 0xC2, ..] => {
                     return Err(ProcessError::fatal("faulty: a KPL aggregate reached me whole").at_record(index));
                 }
                 data => out.emit(record.partition_key(), data),
