@@ -144,13 +144,8 @@ impl DeadLetterSink {
 
     /// JSON lines appended to the file at `path`.
     pub fn file(path: &std::path::Path) -> anyhow::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
         // Dead letters hold whole records: the user's alone when we create it.
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
+        let file = crate::private::open_append(path)
             .with_context(|| format!("cannot open the dead-letter file {}", path.display()))?;
         Ok(DeadLetterSink::File { path: path.into(), file: Mutex::new(file) })
     }

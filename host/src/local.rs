@@ -200,11 +200,8 @@ async fn start_dynamodb(
 /// preflight and grants no origin.
 async fn only_local_programs(request: Request, next: Next) -> Response {
     if let Err(why) = crate::loopback::from_local_program(request.headers()) {
-        // The first few, then one in a thousand: a page that keeps trying
-        // cannot flood the log.
-        static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let count = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if count <= 10 || count.is_multiple_of(1000) {
+        static REFUSED: crate::loopback::Refusals = crate::loopback::Refusals::new();
+        if let Some(count) = REFUSED.count() {
             tracing::warn!("host local: refused {} {} ({count} so far): {why}", request.method(), request.uri().path());
         }
         let body = serde_json::json!({"__type": "AccessDeniedException", "message": why});

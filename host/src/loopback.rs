@@ -21,6 +21,23 @@ pub fn from_local_program(headers: &HeaderMap) -> Result<(), String> {
     Ok(())
 }
 
+/// Requests refused so far, and which of them to log: the first ten, then
+/// one in a thousand, so a page that keeps trying cannot flood the log.
+#[derive(Debug, Default)]
+pub struct Refusals(std::sync::atomic::AtomicU64);
+
+impl Refusals {
+    pub const fn new() -> Self {
+        Refusals(std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// Counts one refusal; the count so far when this one is to be logged.
+    pub fn count(&self) -> Option<u64> {
+        let count = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        (count <= 10 || count.is_multiple_of(1000)).then_some(count)
+    }
+}
+
 /// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
 pub fn is_loopback_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
@@ -59,5 +76,8 @@ mod tests {
         assert!(from_local_program(&headers(&[("host", "localhost"), ("origin", "null")])).is_err());
         assert!(from_local_program(&headers(&[("host", "rebound.evil.example:4567")])).is_err());
         assert!(from_local_program(&headers(&[])).is_err(), "no Host");
+        let refusals = Refusals::new();
+        let logged: Vec<u64> = (0..3000).filter_map(|_| refusals.count()).collect();
+        assert_eq!(logged, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1000, 2000, 3000]);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Makes `dir` (0700, parents too) or checks it: a directory (not a link)
 /// of this user, closed to others; one this user owns but left open is
@@ -36,6 +36,14 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Opens `path` for appending, creating it 0600 if it is new: for files
+/// that hold record payloads or state (the output and dead-letter files,
+/// the checkpoint store). A file that exists keeps its mode.
+pub fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
 /// Reads a file that must be this user's and closed to others (a key, a
 /// token), refusing anything else with what to do.
 pub fn read_private_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
@@ -52,6 +60,12 @@ pub fn read_private_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
         return Err(format!("{shown} holds {} bytes, more than the {max} expected", meta.len()));
     }
     std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))
+}
+
+/// `$XDG_DATA_HOME/kinesis-wasm-host` (or the platform's equivalent): the
+/// user's data, where the cache key and control tokens live.
+pub fn data_dir() -> Option<PathBuf> {
+    dirs::data_local_dir().map(|d| d.join("kinesis-wasm-host"))
 }
 
 /// This process's effective user.

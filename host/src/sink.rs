@@ -154,13 +154,8 @@ impl Sink {
     /// Lines appended to a file.
     pub fn file(path: &std::path::Path, format: OutputFormat) -> anyhow::Result<Self> {
         use anyhow::Context;
-        use std::os::unix::fs::OpenOptionsExt;
         // Output holds record payloads: the user's alone when we create it.
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
+        let file = crate::private::open_append(path)
             .with_context(|| format!("cannot open the output file {}", path.display()))?;
         let out: Box<dyn Write + Send> = Box::new(std::io::BufWriter::new(file));
         Ok(Sink::Writer(std::sync::Mutex::new(WriterSink::new(out, format))))

@@ -31,14 +31,8 @@ impl SqliteStore {
         }
         // Plugin state may hold anything from the records: a new store is
         // the user's alone (SQLite gives its -wal and -shm files the same mode).
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(anyhow::anyhow!("cannot create the checkpoint store {}: {e}", path.display())),
-            }
-        }
+        crate::private::open_append(path)
+            .with_context(|| format!("cannot create the checkpoint store {}", path.display()))?;
         let conn =
             Connection::open(path).with_context(|| format!("cannot open the checkpoint store {}", path.display()))?;
         conn.execute_batch(

@@ -4,7 +4,7 @@
 use crate::plugin::{CompiledCache, InstanceSettings, Plugin, PluginEngine, PluginLimits};
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
-use crate::swap::control::{default_token_file, ControlAddr};
+use crate::swap::control::{token_file, ControlAddr};
 use crate::swap::{OnRejectedState, PluginSource, SwapContext, SwapHub, SwapPolicy, SwapRequest};
 use anyhow::{bail, Context};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -201,12 +201,7 @@ impl HotSwapArgs {
         };
         let control = match &self.control_addr {
             Some(addr) => {
-                let token_file = match self.control_token_file.clone().or_else(|| default_token_file(addr)) {
-                    Some(file) => file,
-                    None => anyhow::bail!(
-                        "no data directory to keep the control token in (is HOME set?); give --control-token-file"
-                    ),
-                };
+                let token_file = token_file(addr, self.control_token_file.as_deref())?;
                 let control = crate::swap::control::serve(addr, &token_file, swaps.clone(), hub.clone()).await?;
                 eprintln!("control: `host swap --control-addr {addr}` accepted (token in {})", token_file.display());
                 Some(control)

@@ -1,6 +1,6 @@
 //! `host swap`: talk to a running `host run --control-addr`.
 
-use crate::swap::control::{call, default_token_file, ControlAddr, ControlCall};
+use crate::swap::control::{call, token_file, ControlAddr, ControlCall};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -45,12 +45,7 @@ impl SwapArgs {
             (None, true) => ControlCall::Rollback,
             (None, false) => ControlCall::Status,
         };
-        let token_file = match args.control_token_file.clone().or_else(|| default_token_file(&args.control_addr)) {
-            Some(file) => file,
-            None => anyhow::bail!(
-                "no data directory to find the control token in (is HOME set?); give --control-token-file"
-            ),
-        };
+        let token_file = token_file(&args.control_addr, args.control_token_file.as_deref())?;
         let (status, answer) = call(&args.control_addr, &token_file, request).await?;
         if args.status {
             println!("{}", serde_json::to_string_pretty(&answer)?);

@@ -17,7 +17,7 @@ use crate::private::private_dir;
 use hmac::{Hmac, Mac};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::Engine;
@@ -71,7 +71,7 @@ impl CompiledCache {
     /// their cache, so whoever can write into a cache directory cannot
     /// also mint tags for it.
     pub fn default_key_file() -> Option<PathBuf> {
-        dirs::data_local_dir().map(|d| d.join("kinesis-wasm-host").join("cache.key"))
+        crate::private::data_dir().map(|d| d.join("cache.key"))
     }
 
     /// The directory in use.
@@ -203,21 +203,15 @@ fn load_key(path: &Path) -> Result<[u8; TAG_LEN], String> {
             let _ = file.persist_noclobber(path);
         }
     }
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read its key {shown}: {e}"))?;
-    if !meta.file_type().is_file() || meta.uid() != crate::private::effective_uid() || meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "its key {shown} must be a file of yours that only you can read or write (mode {:o}); `chmod 600 {shown}`, or delete it to make a new one",
-            meta.mode() & 0o7777
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read its key {shown}: {e}"))?;
+    let bytes = crate::private::read_private_file(path, TAG_LEN as u64)
+        .map_err(|why| format!("its key: {why}; `chmod 600 {shown}`, or delete it to make a new one"))?;
     bytes.try_into().map_err(|_| format!("its key {shown} is not 32 bytes; delete it to make a new one"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn a_tag_binds_the_entry_to_its_wasm_engine_and_key() {

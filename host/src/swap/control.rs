@@ -87,9 +87,8 @@ struct Door {
     token: Arc<str>,
     /// Named in refusals, so the caller knows where the token is.
     token_file: Arc<Path>,
-    /// Requests refused so far: the first few are logged, then one in a
-    /// thousand, so a page that keeps trying cannot flood the log.
-    refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Requests refused so far (some logged).
+    refused: Arc<crate::loopback::Refusals>,
 }
 
 /// A serving control endpoint. Dropping it removes its token file (the
@@ -127,7 +126,18 @@ pub fn default_token_file(addr: &ControlAddr) -> Option<PathBuf> {
             format!("unix-{}.token", &hex::encode(digest)[..16])
         }
     };
-    dirs::data_local_dir().map(|d| d.join("kinesis-wasm-host").join("control").join(name))
+    crate::private::data_dir().map(|d| d.join("control").join(name))
+}
+
+/// The token file for `addr`: `given` (`--control-token-file`), else the
+/// default one. `host run` writes it and `host swap` reads it.
+pub fn token_file(addr: &ControlAddr, given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(file) => Ok(file.to_path_buf()),
+        None => default_token_file(addr).ok_or_else(|| {
+            anyhow::anyhow!("no data directory to keep the control token in (is HOME set?); give --control-token-file")
+        }),
+    }
 }
 
 /// Binds `addr` (so a taken port fails `host run` at start), writes a new
@@ -211,8 +221,7 @@ async fn admit(State(door): State<Door>, request: Request, next: Next) -> Respon
         ),
         Ok(()) => next.run(request).await,
         Err((code, message)) => {
-            let count = door.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if count <= 10 || count.is_multiple_of(1000) {
+            if let Some(count) = door.refused.count() {
                 tracing::warn!(
                     "control endpoint: refused {} {} ({count} so far): {message}",
                     request.method(),
