@@ -140,7 +140,7 @@ async fn a_hot_swap_from_the_rust_counter_to_the_python_one_carries_the_counts()
     let control = format!("127.0.0.1:{}", free_port());
     let counter = plugin_path("counter").display().to_string();
     let args = run_args(&counter, &stream, &url, &f.dir.path().join("cp.db"), &out);
-    let extra = ["--idle-exit", "4", "--control-addr", &control, "--idle-time-ms", "200"];
+    let extra = ["--control-addr", &control, "--idle-time-ms", "200"];
     let consumer = spawn_host_with(&args, &extra);
     f.put_numbered("py-swap", 0, 200).await;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -152,6 +152,13 @@ async fn a_hot_swap_from_the_rust_counter_to_the_python_one_carries_the_counts()
     assert_eq!(swapped.code, 0, "{}", swapped.stderr);
     assert!(swapped.stdout.starts_with("swapped: now running"), "{}", swapped.stdout);
     f.put_numbered("py-swap", 200, 200).await;
+    // Stopped once the Python counter has counted on (or after a minute):
+    // an idle exit could come between the swap and these puts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counted_in_state(&out) < 400 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&consumer);
     let run = wait(consumer).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     // Counts went on from the Rust counter's state: per (window, key) the
