@@ -35,9 +35,7 @@ async fn boto3_runs_seed_001_against_host_local() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_local_refuses_what_a_web_page_could_send() {
     let _watched = watchdog::watch();
-    let local = host::local::LocalKinesis::start(host::local::LocalOptions { port: 0, ..Default::default() })
-        .await
-        .expect("emulator");
+    let local = emulator().await;
     let port = local.addr().port();
     let ask = |head: String, body: &'static str| async move {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connects");
@@ -220,9 +218,7 @@ async fn host_local_plays_the_region_it_is_given() {
 async fn the_embedded_endpoint_gives_millisecond_arrival_times() {
     let _watched = watchdog::watch();
     use host::kinesis::producer::{put_all, Outgoing};
-    let local = host::local::LocalKinesis::start(host::local::LocalOptions { port: 0, ..Default::default() })
-        .await
-        .expect("endpoint");
+    let local = emulator().await;
     let options = host::kinesis::AwsOptions { endpoint_url: Some(local.endpoint_url()), ..Default::default() };
     let client = host::kinesis::connect(&options).await.expect("client");
     host::kinesis::admin::create(&client, "ms", 1).await.expect("create");

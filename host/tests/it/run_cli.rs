@@ -3,14 +3,9 @@
 //! end to end, and the errors a user sees.
 
 use crate::common::*;
-use host::local::{LocalKinesis, LocalOptions};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-async fn emulator() -> LocalKinesis {
-    LocalKinesis::start(LocalOptions { port: 0, ..LocalOptions::default() }).await.expect("emulator")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_loses_nothing() {

@@ -315,6 +315,13 @@ pub fn spawn_host_with(args: &[String], extra: &[&str]) -> Spawned {
     spawn_host(&all)
 }
 
+/// The embedded endpoint (Kinesis and DynamoDB) on a free port.
+pub async fn emulator() -> host::local::LocalKinesis {
+    host::local::LocalKinesis::start(host::local::LocalOptions { port: 0, ..Default::default() })
+        .await
+        .expect("emulator")
+}
+
 /// Asks `child` to stop (SIGTERM).
 pub fn sigterm(child: &std::process::Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
