@@ -41,6 +41,19 @@ impl ShardKey {
     }
 }
 
+/// Which take of a shard's lease a shard task runs under. A lease store
+/// refuses a commit (and the task its output) from any take but the one it
+/// holds now: a task started before the lease was lost and taken back must
+/// not write over its successor. One host alone has a single take,
+/// [`Tenure::SOLE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Tenure(pub u64);
+
+impl Tenure {
+    /// The take of a host that runs every shard (no leases).
+    pub const SOLE: Tenure = Tenure(0);
+}
+
 /// Why a commit did not happen. Callers branch on it: a lost lease stops
 /// the shard quietly (someone else has it), anything else is an error.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +74,10 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     /// The checkpoint of a shard, if it has one.
     async fn load(&self, key: &ShardKey) -> anyhow::Result<Option<Checkpoint>>;
 
-    /// Commits position and state in one write. Fails with
-    /// [`CommitError::LeaseLost`] when this worker no longer owns the shard.
-    async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError>;
+    /// Commits position and state in one write, for the task running under
+    /// `tenure`. Fails with [`CommitError::LeaseLost`] when this worker no
+    /// longer holds the shard under that take.
+    async fn commit(&self, key: &ShardKey, tenure: Tenure, checkpoint: &Checkpoint) -> Result<(), CommitError>;
 
     /// Whether a shard was read to its end (children wait for it). A store
     /// that keeps state apart from the position answers without reading it.
@@ -87,8 +101,8 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
         (**self).load(key).await
     }
 
-    async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError> {
-        (**self).commit(key, checkpoint).await
+    async fn commit(&self, key: &ShardKey, tenure: Tenure, checkpoint: &Checkpoint) -> Result<(), CommitError> {
+        (**self).commit(key, tenure, checkpoint).await
     }
 
     async fn shard_ended(&self, key: &ShardKey) -> anyhow::Result<bool> {

@@ -169,7 +169,7 @@ impl CheckpointStore for SqliteStore {
             .context("checkpoint load panicked")?
     }
 
-    async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError> {
+    async fn commit(&self, key: &ShardKey, _tenure: super::Tenure, checkpoint: &Checkpoint) -> Result<(), CommitError> {
         let (store, key, checkpoint) = (self.clone(), key.clone(), checkpoint.clone());
         tokio::task::spawn_blocking(move || {
             SqliteStore::commit(&store, &key.application, &key.stream, &key.shard_id, &checkpoint)

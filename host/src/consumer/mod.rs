@@ -11,6 +11,7 @@
 
 mod handover;
 mod inherit;
+mod leases;
 mod scheduler;
 mod shard;
 mod status;
@@ -19,7 +20,7 @@ mod worker;
 
 use crate::checkpoint::{CheckpointStore, ShardKey};
 use crate::kinesis::reader::Polling;
-use crate::ownership::{Changes, Ownership, Solo};
+use crate::ownership::{Listing, Ownership, Solo};
 use crate::plugin::bindings::ShardContext;
 use crate::plugin::{Clock, InstanceSettings, Plugin, PluginLimits};
 use crate::policy::FailurePolicy;
@@ -28,7 +29,8 @@ use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::source::{is_stream_deleted, RecordSource, ShardInfo, StartPosition};
 use crate::swap::{SwapHub, SwapPolicy};
-use scheduler::{Scheduler, ShardSignal};
+use leases::{apply, release, start_shards};
+use scheduler::Scheduler;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -167,6 +169,9 @@ pub(crate) struct Shared {
     /// Triggered to stop: workers finish the batch in flight, checkpoint
     /// and shut down. Workers trigger it too (`max_records`).
     pub shutdown: Shutdown,
+    /// Whether a shard is still this host's under a task's take: output is
+    /// written only while it is.
+    pub ownership: Arc<dyn Ownership>,
 }
 
 /// A consumer of one stream, ready to run.
@@ -255,14 +260,21 @@ impl Consumer {
             config: config.clone(),
             progress: progress.clone(),
             shutdown: shutdown.clone(),
+            ownership: ownership.clone(),
         });
+        // Leases are kept on timers of their own, so neither checkpoint
+        // loads nor a slow listing ever delays a renewal.
+        let (listing_tx, listing_rx) = tokio::sync::watch::channel(Arc::new(Listing::now(Vec::new())));
+        let (changes_tx, mut changes_rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop_keeping = Shutdown::new();
+        let keeping = ownership.clone().keep(listing_rx, changes_tx, stop_keeping.clone());
         let mut workers: JoinSet<(String, anyhow::Result<ShardExit>)> = JoinSet::new();
         let mut scheduler = Scheduler::default();
         let mut report = RunReport::default();
         let mut first_error: Option<anyhow::Error> = None;
         let started = Instant::now();
         let mut shards: Vec<ShardInfo> = Vec::new();
-        let (mut next_sync, mut next_cycle) = (Instant::now(), Instant::now());
+        let mut next_sync = Instant::now();
         let mut status_tick = tokio::time::interval(config.status_interval);
         status_tick.tick().await;
         let mut status_line = status::StatusLine::new();
@@ -272,6 +284,7 @@ impl Consumer {
             if !shutdown.is_triggered() && Instant::now() >= next_sync {
                 match source.shards().await {
                     Ok(listed) => {
+                        listing_tx.send_replace(Arc::new(Listing::now(listed.clone())));
                         shards = listed;
                         start_now = true;
                         next_sync = Instant::now() + config.shard_sync_interval;
@@ -287,42 +300,38 @@ impl Consumer {
                     Err(e) => return Err(e),
                 }
             }
-            if !shutdown.is_triggered() && Instant::now() >= next_cycle && !shards.is_empty() {
-                match ownership.cycle(&shards).await {
-                    Ok(changes) => {
-                        // A lease taken is a write the table answered: a
-                        // checkpoint that cannot be read after it (an outage
-                        // right after the take) delays the shard, not the run.
-                        scheduler.store_answered |= !changes.taken.is_empty();
-                        start_now |= apply(&changes, &mut scheduler, ownership.as_ref()).await;
-                        if let Ok(mut leases) = progress.leases.lock() {
-                            *leases = ownership.counts();
-                        }
-                    }
-                    // Leases ride out a table outage: commits are fenced, so
-                    // nothing is written twice; others take what expires.
-                    Err(e) => tracing::warn!("lease cycle failed, trying again in {:?}: {e:#}", ownership.interval()),
-                }
-                next_cycle = Instant::now() + ownership.interval();
-            }
             if start_now && !shutdown.is_triggered() {
-                let owns = |id: &str| ownership.owns(id);
-                for start in scheduler.ready(&shards, store.as_ref(), |id| config.key(id), owns).await? {
-                    let (shared, id) = (shared.clone(), start.shard_id.clone());
-                    workers.spawn(async move { (id, shard::run(shared, start).await) });
-                }
+                start_shards(&mut scheduler, &shards, &shared, &mut workers).await?;
             }
             if scheduler.running.is_empty() && (shutdown.is_triggered() || scheduler.all_done()) {
                 break;
             }
-            let wake_in = next_sync.min(next_cycle).saturating_duration_since(Instant::now());
+            let wake_in = next_sync.saturating_duration_since(Instant::now());
             tokio::select! {
+                Some(changes) = changes_rx.recv() => {
+                    // A lease taken is a write the table answered: a
+                    // checkpoint that cannot be read after it (an outage
+                    // right after the take) delays the shard, not the run.
+                    scheduler.store_answered |= !changes.taken.is_empty();
+                    // Lost takes stop even while the run winds down.
+                    let start = apply(&changes, &mut scheduler, ownership.as_ref()).await;
+                    if start && !shutdown.is_triggered() {
+                        start_shards(&mut scheduler, &shards, &shared, &mut workers).await?;
+                    }
+                    if let Ok(mut leases) = progress.leases.lock() {
+                        *leases = ownership.counts();
+                    }
+                }
                 Some(joined) = workers.join_next(), if !workers.is_empty() => {
                     let (id, exit) = match joined {
                         Ok(pair) => pair,
                         Err(e) => (String::from("?"), Err(anyhow::anyhow!("a shard worker panicked: {e}"))),
                     };
+                    let tenure = scheduler.tenure(&id).unwrap_or_default();
                     scheduler.exited(&id);
+                    // Taken back under a new take while the old task wound
+                    // down: the new take starts its own task now.
+                    let retaken = !shutdown.is_triggered() && ownership.owns(&id).is_some_and(|t| t != tenure);
                     if let Ok(mut behind) = progress.behind.lock() {
                         behind.remove(&id);
                     }
@@ -334,12 +343,12 @@ impl Consumer {
                             scheduler.ended.insert(id.clone());
                             report.shards_ended.push(id.clone());
                             // Nobody needs to hold an ended shard; its children may start.
-                            release(ownership.as_ref(), &id).await;
+                            release(ownership.as_ref(), &id, tenure).await;
                             next_sync = Instant::now();
                         }
                         // Stopped while the run goes on: handed off to another host.
                         Ok(ShardExit::Stopped) if !shutdown.is_triggered() => {
-                            release(ownership.as_ref(), &id).await;
+                            release(ownership.as_ref(), &id, tenure).await;
                         }
                         Ok(ShardExit::Stopped) => {}
                         Ok(ShardExit::Poisoned(reason)) => {
@@ -357,7 +366,11 @@ impl Consumer {
                                 lost.insert(id.clone(), reason.clone());
                             }
                             report.shards_lost.insert(id.clone(), reason.clone());
-                            scheduler.parked.insert(id, reason);
+                            if retaken {
+                                start_shards(&mut scheduler, &shards, &shared, &mut workers).await?;
+                            } else {
+                                scheduler.lost.insert(id, reason);
+                            }
                         }
                         Err(e) => {
                             // One failing shard stops the run: finish the others cleanly.
@@ -385,8 +398,13 @@ impl Consumer {
                 shutdown.trigger();
             }
         }
-        // Every shard made its last commit: let others have them at once
-        // (a clean stop hands over without waiting for leases to expire).
+        // Every shard made its last commit: stop keeping the leases, then
+        // let others have them at once (a clean stop hands over without
+        // waiting for leases to expire).
+        stop_keeping.trigger();
+        if let Err(e) = keeping.await {
+            tracing::warn!("the lease keeper ended badly: {e}");
+        }
         if let Err(e) = ownership.release_all().await {
             tracing::warn!("releasing leases failed (others take them when they expire): {e:#}");
         }
@@ -398,31 +416,5 @@ impl Consumer {
             Some(e) => Err(e),
             None => Ok(report),
         }
-    }
-}
-
-/// Acts on a lease cycle: drops lost shards, releases asked-for ones (at
-/// once when not running here), lets taken ones start. True when a shard
-/// may start now.
-async fn apply(changes: &Changes, scheduler: &mut Scheduler, ownership: &dyn Ownership) -> bool {
-    for id in &changes.lost {
-        scheduler.signal(id, ShardSignal::Drop);
-    }
-    for id in &changes.hand_off {
-        if !scheduler.signal(id, ShardSignal::Release) {
-            release(ownership, id).await;
-        }
-    }
-    for id in &changes.taken {
-        // Lost earlier in this run and taken back: it may run again.
-        scheduler.parked.retain(|parked, _| parked != id);
-    }
-    !changes.taken.is_empty()
-}
-
-/// Releases one shard's lease; a failure only delays the next owner.
-async fn release(ownership: &dyn Ownership, shard_id: &str) {
-    if let Err(e) = ownership.release(shard_id).await {
-        tracing::warn!(shard = %shard_id, "releasing the lease failed (it is taken when it expires): {e:#}");
     }
 }

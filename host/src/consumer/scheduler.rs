@@ -4,7 +4,7 @@
 //! not restarted in this run, nor one that lost its lease until it is taken
 //! again.
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, ShardKey};
+use crate::checkpoint::{Checkpoint, CheckpointStore, ShardKey, Tenure};
 use crate::source::ShardInfo;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio::sync::watch;
@@ -32,6 +32,9 @@ pub(crate) struct Start {
     pub info: ShardInfo,
     /// Hand-off and loss, from the consumer.
     pub signal: watch::Receiver<ShardSignal>,
+    /// The take it runs under: its commits and output count only while
+    /// this host holds the shard under it.
+    pub tenure: Tenure,
 }
 
 /// The shards of a run and where each is.
@@ -39,13 +42,16 @@ pub(crate) struct Start {
 pub(crate) struct Scheduler {
     pub running: HashSet<String>,
     pub ended: HashSet<String>,
-    /// Stopped before a poison record, or lost to another worker: not
-    /// restarted in this run. With why.
+    /// Stopped before a poison record: not restarted in this run. With why.
     pub parked: BTreeMap<String, String>,
+    /// Lost to another worker (or not renewed in time): not restarted until
+    /// this host takes the lease again. They are not done: a worker whose
+    /// shards were all lost stays in the group, idle.
+    pub lost: BTreeMap<String, String>,
     /// Shards in the last listing.
     pub listed: usize,
-    /// The signal of each running shard.
-    pub signals: HashMap<String, watch::Sender<ShardSignal>>,
+    /// The take and signal of each running shard.
+    pub signals: HashMap<String, (Tenure, watch::Sender<ShardSignal>)>,
     /// The store has answered a write of this run (a lease taken): it is
     /// configured right, so a read that fails now is an outage to ride out.
     pub store_answered: bool,
@@ -59,14 +65,19 @@ impl Scheduler {
         shards: &[ShardInfo],
         store: &dyn CheckpointStore,
         key: impl Fn(&str) -> ShardKey,
-        owns: impl Fn(&str) -> bool,
+        owns: impl Fn(&str) -> Option<Tenure>,
     ) -> anyhow::Result<Vec<Start>> {
         self.listed = shards.len();
         let known: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
         let mut starts = Vec::new();
         for shard in shards {
             let id = &shard.shard_id;
-            if self.running.contains(id) || self.ended.contains(id) || self.parked.contains_key(id) || !owns(id) {
+            if self.running.contains(id)
+                || self.ended.contains(id)
+                || self.parked.contains_key(id)
+                || self.lost.contains_key(id)
+                || owns(id).is_none()
+            {
                 continue;
             }
             // Once the run is under way, a store that cannot be read now
@@ -105,23 +116,42 @@ impl Scheduler {
             if waiting {
                 continue;
             }
+            // Asked again after the loads: the take may have ended meanwhile.
+            let Some(tenure) = owns(id) else { continue };
             let has_parent = shard.parents().any(|p| known.contains(p));
             let (signal, receiver) = watch::channel(ShardSignal::Run);
             self.running.insert(id.clone());
-            self.signals.insert(id.clone(), signal);
-            starts.push(Start { shard_id: id.clone(), checkpoint, has_parent, info: shard.clone(), signal: receiver });
+            self.signals.insert(id.clone(), (tenure, signal));
+            starts.push(Start {
+                shard_id: id.clone(),
+                checkpoint,
+                has_parent,
+                info: shard.clone(),
+                signal: receiver,
+                tenure,
+            });
         }
         Ok(starts)
     }
 
     /// Some shard has started or ended in this run, or the store answered.
     fn under_way(&self) -> bool {
-        self.store_answered || !self.running.is_empty() || !self.ended.is_empty() || !self.parked.is_empty()
+        self.store_answered
+            || !self.running.is_empty()
+            || !self.ended.is_empty()
+            || !self.parked.is_empty()
+            || !self.lost.is_empty()
     }
 
-    /// Tells a running shard to release or drop; false when it is not running.
-    pub fn signal(&self, shard_id: &str, signal: ShardSignal) -> bool {
-        self.signals.get(shard_id).is_some_and(|s| s.send(signal).is_ok())
+    /// Tells the shard's task running under `tenure` to release or drop;
+    /// false when no task runs it under that take.
+    pub fn signal(&self, shard_id: &str, tenure: Tenure, signal: ShardSignal) -> bool {
+        self.signals.get(shard_id).is_some_and(|(t, s)| *t == tenure && s.send(signal).is_ok())
+    }
+
+    /// The take a running shard's task runs under.
+    pub fn tenure(&self, shard_id: &str) -> Option<Tenure> {
+        self.signals.get(shard_id).map(|(t, _)| *t)
     }
 
     /// A shard's worker ended.
@@ -162,7 +192,7 @@ mod tests {
             shard("d", Some("gone"), None),
         ];
         let mut scheduler = Scheduler::default();
-        let all = |_: &str| true;
+        let all = |_: &str| Some(Tenure::SOLE);
         let first: Vec<String> =
             scheduler.ready(&shards, &store, key, all).await.expect("ready").into_iter().map(|s| s.shard_id).collect();
         assert_eq!(first, ["a", "b", "d"], "d's parent aged out of the stream");
@@ -189,6 +219,7 @@ mod tests {
         async fn commit(
             &self,
             _key: &ShardKey,
+            _tenure: crate::checkpoint::Tenure,
             _checkpoint: &Checkpoint,
         ) -> Result<(), crate::checkpoint::CommitError> {
             Ok(())
@@ -203,13 +234,16 @@ mod tests {
         let key = |id: &str| ShardKey::new("app", "s", id);
         let shards = [shard("a", None, None)];
         let mut scheduler = Scheduler::default();
-        let err =
-            scheduler.ready(&shards, &Unreachable, key, |_| true).await.expect_err("a wrong endpoint is the answer");
+        let err = scheduler
+            .ready(&shards, &Unreachable, key, |_| Some(Tenure::SOLE))
+            .await
+            .expect_err("a wrong endpoint is the answer");
         assert!(err.to_string().contains("cannot reach"), "{err}");
         // Taking a lease proved the table answers: an outage right after
         // the take delays the shard (tried again at the next listing).
         scheduler.store_answered = true;
-        let starts = scheduler.ready(&shards, &Unreachable, key, |_| true).await.expect("delayed, not fatal");
+        let starts =
+            scheduler.ready(&shards, &Unreachable, key, |_| Some(Tenure::SOLE)).await.expect("delayed, not fatal");
         assert!(starts.is_empty() && scheduler.running.is_empty());
     }
 }

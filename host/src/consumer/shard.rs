@@ -49,7 +49,7 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     let generation = generations.borrow_and_update().clone();
     let Started { instance, inherited } =
         inherit::start_instance(&shared, generation.plugin.clone(), settings.clone(), &start).await?;
-    let Start { shard_id, mut signal, .. } = start;
+    let Start { shard_id, mut signal, tenure, .. } = start;
     tracing::info!(shard = %shard_id, start = ?position, plugin = %generation.plugin.sha256(), "shard worker started");
     let mut worker = Worker {
         key: config.key(&shard_id),
@@ -64,6 +64,7 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
         pre_swap: None,
         probation: 0,
         start: position,
+        tenure,
     };
     worker.announce();
     let _registered = Registered(&shared, worker.shard_id.clone());

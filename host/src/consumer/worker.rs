@@ -5,7 +5,7 @@
 
 use super::Shared;
 use crate::batch::PackedBatch;
-use crate::checkpoint::{Checkpoint, ShardKey};
+use crate::checkpoint::{Checkpoint, CommitError, ShardKey, Tenure};
 use crate::plugin::bindings::{ShutdownReason, State};
 use crate::plugin::{Clock, InstanceSettings, PluginError, PluginInstance, PluginOutput, Processed};
 use crate::policy::{PolicyShard, Uncommitted};
@@ -57,6 +57,9 @@ pub(super) struct Worker {
     /// Where the shard began reading in this run (a rollback to before any
     /// checkpoint replays from there).
     pub start: StartPosition,
+    /// The take this task runs under: it writes output and commits only
+    /// while this host holds the shard under it.
+    pub tenure: Tenure,
 }
 
 impl Worker {
@@ -88,9 +91,23 @@ impl Worker {
     /// lines show it). Borrows fields, not the worker, across the await: the
     /// worker is not `Sync`.
     async fn write(&mut self, output: &PluginOutput, batch: Option<(&str, &str)>) -> anyhow::Result<()> {
+        self.still_ours()?;
         let plugin_sha256 = self.instance()?.plugin().sha256().to_string();
         let origin = Origin { shard_id: &self.shard_id, plugin_sha256: &plugin_sha256, batch };
         self.shared.sink.write(output, &origin).await
+    }
+
+    /// Fails with a lost lease once this host no longer holds the shard
+    /// under this task's take (by its own clock: a lease not renewed for a
+    /// lease duration may be another worker's by now).
+    fn still_ours(&self) -> Result<(), CommitError> {
+        if self.shared.ownership.holds(&self.shard_id, self.tenure) {
+            return Ok(());
+        }
+        Err(CommitError::LeaseLost {
+            shard_id: self.shard_id.clone(),
+            reason: "this worker no longer holds its lease (lost, or not renewed in time)".into(),
+        })
     }
 
     /// The plugin's timer; its output goes to the sink. A failing timer is
@@ -136,8 +153,8 @@ impl Worker {
             shard_end,
             state,
         };
-        let (store, key) = (self.shared.store.clone(), self.key.clone());
-        async move { Ok(store.commit(&key, &checkpoint).await?) }
+        let (store, key, tenure) = (self.shared.store.clone(), self.key.clone(), self.tenure);
+        async move { Ok(store.commit(&key, tenure, &checkpoint).await?) }
     }
 
     /// The plugin's last call; its output goes to the sink.
@@ -149,6 +166,7 @@ impl Worker {
     pub async fn shut_down_instance(&mut self, instance: PluginInstance, reason: ShutdownReason) -> anyhow::Result<()> {
         let sha256 = instance.plugin().sha256().to_string();
         let (_, output) = blocking(instance, move |i| i.shutdown(reason)).await?;
+        self.still_ours()?;
         let origin = Origin { shard_id: &self.shard_id, plugin_sha256: &sha256, batch: None };
         self.shared.sink.write(&output?, &origin).await
     }

@@ -101,7 +101,7 @@ impl DynamoTable {
     async fn update(
         &self,
         key: &str,
-        counter: u64,
+        (counter, nonce): (u64, u64),
         condition: &str,
         update: &str,
         mut values: Vec<(&str, AttributeValue)>,
@@ -109,7 +109,9 @@ impl DynamoTable {
         values.push((":c", n(counter)));
         values.push((":next", n(counter + 1)));
         values.push((":now", n(now_millis())));
-        let update = update.replace("leaseCounter = :next", "leaseCounter = :next, updatedAtMillis = :now");
+        values.push((":nonce", n(nonce)));
+        let update =
+            update.replace("leaseCounter = :next", "leaseCounter = :next, updatedAtMillis = :now, leaseNonce = :nonce");
         let mut call = self
             .client
             .update_item()
@@ -194,12 +196,12 @@ impl LeaseTable for DynamoTable {
         Ok(out.item().map(lease_of).transpose()?)
     }
 
-    async fn take(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
+    async fn take(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError> {
         // An owner switch is counted only when the owner changes.
         let switches = "ownerSwitchesSinceCheckpoint = if_not_exists(ownerSwitchesSinceCheckpoint, :zero) + :one";
         self.update(
             key,
-            counter,
+            (counter, nonce),
             "",
             &format!("SET leaseOwner = :me, leaseCounter = :next, {switches} REMOVE handOffTo"),
             vec![(":me", s(me)), (":zero", n(0)), (":one", n(1))],
@@ -207,11 +209,19 @@ impl LeaseTable for DynamoTable {
         .await
     }
 
-    async fn renew(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
-        self.update(key, counter, " AND leaseOwner = :me", "SET leaseCounter = :next", vec![(":me", s(me))]).await
+    async fn renew(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError> {
+        self.update(key, (counter, nonce), " AND leaseOwner = :me", "SET leaseCounter = :next", vec![(":me", s(me))])
+            .await
     }
 
-    async fn checkpoint(&self, key: &str, counter: u64, me: &str, commit: &Commit) -> Result<Lease, LeaseError> {
+    async fn checkpoint(
+        &self,
+        key: &str,
+        counter: u64,
+        me: &str,
+        nonce: u64,
+        commit: &Commit,
+    ) -> Result<Lease, LeaseError> {
         let mut set = vec![
             "leaseCounter = :next",
             "checkpointSubSequenceNumber = :sub",
@@ -258,13 +268,13 @@ impl LeaseTable for DynamoTable {
         if !remove.is_empty() {
             update.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        self.update(key, counter, " AND leaseOwner = :me", &update, values).await
+        self.update(key, (counter, nonce), " AND leaseOwner = :me", &update, values).await
     }
 
-    async fn release(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
+    async fn release(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError> {
         self.update(
             key,
-            counter,
+            (counter, nonce),
             " AND leaseOwner = :me",
             "SET leaseCounter = :next REMOVE leaseOwner",
             vec![(":me", s(me))],

@@ -34,13 +34,15 @@ pub async fn import(
     let mut imported = Imported::default();
     let mut pending: BTreeMap<String, Checkpoint> = rows.into_iter().collect();
     let deadline = Instant::now() + patience;
-    // Shards the stream no longer lists (aged out) still get their lease.
-    let mut all = shards.to_vec();
-    for shard in pending.keys().filter(|id| !shards.iter().any(|s| &s.shard_id == *id)) {
-        all.push(ShardInfo { shard_id: shard.clone(), parent: None, adjacent_parent: None, hash_range: None });
+    // Shards the stream no longer lists (aged out) get no lease: nobody
+    // could read them, and a live lease of one would only wait to be
+    // cleaned up.
+    for shard in pending.keys().filter(|id| !shards.iter().any(|s| &s.shard_id == *id)).cloned().collect::<Vec<_>>() {
+        pending.remove(&shard);
+        imported.skipped.push((shard, "the stream no longer lists it (aged out)".into()));
     }
     while !pending.is_empty() {
-        store.cycle(&all).await?;
+        store.cycle(shards).await?;
         for shard in pending.keys().cloned().collect::<Vec<_>>() {
             let lease = table.get(&shard).await?;
             if let Some(lease) = lease.filter(|l| l.checkpoint.is_some() || l.state_version > 0) {
@@ -49,11 +51,9 @@ pub async fn import(
                 pending.remove(&shard);
                 continue;
             }
-            if !store.owns(&shard) {
-                continue;
-            }
+            let Some(tenure) = store.owns(&shard) else { continue };
             if let Some(checkpoint) = pending.remove(&shard) {
-                store.commit(&key(&shard), &checkpoint).await?;
+                store.commit(&key(&shard), tenure, &checkpoint).await?;
                 imported.shards.push(shard);
             }
         }
@@ -67,7 +67,7 @@ pub async fn import(
                 pending.keys().cloned().collect::<Vec<_>>().join(", ")
             );
         }
-        tokio::time::sleep(store.interval()).await;
+        tokio::time::sleep(store.lease_duration() / 3).await;
     }
     store.release_all().await?;
     Ok(imported)

@@ -1,29 +1,33 @@
-//! One worker's side of the lease protocol: each cycle it renews what it
-//! holds, scans, takes free or expired leases up to its fair share
-//! (`ceil(leases / live workers)`), and when none is free but a worker
-//! holds two or more than it does, asks that worker for one (a hand-off).
-//! Commits and releases are fenced by the counter it last wrote. Time is
-//! passed in, so tests drive a fake clock.
+//! One worker's side of the lease protocol, as operations the store runs on
+//! timers of their own, never under one lock across table calls:
+//! - [`LeaseKeeper::renew`]: every held lease not written lately, a bounded
+//!   number at a time; each succeeds or fails on its own;
+//! - [`LeaseKeeper::expire`]: a lease not renewed for a lease duration, by
+//!   this worker's clock, is dropped (its task stops) before any other worker
+//!   can see it expire;
+//! - [`LeaseKeeper::scan_and_take`]: takes free or expired leases up to the
+//!   fair share (`ceil(leases / live workers)`) and asks the busiest workers
+//!   for as many hand-offs as the imbalance needs;
+//! - [`LeaseKeeper::commit`] and [`LeaseKeeper::release`].
+//!
+//! Every take starts a [`Tenure`]: a commit is accepted only from the
+//! tenure that holds the lease now. Every write carries a nonce; a write
+//! whose answer was lost (or whose SDK retry came back as a failed
+//! condition) is read back and recognised as ours. Time comes from the
+//! keeper's clock, so tests drive a fake one.
 
 use super::{Commit, Lease, LeaseError, LeaseTable};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::checkpoint::Tenure;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// What a cycle changed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Cycle {
-    /// Leases taken in this cycle, as stored after the take.
-    pub taken: Vec<Lease>,
-    /// Leases this worker held and found taken by another (renew refused).
-    pub lost: Vec<String>,
-    /// Held leases another worker asked for: finish the batch, commit,
-    /// release.
-    pub hand_off: Vec<String>,
-    /// Workers seen live in this scan, this one included.
-    pub workers: usize,
-    /// Released leases of shards read to their end, as scanned: (key, counter).
-    pub ended: Vec<(String, u64)>,
-}
+/// Table calls of one kind (renewals, takes, hand-off requests) in flight
+/// at once.
+const AT_ONCE: usize = 16;
+/// Writes of unknown outcome remembered per lease.
+const UNCONFIRMED: usize = 8;
 
 /// How a lease is taken, for the operator's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,33 +40,122 @@ pub enum TakeKind {
     Expired,
 }
 
-/// One worker's view of the lease table.
+/// This worker's clock (a fake one in tests).
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// A take this worker holds.
+#[derive(Debug, Clone)]
+struct Held {
+    /// The counter after this worker's last write that is known to have landed.
+    counter: u64,
+    /// The take: the task started from it is the only one that may write.
+    tenure: Tenure,
+    /// When that write was sent: the lease is this worker's until a lease
+    /// duration after (others count from when they saw it land, later).
+    renewed: Instant,
+    /// Writes to one lease go one at a time: a renewal and a commit would
+    /// race on its counter. Other leases are not held up.
+    busy: Arc<tokio::sync::Mutex<()>>,
+    /// Writes whose answer never came, (nonce, sent): a read that finds
+    /// one of them landed counts it.
+    unconfirmed: VecDeque<(u64, Instant)>,
+}
+
+/// A lease as this worker last scanned it.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    counter: u64,
+    /// When this worker first saw that counter.
+    since: Instant,
+    /// When this worker first saw the lease at all.
+    first: Instant,
+}
+
+/// What the keeper knows, behind a lock never held across a table call.
+#[derive(Debug, Default)]
+struct Inner {
+    held: BTreeMap<String, Held>,
+    seen: BTreeMap<String, Seen>,
+    /// Leases taken so far, by how.
+    takes: BTreeMap<&'static str, u64>,
+    /// Takes lost: refused writes, and leases gone a lease duration unrenewed.
+    lost: u64,
+    /// Workers seen live in the last scan, this one included.
+    workers: usize,
+    /// Table calls that failed (after the SDK's retries) or went unanswered.
+    failed: u64,
+    /// A clean stop began: take nothing more.
+    closing: bool,
+}
+
+/// A renewal's outcome: none when it was not tried (the take ended, or a
+/// commit is writing the lease).
+type Renewal = (String, Tenure, Option<Result<Lease, CommitFailed>>);
+
+/// A lost take, with why.
+pub type Lost = (String, Tenure, String);
+
+/// What a renewal round changed.
+#[derive(Debug, Default)]
+pub struct Renewed {
+    /// Takes whose renewal was refused.
+    pub lost: Vec<Lost>,
+    /// Takes another worker asked for.
+    pub hand_off: Vec<(String, Tenure)>,
+    /// Renewals that failed and will be tried again.
+    pub failed: usize,
+}
+
+/// What a scan changed.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// Leases taken, as stored after the take.
+    pub taken: Vec<Lease>,
+    /// Held takes another worker asked for.
+    pub hand_off: Vec<(String, Tenure)>,
+    /// Leases of shards gone from the stream that nobody needs any more:
+    /// (key, counter as scanned), to delete.
+    pub cleanup: Vec<(String, u64)>,
+    /// Workers seen live, this one included.
+    pub workers: usize,
+}
+
+/// Why a commit did not land.
 #[derive(Debug)]
+pub enum CommitFailed {
+    /// The take is over; the task must stop without writing.
+    Lost(String),
+    /// The table did not answer; the take still holds: try again.
+    Unknown(anyhow::Error),
+}
+
+/// One worker's view of the lease table.
 pub struct LeaseKeeper {
     /// This worker's id (host name + pid + random suffix in a run).
     me: String,
-    /// A lease whose counter has not moved this long (on this worker's
-    /// clock) is expired.
+    /// A lease whose counter has not moved this long is expired.
     lease_duration: Duration,
-    /// Leases held: key → the counter after this worker's last write.
-    held: BTreeMap<String, u64>,
-    /// Every lease as last scanned: key → (counter, when this worker first
-    /// saw that counter).
-    seen: BTreeMap<String, (u64, Instant)>,
-    /// How each lease taken so far was taken (counts for the status line).
-    pub takes: BTreeMap<&'static str, u64>,
+    inner: Mutex<Inner>,
+    /// The number of the next take (0 is a sole host's).
+    next_tenure: AtomicU64,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for LeaseKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseKeeper").field("me", &self.me).field("lease_duration", &self.lease_duration).finish()
+    }
 }
 
 impl LeaseKeeper {
-    /// A worker holding nothing yet.
+    /// A worker holding nothing yet, on the monotonic clock.
     pub fn new(me: &str, lease_duration: Duration) -> Self {
-        LeaseKeeper {
-            me: me.into(),
-            lease_duration,
-            held: BTreeMap::new(),
-            seen: BTreeMap::new(),
-            takes: BTreeMap::new(),
-        }
+        LeaseKeeper::with_clock(me, lease_duration, Arc::new(Instant::now))
+    }
+
+    /// A worker holding nothing yet, on `clock`.
+    pub fn with_clock(me: &str, lease_duration: Duration, clock: Clock) -> Self {
+        LeaseKeeper { me: me.into(), lease_duration, inner: Mutex::default(), next_tenure: AtomicU64::new(1), clock }
     }
 
     /// The worker's id.
@@ -70,147 +163,192 @@ impl LeaseKeeper {
         &self.me
     }
 
-    /// The shards this worker holds.
-    pub fn held(&self) -> impl Iterator<Item = &str> {
-        self.held.keys().map(String::as_str)
+    /// The lease duration this keeper works with.
+    pub fn lease_duration(&self) -> Duration {
+        self.lease_duration
     }
 
-    /// Whether this worker holds `key`.
-    pub fn holds(&self, key: &str) -> bool {
-        self.held.contains_key(key)
+    /// How often renewals run: three per lease duration, as KCL's.
+    pub fn renew_every(&self) -> Duration {
+        self.lease_duration / 3
     }
 
-    /// Renews, scans, takes and asks, at `now` on this worker's clock.
-    pub async fn cycle(&mut self, table: &dyn LeaseTable, now: Instant) -> Result<Cycle, LeaseError> {
-        let mut cycle = Cycle::default();
-        for (key, counter) in self.held.clone() {
-            match table.renew(&key, counter, &self.me).await {
-                Ok(lease) => {
-                    self.held.insert(key.clone(), lease.counter);
-                    if lease.hand_off_to.is_some() {
-                        cycle.hand_off.push(key);
-                    }
-                }
-                Err(LeaseError::Conflict(_)) => {
-                    self.held.remove(&key);
-                    cycle.lost.push(key);
-                }
-                Err(e) => return Err(e),
+    /// How often the table is scanned: twice per lease duration, so a dead
+    /// worker's lease is seen expired within 1.5 lease durations.
+    pub fn scan_every(&self) -> Duration {
+        self.lease_duration / 2
+    }
+
+    /// The longest a table call may take before its outcome counts as unknown.
+    fn call_timeout(&self) -> Duration {
+        (self.lease_duration / 3).max(Duration::from_millis(200))
+    }
+
+    fn now(&self) -> Instant {
+        (self.clock)()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not stop the leases: the data stays usable.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The shards this worker holds (valid or not yet expired away).
+    pub fn held(&self) -> Vec<String> {
+        self.lock().held.keys().cloned().collect()
+    }
+
+    /// The take under which `key` is this worker's now, if it is.
+    pub fn tenure(&self, key: &str) -> Option<Tenure> {
+        let now = self.now();
+        let inner = self.lock();
+        inner.held.get(key).filter(|h| now < h.renewed + self.lease_duration).map(|h| h.tenure)
+    }
+
+    /// Whether `key` is this worker's under `tenure` now.
+    pub fn valid(&self, key: &str, tenure: Tenure) -> bool {
+        self.tenure(key) == Some(tenure)
+    }
+
+    /// Counters for the status line: takes by kind, lost, live workers,
+    /// failed calls.
+    pub fn stats(&self) -> (BTreeMap<&'static str, u64>, u64, usize, u64) {
+        let inner = self.lock();
+        (inner.takes.clone(), inner.lost, inner.workers, inner.failed)
+    }
+
+    /// The earliest instant a held lease runs out unrenewed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.lock().held.values().map(|h| h.renewed + self.lease_duration).min()
+    }
+
+    /// Drops every take not renewed for a lease duration: from now on
+    /// another worker may take it, so this one must not write for it.
+    pub fn expire(&self) -> Vec<Lost> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let gone: Vec<String> =
+            inner.held.iter().filter(|(_, h)| now >= h.renewed + self.lease_duration).map(|(k, _)| k.clone()).collect();
+        let mut lost = Vec::new();
+        for key in gone {
+            if let Some(held) = inner.held.remove(&key) {
+                inner.lost += 1;
+                let why = format!("not renewed for {:?} (the lease table did not answer)", self.lease_duration);
+                lost.push((key, held.tenure, why));
             }
         }
-        let leases = table.scan().await?;
-        let ended: BTreeSet<&str> = leases.iter().filter(|l| l.ended()).map(|l| l.key.as_str()).collect();
-        cycle.ended =
-            leases.iter().filter(|l| l.ended() && l.owner.is_none()).map(|l| (l.key.clone(), l.counter)).collect();
-        let listed: BTreeSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
-        // A child is nobody's until every parent still in the table ended.
-        let active: Vec<&Lease> = leases
+        lost
+    }
+
+    /// Renews every held lease not written for a sixth of a lease duration
+    /// (a commit renews too), a bounded number at a time; a lease whose
+    /// commit is in flight is left to the commit.
+    pub async fn renew(&self, table: &dyn LeaseTable) -> Renewed {
+        let now = self.now();
+        let due: Vec<(String, Tenure)> = self
+            .lock()
+            .held
             .iter()
-            .filter(|l| {
-                !l.ended() && l.parents.iter().all(|p| !listed.contains(p.as_str()) || ended.contains(p.as_str()))
-            })
+            .filter(|(_, h)| now.saturating_duration_since(h.renewed) >= self.lease_duration / 6)
+            .map(|(k, h)| (k.clone(), h.tenure))
             .collect();
-        let mut takeable = Vec::new();
-        let mut load: BTreeMap<&str, Vec<&Lease>> = BTreeMap::from([(self.me.as_str(), Vec::new())]);
-        let mut asked = false;
-        for lease in &active {
-            let since = match self.seen.get(&lease.key) {
-                Some((counter, since)) if *counter == lease.counter => *since,
-                _ => now,
+        let outcomes: Vec<Renewal> = bounded(due.into_iter().map(|(key, tenure)| async move {
+            let Some(Current { counter, busy, unconfirmed }) = self.current(&key, tenure) else {
+                return (key, tenure, None);
             };
-            self.seen.insert(lease.key.clone(), (lease.counter, since));
-            let stale = now.saturating_duration_since(since) >= self.lease_duration;
-            asked |= lease.hand_off_to.as_deref() == Some(self.me.as_str());
-            match (&lease.owner, &lease.hand_off_to) {
-                _ if self.held.contains_key(&lease.key) => load.entry(&self.me).or_default().push(lease),
-                (None, Some(to)) if to == &self.me => takeable.push((lease, TakeKind::HandedOff)),
-                (None, Some(_)) if !stale => {}
-                (None, _) => takeable.push((lease, TakeKind::Free)),
-                (Some(_), _) if stale => takeable.push((lease, TakeKind::Expired)),
-                (Some(owner), _) => load.entry(owner).or_default().push(lease),
-            }
-        }
-        cycle.workers = load.len();
-        let share = active.len().div_ceil(load.len());
-        // Handed-over leases first: they were asked for and wait for us.
-        takeable.sort_by_key(|(_, kind)| *kind != TakeKind::HandedOff);
-        for (lease, kind) in takeable {
-            if self.held.len() >= share && kind != TakeKind::HandedOff {
-                break;
-            }
-            match table.take(&lease.key, lease.counter, &self.me).await {
-                Ok(taken) => {
-                    self.held.insert(taken.key.clone(), taken.counter);
-                    *self.takes.entry(kind.label()).or_default() += 1;
-                    cycle.taken.push(taken);
-                }
-                // Someone else was quicker: fine, next cycle sees it.
-                Err(LeaseError::Conflict(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // Still short and nothing free: ask the most loaded worker, if it
-        // holds two or more than we do (so the move does not flap back).
-        // Leases in this id's name that this keeper does not hold (a twin
-        // with the same id, or a previous life's) count as ours: asking
-        // for more would flap.
-        let mine = load.get(self.me.as_str()).map_or(0, Vec::len).max(self.held.len());
-        if mine < share && !asked && cycle.taken.is_empty() {
-            let busiest = load.iter().filter(|(owner, _)| **owner != self.me).max_by_key(|(_, held)| held.len());
-            if let Some((owner, held)) = busiest.filter(|(_, held)| held.len() >= mine + 2) {
-                if let Some(lease) = held.iter().find(|l| l.hand_off_to.is_none()) {
-                    match table.request_hand_off(&lease.key, owner, &self.me).await {
-                        Ok(()) | Err(LeaseError::Conflict(_)) => {}
-                        Err(e) => return Err(e),
-                    }
+            let Ok(_writing) = busy.try_lock() else { return (key, tenure, None) };
+            let attempt = self
+                .fenced(table, &key, counter, &unconfirmed, |counter, nonce| {
+                    table.renew(&key, counter, &self.me, nonce)
+                })
+                .await;
+            let settled = self.settle(&key, tenure, attempt);
+            (key, tenure, Some(settled))
+        }))
+        .await;
+        let mut renewed = Renewed::default();
+        for (key, tenure, outcome) in outcomes {
+            match outcome {
+                None => {}
+                Some(Ok(lease)) if lease.hand_off_to.is_some() => renewed.hand_off.push((key, tenure)),
+                Some(Ok(_)) => {}
+                Some(Err(CommitFailed::Lost(why))) => renewed.lost.push((key, tenure, why)),
+                Some(Err(CommitFailed::Unknown(e))) => {
+                    tracing::debug!(shard = %key, "renewal failed (tried again): {e:#}");
+                    renewed.failed += 1;
                 }
             }
         }
-        Ok(cycle)
+        renewed
     }
-
-    /// Commits a checkpoint of a held lease. A conflict means the lease is
-    /// gone (another worker took it): it is dropped and the caller must
-    /// stop the shard without writing anything more for it.
-    pub async fn commit(&mut self, table: &dyn LeaseTable, key: &str, commit: &Commit) -> Result<Lease, LeaseError> {
-        let Some(&counter) = self.held.get(key) else {
-            return Err(super::Conflict { key: key.to_string(), expected: 0 }.into());
+    /// Commits a checkpoint of `key` for its take `tenure`: one attempt.
+    pub async fn commit(
+        &self,
+        table: &dyn LeaseTable,
+        key: &str,
+        tenure: Tenure,
+        commit: &Commit,
+    ) -> Result<Lease, CommitFailed> {
+        let not_held = || {
+            let why =
+                format!("this worker no longer holds the lease (lost, or not renewed for {:?})", self.lease_duration);
+            CommitFailed::Lost(why)
         };
-        match table.checkpoint(key, counter, &self.me, commit).await {
-            Ok(lease) => {
-                self.held.insert(key.to_string(), lease.counter);
-                Ok(lease)
-            }
-            Err(e) => {
-                if matches!(e, LeaseError::Conflict(_)) {
-                    self.held.remove(key);
+        let busy = self.current(key, tenure).ok_or_else(not_held)?.busy;
+        let _writing = busy.lock().await;
+        let Current { counter, unconfirmed, .. } = self.current(key, tenure).ok_or_else(not_held)?;
+        let attempt = self
+            .fenced(table, key, counter, &unconfirmed, |counter, nonce| {
+                table.checkpoint(key, counter, &self.me, nonce, commit)
+            })
+            .await;
+        self.settle(key, tenure, attempt)
+    }
+
+    /// Gives one take up (hand-off, shard end). A failure only delays the
+    /// next owner: the lease expires.
+    pub async fn release(&self, table: &dyn LeaseTable, key: &str, tenure: Tenure) {
+        let Some(Current { busy, .. }) = self.current(key, tenure) else {
+            self.forget(key, tenure);
+            return;
+        };
+        let _writing = busy.lock().await;
+        let counter = {
+            let mut inner = self.lock();
+            match inner.held.get(key).filter(|h| h.tenure == tenure) {
+                Some(held) => {
+                    let counter = held.counter;
+                    inner.held.remove(key);
+                    counter
                 }
-                Err(e)
+                None => return,
             }
+        };
+        let nonce = rand::random::<u64>() | 1;
+        if let Err(LeaseError::Table(e)) =
+            timed(self.call_timeout(), table.release(key, counter, &self.me, nonce)).await
+        {
+            self.lock().failed += 1;
+            tracing::debug!(shard = %key, "releasing the lease failed (it expires instead): {e:#}");
         }
     }
 
-    /// Records that this worker's own write moved `key` to `counter` (a
-    /// retried commit whose first attempt did land, checked by the caller).
-    pub fn adopt(&mut self, key: &str, counter: u64) {
-        self.held.insert(key.to_string(), counter);
-    }
-
-    /// Gives one held lease up (hand-off, shard end).
-    pub async fn release(&mut self, table: &dyn LeaseTable, key: &str) -> Result<(), LeaseError> {
-        let Some(counter) = self.held.remove(key) else { return Ok(()) };
-        match table.release(key, counter, &self.me).await {
-            Ok(_) | Err(LeaseError::Conflict(_)) => Ok(()),
-            Err(e) => Err(e),
+    /// Drops a take without a write (it is past its deadline anyway).
+    fn forget(&self, key: &str, tenure: Tenure) {
+        let mut inner = self.lock();
+        if inner.held.get(key).is_some_and(|h| h.tenure == tenure) {
+            inner.held.remove(key);
         }
     }
 
-    /// Gives every held lease up (a clean stop), so others take them at once.
-    pub async fn release_all(&mut self, table: &dyn LeaseTable) -> Result<(), LeaseError> {
-        for key in self.held.keys().cloned().collect::<Vec<_>>() {
-            self.release(table, &key).await?;
-        }
-        Ok(())
+    /// A clean stop: takes nothing more, gives every held lease up.
+    pub async fn release_all(&self, table: &dyn LeaseTable) {
+        let held: Vec<(String, Tenure)> = {
+            let mut inner = self.lock();
+            inner.closing = true;
+            inner.held.iter().map(|(k, h)| (k.clone(), h.tenure)).collect()
+        };
+        bounded(held.into_iter().map(|(key, tenure)| async move { self.release(table, &key, tenure).await })).await;
     }
 }
 
@@ -224,6 +362,12 @@ impl TakeKind {
         }
     }
 }
+
+mod scan;
+mod write;
+
+pub(crate) use write::bounded;
+use write::{timed, Current, Wrote};
 
 #[cfg(test)]
 mod tests;

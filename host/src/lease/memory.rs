@@ -24,6 +24,7 @@ impl InMemoryTable {
         &self,
         key: &str,
         counter: u64,
+        nonce: u64,
         condition: impl FnOnce(&Lease) -> bool,
         update: impl FnOnce(&mut Lease),
     ) -> Result<Lease, LeaseError> {
@@ -35,6 +36,7 @@ impl InMemoryTable {
         }
         update(lease);
         lease.counter += 1;
+        lease.nonce = nonce;
         Ok(lease.clone())
     }
 
@@ -59,10 +61,11 @@ impl LeaseTable for InMemoryTable {
         Ok(locked(&self.leases)?.get(key).cloned())
     }
 
-    async fn take(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
+    async fn take(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError> {
         self.write(
             key,
             counter,
+            nonce,
             |_| true,
             |lease| {
                 if lease.owner.as_deref() != Some(me) {
@@ -74,14 +77,22 @@ impl LeaseTable for InMemoryTable {
         )
     }
 
-    async fn renew(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
-        self.write(key, counter, |lease| lease.owner.as_deref() == Some(me), |_| {})
+    async fn renew(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError> {
+        self.write(key, counter, nonce, |lease| lease.owner.as_deref() == Some(me), |_| {})
     }
 
-    async fn checkpoint(&self, key: &str, counter: u64, me: &str, commit: &Commit) -> Result<Lease, LeaseError> {
+    async fn checkpoint(
+        &self,
+        key: &str,
+        counter: u64,
+        me: &str,
+        nonce: u64,
+        commit: &Commit,
+    ) -> Result<Lease, LeaseError> {
         self.write(
             key,
             counter,
+            nonce,
             |lease| lease.owner.as_deref() == Some(me),
             |lease| {
                 if let Some(checkpoint) = &commit.checkpoint {
@@ -99,8 +110,8 @@ impl LeaseTable for InMemoryTable {
         )
     }
 
-    async fn release(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError> {
-        self.write(key, counter, |lease| lease.owner.as_deref() == Some(me), |lease| lease.owner = None)
+    async fn release(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError> {
+        self.write(key, counter, nonce, |lease| lease.owner.as_deref() == Some(me), |lease| lease.owner = None)
     }
 
     async fn delete(&self, key: &str, counter: u64) -> Result<(), LeaseError> {

@@ -17,6 +17,8 @@
 //!   `CheckpointStore` whose commits are fenced, and an `Ownership`).
 
 mod dynamo;
+#[cfg(test)]
+mod faulty;
 pub mod import;
 pub mod keeper;
 mod memory;
@@ -59,6 +61,10 @@ pub struct Lease {
     /// When the last write happened, by the writer's clock (ms since the
     /// epoch): for the operator only, never for expiry.
     pub updated_millis: Option<u64>,
+    /// A random number the last write chose: a writer whose answer was lost
+    /// (or whose SDK retried a write that had landed, and got a failed
+    /// condition back) reads the lease and finds its own write by it.
+    pub nonce: u64,
 }
 
 impl Lease {
@@ -155,19 +161,26 @@ pub trait LeaseTable: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError>;
 
     /// Takes a lease seen with `counter` (free, expired, or handed over);
-    /// clears a hand-off request.
-    async fn take(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError>;
+    /// clears a hand-off request. Every write stores its `nonce`.
+    async fn take(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError>;
 
     /// Renews a lease `me` holds at `counter`. The returned lease shows a
     /// hand-off request if another worker made one.
-    async fn renew(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError>;
+    async fn renew(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError>;
 
     /// Commits position and state, fenced by owner and counter.
-    async fn checkpoint(&self, key: &str, counter: u64, me: &str, commit: &Commit) -> Result<Lease, LeaseError>;
+    async fn checkpoint(
+        &self,
+        key: &str,
+        counter: u64,
+        me: &str,
+        nonce: u64,
+        commit: &Commit,
+    ) -> Result<Lease, LeaseError>;
 
     /// Gives a lease up (SIGTERM, hand-off, shard end), fenced by owner and
     /// counter. A hand-off request stays, so the asker takes it.
-    async fn release(&self, key: &str, counter: u64, me: &str) -> Result<Lease, LeaseError>;
+    async fn release(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError>;
 
     /// Deletes a lease seen at `counter` (an ended shard that aged out of
     /// the stream), with its state chunks.

@@ -1,25 +1,29 @@
 //! The lease keeper behind the consumer's two seams: a [`CheckpointStore`]
-//! whose commits are fenced by the lease (position and state in one
-//! conditional write), and an [`Ownership`] that renews, takes, hands off
-//! and releases.
+//! whose commits are fenced by the lease and its take (position and state
+//! in one conditional write), and an [`Ownership`] that keeps the leases on
+//! three timers of its own, apart from the consumer's loop: renewals,
+//! scans (takes, hand-off requests, cleanup) and expiry.
 
-use super::keeper::LeaseKeeper;
+use super::keeper::{bounded, CommitFailed, LeaseKeeper};
 use super::{Commit, LeaseError, LeaseTable, StateRef, StateWrite, SHARD_END};
-use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, ShardKey};
-use crate::ownership::{Changes, Ownership};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, ShardKey, Tenure};
+use crate::ownership::{Changes, Listing, Ownership};
 use crate::progress::LeaseCounts;
+use crate::shutdown::Shutdown;
 use crate::source::ShardInfo;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
 /// States up to this size ride inside the lease item; bigger ones are chunks.
 const INLINE_STATE: usize = 4 * 1024;
-/// How long a commit rides out table errors (an outage, throttling) before
-/// the shard fails. Retrying is safe: every attempt is fenced.
-const COMMIT_PATIENCE: Duration = Duration::from_secs(120);
-/// The longest wait between two attempts.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// The longest wait between two attempts of a commit. A commit rides out
+/// table errors while its take lasts (a lease duration from the last
+/// renewal), then the shard stops: every attempt is fenced, so retrying is
+/// safe, and past that point another worker may hold the shard.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
 /// The biggest plugin state a lease carries (chunks are written before each
 /// commit: bigger states would make every commit slow and costly).
 pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
@@ -27,12 +31,10 @@ pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
 /// One worker of a group: its keeper and the table.
 pub struct LeaseStore {
     table: Arc<dyn LeaseTable>,
-    /// Renewals, takes and commits go through it one at a time, so a renewal
-    /// and a commit of one lease never race on its counter.
-    keeper: tokio::sync::Mutex<LeaseKeeper>,
+    /// Holds no lock across table calls: renewals, takes and commits of
+    /// different leases go on side by side.
+    keeper: LeaseKeeper,
     lease_duration: Duration,
-    /// What the keeper held after its last write (for `owns`, which cannot wait).
-    owned: Mutex<BTreeSet<String>>,
     /// Shards whose lease exists (created or seen), so listings create only new ones.
     known: Mutex<BTreeSet<String>>,
     /// Per shard: the state version of its last commit or load.
@@ -40,8 +42,6 @@ pub struct LeaseStore {
     /// Shards whose last known state is in chunks (their old chunks are
     /// deleted after the next commit, even if that one is inline).
     chunked: Mutex<BTreeSet<String>>,
-    /// For the status line and metrics (`held` is filled in when read).
-    stats: Mutex<LeaseCounts>,
     /// "dynamodb table NAME", for the operator.
     location: String,
     /// This worker's id (also inside the keeper, which is often locked).
@@ -59,13 +59,11 @@ impl LeaseStore {
     pub fn new(table: Arc<dyn LeaseTable>, worker_id: &str, lease_duration: Duration, location: String) -> Self {
         LeaseStore {
             table,
-            keeper: tokio::sync::Mutex::new(LeaseKeeper::new(worker_id, lease_duration)),
+            keeper: LeaseKeeper::new(worker_id, lease_duration),
             lease_duration,
-            owned: Mutex::default(),
             known: Mutex::default(),
             versions: Mutex::default(),
             chunked: Mutex::default(),
-            stats: Mutex::new(LeaseCounts { workers: 1, ..LeaseCounts::default() }),
             location,
             worker_id: worker_id.into(),
         }
@@ -108,86 +106,126 @@ impl LeaseStore {
     }
 
     /// Writes a big state's chunks, riding out table errors like a commit.
-    async fn put_state(&self, shard: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, CommitError> {
+    async fn put_state(
+        &self,
+        shard: &str,
+        tenure: Tenure,
+        (version, layout, bytes): (u64, u32, &[u8]),
+    ) -> Result<StateRef, CommitError> {
         let mut delay = Duration::from_millis(100);
-        let give_up = Instant::now() + COMMIT_PATIENCE;
         loop {
-            match self.table.put_state(shard, version, layout, bytes).await {
+            let error = match self.table.put_state(shard, version, layout, bytes).await {
                 Ok(state) => return Ok(state),
-                Err(e) if Instant::now() + delay < give_up => {
-                    tracing::warn!(shard, "writing the state failed, retrying in {delay:?}: {e:#}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
-                }
-                Err(LeaseError::Table(e)) => return Err(CommitError::Store(e)),
+                Err(LeaseError::Table(e)) => e,
                 Err(conflict) => return Err(CommitError::Store(conflict.into())),
-            }
+            };
+            self.retry_while_held(shard, tenure, &mut delay, "writing the state", error).await?;
         }
     }
 
-    fn note_owned(&self, keeper: &LeaseKeeper) {
-        if let Ok(mut owned) = self.owned.lock() {
-            *owned = keeper.held().map(String::from).collect();
+    /// Waits before another attempt of a write that the table did not
+    /// answer, or stops the shard once its take ran out unrenewed.
+    async fn retry_while_held(
+        &self,
+        shard: &str,
+        tenure: Tenure,
+        delay: &mut Duration,
+        what: &str,
+        error: anyhow::Error,
+    ) -> Result<(), CommitError> {
+        if !self.keeper.valid(shard, tenure) {
+            return Err(CommitError::LeaseLost {
+                shard_id: shard.into(),
+                reason: format!(
+                    "its lease went {:?} without a renewal, so another worker may hold it now ({what} failed: \
+                     {error:#})",
+                    self.lease_duration
+                ),
+            });
         }
+        tracing::warn!(shard, "{what} failed, retrying in {delay:?}: {error:#}");
+        tokio::time::sleep(*delay).await;
+        *delay = (*delay * 2).min(MAX_RETRY_DELAY);
+        Ok(())
     }
 
-    /// Commits, riding out table errors for a while. A retried write may
-    /// have succeeded the first time (the answer was lost): the lease then
-    /// shows this worker's commit, which counts as done.
-    async fn commit_fenced(&self, shard: &str, commit: &Commit) -> Result<(), CommitError> {
+    /// Commits for the take `tenure`, riding out table errors while the
+    /// take lasts. A write whose answer was lost is found by its nonce.
+    async fn commit_fenced(&self, shard: &str, tenure: Tenure, commit: &Commit) -> Result<(), CommitError> {
         let mut delay = Duration::from_millis(100);
-        let give_up = Instant::now() + COMMIT_PATIENCE;
-        let mut retried = false;
         loop {
-            let mut keeper = self.keeper.lock().await;
-            if retried && !keeper.holds(shard) {
-                // A renewal found the lease moved while this commit waited
-                // (our own write may have landed unanswered) and dropped it:
-                // the shard is being stopped. Adopting the lease now would
-                // hold it with nothing running it; left alone, it expires
-                // and is taken again, resuming from its last checkpoint.
-                self.note_owned(&keeper);
-                return Err(CommitError::LeaseLost {
-                    shard_id: shard.into(),
-                    reason: "dropped at renewal while the commit was retried".into(),
-                });
-            }
-            let result = keeper.commit(self.table.as_ref(), shard, commit).await;
-            match result {
-                Ok(_) => {
-                    self.note_owned(&keeper);
-                    return Ok(());
+            let error = match self.keeper.commit(self.table.as_ref(), shard, tenure, commit).await {
+                Ok(_) => return Ok(()),
+                Err(CommitFailed::Lost(reason)) => {
+                    return Err(CommitError::LeaseLost { shard_id: shard.into(), reason });
                 }
-                Err(LeaseError::Conflict(conflict)) => {
-                    if retried {
-                        if let Ok(Some(lease)) = self.table.get(shard).await {
-                            let me = Some(keeper.id());
-                            if lease.owner.as_deref() == me && lease.state_version == commit.state_version {
-                                keeper.adopt(shard, lease.counter);
-                                self.note_owned(&keeper);
-                                return Ok(());
-                            }
-                        }
-                    }
-                    self.note_owned(&keeper);
-                    if let Ok(mut stats) = self.stats.lock() {
-                        stats.lost += 1;
-                    }
-                    return Err(CommitError::LeaseLost {
-                        shard_id: shard.into(),
-                        reason: format!("another worker took the lease ({conflict})"),
-                    });
+                Err(CommitFailed::Unknown(e)) => e,
+            };
+            self.retry_while_held(shard, tenure, &mut delay, "the lease commit", error).await?;
+        }
+    }
+
+    /// Creates the leases of listed shards not seen yet, a few at a time.
+    async fn create_new(&self, shards: &[ShardInfo]) -> anyhow::Result<()> {
+        let new: Vec<(String, Vec<String>)> = {
+            let known = self.known.lock().map_err(|_| anyhow::anyhow!("lease store lock poisoned"))?;
+            shards
+                .iter()
+                .filter(|s| !known.contains(&s.shard_id))
+                .map(|s| (s.shard_id.clone(), s.parents().map(String::from).collect()))
+                .collect()
+        };
+        let mut creates = Vec::with_capacity(new.len());
+        for (shard, parents) in new {
+            let table = self.table.clone();
+            creates.push(async move { table.create(&shard, &parents).await.map(|()| shard) });
+        }
+        let created: Vec<Result<String, LeaseError>> = bounded(creates).await;
+        let mut known = self.known.lock().map_err(|_| anyhow::anyhow!("lease store lock poisoned"))?;
+        for created in created {
+            known.insert(created?);
+        }
+        Ok(())
+    }
+
+    /// Registers new shards, scans, takes, asks, and deletes the leases of
+    /// shards gone from the stream that nobody needs.
+    async fn scan_round(&self, listing: &Listing) -> anyhow::Result<Changes> {
+        self.create_new(&listing.shards).await?;
+        let listed: BTreeSet<String> = listing.shards.iter().map(|s| s.shard_id.clone()).collect();
+        let scanned = self.keeper.scan_and_take(self.table.as_ref(), Some((&listed, listing.at))).await?;
+        for (key, counter) in &scanned.cleanup {
+            match self.table.delete(key, *counter).await {
+                Ok(()) => tracing::info!(shard = %key, "deleted the lease of a shard gone from the stream"),
+                Err(LeaseError::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::debug!(shard = %key, "deleting a lease of a shard gone from the stream failed (tried again later): {e}")
                 }
-                Err(LeaseError::Table(e)) if Instant::now() + delay < give_up => {
-                    drop(keeper);
-                    tracing::warn!(shard, "lease commit failed, retrying in {delay:?}: {e:#}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
-                    retried = true;
-                }
-                Err(LeaseError::Table(e)) => return Err(CommitError::Store(e)),
             }
         }
+        Ok(Changes {
+            taken: scanned.taken.into_iter().map(|l| l.key).collect(),
+            lost: Vec::new(),
+            hand_off: scanned.hand_off,
+        })
+    }
+
+    /// One round of everything at once (`host leases import`, tests):
+    /// expiry, renewals, then a scan with `shards` as the listing.
+    pub async fn cycle(&self, shards: &[ShardInfo]) -> anyhow::Result<Changes> {
+        let mut changes = Changes { lost: self.keeper.expire(), ..Changes::default() };
+        let renewed = self.keeper.renew(self.table.as_ref()).await;
+        changes.lost.extend(renewed.lost);
+        changes.hand_off.extend(renewed.hand_off);
+        let scanned = self.scan_round(&Listing::now(shards.to_vec())).await?;
+        changes.taken = scanned.taken;
+        changes.hand_off.extend(scanned.hand_off);
+        Ok(changes)
+    }
+
+    /// The lease duration this worker works with.
+    pub fn lease_duration(&self) -> Duration {
+        self.lease_duration
     }
 }
 
@@ -224,7 +262,7 @@ impl CheckpointStore for LeaseStore {
         }))
     }
 
-    async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError> {
+    async fn commit(&self, key: &ShardKey, tenure: Tenure, checkpoint: &Checkpoint) -> Result<(), CommitError> {
         let shard = key.shard_id.as_str();
         let version = self.versions.lock().map(|v| v.get(shard).copied().unwrap_or(0)).unwrap_or(0) + 1;
         let state = match &checkpoint.state {
@@ -242,7 +280,7 @@ impl CheckpointStore for LeaseStore {
             }
             // Chunks are written before the lease points at them, outside the
             // keeper's lock: a big state does not hold up other shards' renewals.
-            Some((layout, bytes)) => Some(self.put_state(shard, version, *layout, bytes).await?),
+            Some((layout, bytes)) => Some(self.put_state(shard, tenure, (version, *layout, bytes)).await?),
         };
         let position =
             if checkpoint.shard_end { Some(SHARD_END.to_string()) } else { checkpoint.sequence_number.clone() };
@@ -258,7 +296,7 @@ impl CheckpointStore for LeaseStore {
             state_version: version,
             state: write,
         };
-        self.commit_fenced(shard, &commit).await?;
+        self.commit_fenced(shard, tenure, &commit).await?;
         if let Ok(mut versions) = self.versions.lock() {
             versions.insert(shard.to_string(), version);
         }
@@ -304,66 +342,31 @@ impl CheckpointStore for LeaseStore {
 
 #[async_trait::async_trait]
 impl Ownership for LeaseStore {
-    async fn cycle(&self, shards: &[ShardInfo]) -> anyhow::Result<Changes> {
-        let new: Vec<&ShardInfo> = {
-            let known = self.known.lock().map_err(|_| anyhow::anyhow!("lease store lock poisoned"))?;
-            shards.iter().filter(|s| !known.contains(&s.shard_id)).collect()
-        };
-        for shard in new {
-            let parents: Vec<String> = shard.parents().map(String::from).collect();
-            self.table.create(&shard.shard_id, &parents).await?;
-            if let Ok(mut known) = self.known.lock() {
-                known.insert(shard.shard_id.clone());
-            }
-        }
-        let mut keeper = self.keeper.lock().await;
-        let cycle = keeper.cycle(self.table.as_ref(), Instant::now()).await;
-        self.note_owned(&keeper);
-        let cycle = cycle?;
-        if let Ok(mut stats) = self.stats.lock() {
-            stats.workers = cycle.workers;
-            stats.lost += cycle.lost.len() as u64;
-            stats.taken = keeper.takes.clone();
-        }
-        drop(keeper);
-        // Ended shards the stream no longer lists (trimmed) need no lease:
-        // whoever sees one first deletes it (conditional, so once).
-        let listed: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-        for (key, counter) in cycle.ended.iter().filter(|(key, _)| !shards.is_empty() && !listed.contains(key.as_str()))
-        {
-            match self.table.delete(key, *counter).await {
-                Ok(()) => tracing::info!(shard = %key, "deleted the lease of a shard that aged out of the stream"),
-                Err(LeaseError::Conflict(_)) => {}
-                Err(e) => tracing::debug!(shard = %key, "deleting an aged-out lease failed (tried again later): {e}"),
-            }
-        }
-        Ok(Changes {
-            taken: cycle.taken.into_iter().map(|l| l.key).collect(),
-            lost: cycle.lost,
-            hand_off: cycle.hand_off,
-        })
+    fn keep(
+        self: Arc<Self>,
+        listing: watch::Receiver<Arc<Listing>>,
+        changes: mpsc::UnboundedSender<Changes>,
+        stop: Shutdown,
+    ) -> tokio::task::JoinHandle<()> {
+        keeping::keep(self, listing, changes, stop)
     }
 
-    fn owns(&self, shard_id: &str) -> bool {
-        self.owned.lock().map(|o| o.contains(shard_id)).unwrap_or(false)
+    fn owns(&self, shard_id: &str) -> Option<Tenure> {
+        self.keeper.tenure(shard_id)
     }
 
-    async fn release(&self, shard_id: &str) -> anyhow::Result<()> {
-        let mut keeper = self.keeper.lock().await;
-        let result = keeper.release(self.table.as_ref(), shard_id).await;
-        self.note_owned(&keeper);
-        Ok(result?)
+    fn holds(&self, shard_id: &str, tenure: Tenure) -> bool {
+        self.keeper.valid(shard_id, tenure)
+    }
+
+    async fn release(&self, shard_id: &str, tenure: Tenure) -> anyhow::Result<()> {
+        self.keeper.release(self.table.as_ref(), shard_id, tenure).await;
+        Ok(())
     }
 
     async fn release_all(&self) -> anyhow::Result<()> {
-        let mut keeper = self.keeper.lock().await;
-        let result = keeper.release_all(self.table.as_ref()).await;
-        self.note_owned(&keeper);
-        Ok(result?)
-    }
-
-    fn interval(&self) -> Duration {
-        self.lease_duration / 3
+        self.keeper.release_all(self.table.as_ref()).await;
+        Ok(())
     }
 
     fn summary(&self) -> Option<String> {
@@ -381,11 +384,13 @@ impl Ownership for LeaseStore {
     }
 
     fn counts(&self) -> Option<LeaseCounts> {
-        let mut counts = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
-        counts.held = self.owned.lock().map(|o| o.len()).unwrap_or(0);
-        Some(counts)
+        let (taken, lost, workers, _failed) = self.keeper.stats();
+        let held = self.keeper.held().into_iter().filter(|k| self.keeper.tenure(k).is_some()).count();
+        Some(LeaseCounts { held, workers: workers.max(1), taken, lost })
     }
 }
+
+mod keeping;
 
 #[cfg(test)]
 mod tests;

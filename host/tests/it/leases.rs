@@ -5,7 +5,7 @@
 
 use crate::common::emulators::*;
 use crate::common::*;
-use host::checkpoint::{Checkpoint, CheckpointStore, CommitError, ShardKey, SqliteStore};
+use host::checkpoint::{Checkpoint, CheckpointStore, CommitError, ShardKey, SqliteStore, Tenure};
 use host::consumer::Consumer;
 use host::local::LocalOptions;
 use host::sink::{OutputFormat, Sink};
@@ -29,7 +29,7 @@ impl CheckpointStore for FencedStore {
         self.inner.load(&key.application, &key.stream, &key.shard_id)
     }
 
-    async fn commit(&self, key: &ShardKey, checkpoint: &Checkpoint) -> Result<(), CommitError> {
+    async fn commit(&self, key: &ShardKey, _tenure: Tenure, checkpoint: &Checkpoint) -> Result<(), CommitError> {
         if key.shard_id == self.fenced && self.attempts.fetch_add(1, Ordering::SeqCst) >= self.allowed {
             return Err(CommitError::LeaseLost { shard_id: key.shard_id.clone(), reason: "taken by worker-2".into() });
         }

@@ -129,6 +129,12 @@ impl Group {
 
     /// Starts worker `id` (counter plugin, short lease, output to its own file).
     fn start(&mut self, id: &str) {
+        let dynamo = self.dynamo.clone();
+        self.start_on(id, &dynamo);
+    }
+
+    /// Starts worker `id` with its DynamoDB calls going to `dynamo`.
+    fn start_on(&mut self, id: &str, dynamo: &str) {
         let out = format!("file:{}", self.path(&format!("out-{id}.jsonl")).display());
         let log = std::fs::File::create(self.path(&format!("log-{id}.txt"))).expect("log file");
         let counter = plugin_path("counter").display().to_string();
@@ -143,7 +149,7 @@ impl Group {
                 "--endpoint-url",
                 &self.kinesis,
                 "--dynamodb-endpoint-url",
-                &self.dynamo,
+                dynamo,
                 "--lease-table",
                 &self.table,
                 "--lease-duration",
@@ -303,6 +309,21 @@ impl Group {
         let run = self.single_host(&self.path("reference.db"), &out);
         std::fs::write(self.path("reference.log"), &run.stderr).expect("keep the reference's log");
         final_counts(&count_lines(&out))
+    }
+
+    /// Each shard's lease checkpoint beside the single host's (the
+    /// reference run's SQLite checkpoints): every one moved to the end.
+    async fn checkpoints_match_the_reference(&self) {
+        let reference = host::checkpoint::SqliteStore::open(&self.path("reference.db")).expect("reference checkpoints");
+        let want: BTreeMap<String, Option<String>> = reference
+            .list("host", &self.stream)
+            .expect("list")
+            .into_iter()
+            .map(|(shard, c)| (shard, c.sequence_number))
+            .collect();
+        let have: BTreeMap<String, Option<String>> =
+            self.scan().await.into_iter().map(|l| (l.key, l.checkpoint)).collect();
+        assert_eq!(have, want, "every checkpoint moved to the end of its shard\n{}", self.logs());
     }
 
     /// Records the workers processed, from their last lines ("stopped after N records").
@@ -557,11 +578,11 @@ async fn bad_lease_tables_get_one_clear_line() {
     let live_table = format!("live-{}", std::process::id());
     let live = DynamoTable::connect(&options, &live_table, "bad-leases", TableSetup::CreateIfMissing).await.expect("t");
     live.create("shardId-000000000000", &[]).await.expect("lease");
-    let mut counter = live.take("shardId-000000000000", 0, "twin").await.expect("take").counter;
+    let mut counter = live.take("shardId-000000000000", 0, "twin", 1).await.expect("take").counter;
     let renewer = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            match live.renew("shardId-000000000000", counter, "twin").await {
+            match live.renew("shardId-000000000000", counter, "twin", 2).await {
                 Ok(lease) => counter = lease.counter,
                 Err(_) => return,
             }
@@ -675,7 +696,7 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
     let mut owner = worker("a");
     for (round, size) in [1usize << 20, 4 << 20, 3000].into_iter().enumerate() {
         owner.cycle(&shards).await.expect("cycle");
-        assert!(owner.owns("shard-0"), "round {round}");
+        let tenure = owner.owns("shard-0").unwrap_or_else(|| panic!("round {round}: held"));
         let state: Vec<u8> = (0..size).map(|i| (i * 31 + round) as u8).collect();
         let checkpoint = Checkpoint {
             sequence_number: Some(format!("{round}")),
@@ -683,7 +704,7 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
             shard_end: false,
             state: Some((2, state.clone())),
         };
-        owner.commit(&key, &checkpoint).await.expect("commit");
+        owner.commit(&key, tenure, &checkpoint).await.expect("commit");
         owner.release_all().await.expect("release");
         // The next worker takes the released lease and restores exactly that state.
         let next = worker(&format!("w{round}"));
@@ -716,7 +737,7 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
         state: Some((2, state)),
     };
     owner.cycle(&shards).await.expect("cycle");
-    owner.commit(&key, &checkpoint).await.expect("commit");
+    owner.commit(&key, owner.owns("shard-0").expect("held"), &checkpoint).await.expect("commit");
     let chunks = raw.scan().table_name(format!("{name}-state")).send().await.expect("scan the state table");
     let mut item = chunks.items().first().expect("a chunk").clone();
     item.insert("data".into(), aws_sdk_dynamodb::types::AttributeValue::B(vec![0u8; 16].into()));
@@ -815,9 +836,150 @@ async fn the_lease_of_an_ended_shard_that_aged_out_is_deleted_from_dynamodb() {
     let shard = |id: &str| ShardInfo { shard_id: id.into(), parent: None, adjacent_parent: None, hash_range: None };
     store.cycle(&[shard("old"), shard("new")]).await.expect("cycle");
     let end = Checkpoint { sequence_number: Some("1".into()), sub_sequence_number: 0, shard_end: true, state: None };
-    store.commit(&ShardKey::new("app", "s", "old"), &end).await.expect("shard end");
-    store.release("old").await.expect("release");
+    let tenure = store.owns("old").expect("held");
+    store.commit(&ShardKey::new("app", "s", "old"), tenure, &end).await.expect("shard end");
+    store.release("old", tenure).await.expect("release");
     store.cycle(&[shard("new")]).await.expect("the listing no longer has it");
     let keys: Vec<String> = table.scan().await.expect("scan").into_iter().map(|l| l.key).collect();
     assert_eq!(keys, ["new"], "the aged-out lease is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_while_its_leases_moved_away_and_came_back_runs_every_lease_it_holds() {
+    // The scenario as a user met it: w1 frozen until w2 holds both shards,
+    // w2 stopped cleanly (releasing both), w1 woken, more records. Before,
+    // w1 took both leases back but ran one: the other's checkpoint stood
+    // still and its counts stayed short, for good.
+    let Some(mut group) = Group::on(Dynamo::Embedded, "scale-woken", 2).await else { return };
+    let first = producer(&group, 200, 4);
+    group.start("w1");
+    group.start("w2");
+    group.until("the workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 1, 1)).await;
+    assert_eq!(wait(first).await.code, 0, "the producer");
+    group.signal("w1", "-STOP");
+    group.until("w2 holds both", Duration::from_secs(30), |o| balanced(o, &["w2"], 2, 2)).await;
+    assert_eq!(group.stop("w2").await, 0, "clean stop of w2\n{}", group.log("w2"));
+    group.signal("w1", "-CONT");
+    let second = producer(&group, 200, 4);
+    group.until("w1 holds both again", Duration::from_secs(30), |o| balanced(o, &["w1"], 2, 2)).await;
+    assert_eq!(wait(second).await.code, 0, "the producer");
+    group.settle().await;
+    assert_eq!(group.stop("w1").await, 0, "clean stop of w1\n{}", group.log("w1"));
+    let lines = group.outputs();
+    let reference = group.reference().await;
+    assert!(reference.values().sum::<u64>() >= 1500, "the producer put ~1600 records: {reference:?}");
+    assert_eq!(final_counts(&lines), reference, "every count exact\n{}", group.logs());
+    group.checkpoints_match_the_reference().await;
+}
+
+/// A TCP proxy in front of an endpoint that can black-hole: while cut, it
+/// accepts connections and reads what comes but forwards nothing either
+/// way (a network partition, not a refused connection). Healing drops the
+/// connections that were cut, as a partition's end resets them.
+struct BlackHole {
+    url: String,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped at each heal: connections cut before it close.
+    heals: tokio::sync::watch::Sender<u64>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    async fn start(target: &str) -> BlackHole {
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (heals, _) = tokio::sync::watch::channel(0u64);
+        let (cut2, heals2) = (cut.clone(), heals.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+                tokio::spawn(Self::pump(client, server, cut2.clone(), heals2.subscribe()));
+            }
+        });
+        BlackHole { url, cut, heals, _task: task }
+    }
+
+    async fn pump(
+        client: tokio::net::TcpStream,
+        server: tokio::net::TcpStream,
+        cut: Arc<std::sync::atomic::AtomicBool>,
+        mut heals: tokio::sync::watch::Receiver<u64>,
+    ) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+        let mut was_cut = false;
+        loop {
+            tokio::select! {
+                read = client_read.read(&mut up) => {
+                    let Ok(n @ 1..) = read else { return };
+                    if cut.load(Ordering::SeqCst) { was_cut = true; continue; }
+                    if server_write.write_all(&up[..n]).await.is_err() { return }
+                }
+                read = server_read.read(&mut down) => {
+                    let Ok(n @ 1..) = read else { return };
+                    if cut.load(Ordering::SeqCst) { was_cut = true; continue; }
+                    if client_write.write_all(&down[..n]).await.is_err() { return }
+                }
+                _ = heals.changed() => if was_cut || cut.load(Ordering::SeqCst) { return },
+            }
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.heals.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_dynamodb_stops_writing_at_its_lease_and_rejoins_when_healed() {
+    let Some(mut group) = Group::on(Dynamo::Embedded, "scale-partition", 4).await else { return };
+    let proxy = BlackHole::start(&group.dynamo).await;
+    let produce = producer(&group, 200, 24);
+    let proxied = proxy.url.clone();
+    group.start_on("w1", &proxied);
+    group.start("w2");
+    group.until("the workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 2, 2)).await;
+    let out = group.path("out-w1.jsonl");
+    let size = || std::fs::metadata(&out).map_or(0, |m| m.len());
+    proxy.cut();
+    let cut_at = Instant::now();
+    let taken = group
+        .until("w2 takes the cut-off worker's shards", Duration::from_secs(4 * LEASE), |o| balanced(o, &["w2"], 4, 4))
+        .await;
+    eprintln!("partition: w2 held every shard {taken:?} after the cut");
+    // From a lease duration after the cut (its last renewal was before),
+    // w1 writes nothing more, while records keep coming.
+    tokio::time::sleep_until((cut_at + Duration::from_secs(LEASE) + Duration::from_millis(200)).into()).await;
+    let stopped = size();
+    tokio::time::sleep_until((cut_at + Duration::from_secs(3 * LEASE)).into()).await;
+    assert_eq!(size(), stopped, "w1 wrote output after its lease ran out\n{}", group.log("w1"));
+    proxy.heal();
+    let rejoined = Instant::now();
+    group.until("w1 rejoins", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 2, 2)).await;
+    eprintln!("partition: w1 back to its share {:?} after the heal", rejoined.elapsed());
+    assert_eq!(wait(produce).await.code, 0, "the producer");
+    group.settle().await;
+    for id in ["w1", "w2"] {
+        assert_eq!(
+            group.stop(id).await,
+            0,
+            "clean stop of {id}: an outage makes a worker idle, never exit\n{}",
+            group.logs()
+        );
+    }
+    let log = group.log("w1");
+    assert!(log.contains("not renewed"), "w1 said why it stopped its shards\n{log}");
+    let lines = group.outputs();
+    assert_eq!(final_counts(&lines), group.reference().await, "every count exact\n{}", group.logs());
+    group.checkpoints_match_the_reference().await;
 }

@@ -77,6 +77,7 @@ pub(super) fn lease_of(item: &Item) -> anyhow::Result<Lease> {
         hand_off_to: text("handOffTo"),
         owner_switches: number("ownerSwitchesSinceCheckpoint")?,
         updated_millis: item.contains_key("updatedAtMillis").then(|| number("updatedAtMillis")).transpose()?,
+        nonce: number("leaseNonce")?,
         key,
     })
 }

@@ -1,297 +1,337 @@
-//! The lease protocol against the in-memory table with a fake clock, under
-//! random schedules of commits, pauses (a frozen worker, as with SIGSTOP)
-//! and crashes (kill -9: the worker's memory is gone, its leases are not).
+//! The lease protocol against the in-memory table with a fake clock: one
+//! behaviour per test here; random schedules of crashes, pauses and table
+//! faults with the protocol's invariants in `schedules`.
+
+mod schedules;
 
 use super::*;
-use crate::lease::{Commit, InMemoryTable};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use std::collections::HashSet;
+use crate::lease::faulty::{Fault, FaultyTable};
+use crate::lease::{Commit, InMemoryTable, SHARD_END};
+use std::collections::BTreeSet;
 
-const LEASE: Duration = Duration::from_secs(3);
-const TICK: Duration = Duration::from_secs(1);
+pub(super) const LEASE: Duration = Duration::from_secs(3);
+pub(super) const TICK: Duration = Duration::from_millis(500);
 
-/// A worker in the simulation: its keeper, where it is in each held shard,
-/// and how many ticks it stays frozen.
-struct Worker {
-    keeper: LeaseKeeper,
-    positions: BTreeMap<String, u64>,
-    frozen: u32,
-}
+/// A clock the test moves by hand, shared by every worker (frozen ones too:
+/// a stopped process's monotonic clock goes on).
+#[derive(Clone)]
+pub(super) struct FakeTime(Arc<Mutex<Instant>>);
 
-impl Worker {
-    fn new(id: String) -> Self {
-        Worker { keeper: LeaseKeeper::new(&id, LEASE), positions: BTreeMap::new(), frozen: 0 }
+impl FakeTime {
+    pub(super) fn new() -> Self {
+        FakeTime(Arc::new(Mutex::new(Instant::now())))
+    }
+    pub(super) fn clock(&self) -> Clock {
+        let time = self.0.clone();
+        Arc::new(move || *time.lock().expect("clock"))
+    }
+    pub(super) fn advance(&self, by: Duration) {
+        *self.0.lock().expect("clock") += by;
     }
 }
 
-async fn table_with(shards: usize) -> InMemoryTable {
-    let table = InMemoryTable::default();
+pub(super) fn keeper(id: &str, time: &FakeTime) -> LeaseKeeper {
+    LeaseKeeper::with_clock(id, LEASE, time.clock())
+}
+
+pub(super) async fn table_with<T: LeaseTable>(shards: usize, table: T) -> T {
     for i in 0..shards {
         table.create(&format!("shard-{i}"), &[]).await.expect("create");
     }
     table
 }
 
-/// Runs one random schedule and checks the invariants after every step.
-/// Returns how many late commits were refused and how many leases moved
-/// from a live-looking owner to another worker, so the caller can check the
-/// schedules did exercise fencing.
-async fn schedule(seed: u64) -> (u32, u32) {
-    let (mut refused, mut moved) = (0, 0);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let table = table_with(8).await;
-    let start = Instant::now();
-    let mut workers: Vec<Worker> = (0..3).map(|i| Worker::new(format!("w{i}"))).collect();
-    let mut next_id = 3;
-    // Per shard: the newest committed (checkpoint, state version), which
-    // must never go back; and every (shard, counter) a commit succeeded at.
-    let mut committed: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut commit_slots: HashSet<(String, u64)> = HashSet::new();
-    for step in 0..400u32 {
-        let now = start + TICK * step;
-        let w = rng.random_range(0..workers.len());
-        match rng.random_range(0..100) {
-            // kill -9: memory gone; a new process with a new id takes its place.
-            0..3 => {
-                workers[w] = Worker::new(format!("w{next_id}"));
-                next_id += 1;
+/// One round of each keeper: expiry, renewals, a scan; hand-offs asked of
+/// it carried out (commit, release).
+async fn round(table: &dyn LeaseTable, keepers: &[LeaseKeeper]) -> usize {
+    let mut taken = 0;
+    for keeper in keepers {
+        keeper.expire();
+        let renewed = keeper.renew(table).await;
+        let scanned = keeper.scan_and_take(table, None).await.expect("scan");
+        taken += scanned.taken.len();
+        for (key, tenure) in renewed.hand_off.into_iter().chain(scanned.hand_off) {
+            if keeper.valid(&key, tenure) {
+                keeper.commit(table, &key, tenure, &Commit::position("1", 1)).await.expect("commit before hand-off");
+                keeper.release(table, &key, tenure).await;
             }
-            // Frozen for longer than a lease (SIGSTOP, a long GC, a partition).
-            3..6 => workers[w].frozen = rng.random_range(4..8),
-            // The frozen one "restarted" elsewhere with the same --worker-id:
-            // two processes, one id; only the counter fences the zombie.
-            6..8 if workers[w].frozen > 0 && workers.len() < 5 => {
-                let twin = Worker::new(workers[w].keeper.id().to_string());
-                workers.push(twin);
-            }
-            _ => {}
-        }
-        for worker in workers.iter_mut() {
-            if worker.frozen > 0 {
-                worker.frozen -= 1;
-                continue;
-            }
-            let cycle = worker.keeper.cycle(&table, now).await.expect("cycle");
-            for lease in cycle.taken {
-                moved += u32::from(lease.counter > 1);
-                let position = lease.checkpoint.as_deref().map_or(0, |c| c.parse().expect("number"));
-                worker.positions.insert(lease.key.clone(), position);
-            }
-            for key in cycle.lost {
-                worker.positions.remove(&key);
-            }
-            // Asked for a lease: let it go (its commits are in the table).
-            for key in cycle.hand_off {
-                worker.positions.remove(&key);
-                worker.keeper.release(&table, &key).await.expect("release");
-            }
-        }
-        // The chosen worker commits progress on each shard it believes it
-        // holds, even when frozen (its commits then come late, as a resumed
-        // process's would).
-        let worker = &mut workers[w];
-        for key in worker.positions.keys().cloned().collect::<Vec<_>>() {
-            let position = worker.positions[&key] + 1;
-            let version = position;
-            let before = table.scan().await.expect("scan").into_iter().find(|l| l.key == key).map(|l| l.counter);
-            match worker.keeper.commit(&table, &key, &Commit::position(&position.to_string(), version)).await {
-                Ok(_) => {
-                    worker.positions.insert(key.clone(), position);
-                    let slot = (key.clone(), before.expect("exists"));
-                    assert!(commit_slots.insert(slot), "seed {seed} step {step}: two commits at one counter of {key}");
-                    let newest = committed.entry(key.clone()).or_insert((0, 0));
-                    assert!(position > newest.0 && version > newest.1, "seed {seed} step {step}: {key} went back");
-                    *newest = (position, version);
-                }
-                Err(LeaseError::Conflict(_)) => {
-                    refused += 1;
-                    worker.positions.remove(&key);
-                }
-                Err(e) => panic!("seed {seed}: {e}"),
-            }
-        }
-        for lease in table.scan().await.expect("scan") {
-            let stored = lease.checkpoint.as_deref().map_or(0, |c| c.parse::<u64>().expect("number"));
-            let newest = committed.get(&lease.key).map_or(0, |c| c.0);
-            assert_eq!(stored, newest, "seed {seed} step {step}: the table holds the newest commit of {}", lease.key);
         }
     }
-    // Everyone awake again: within a few leases every shard is held by
-    // exactly one live worker.
-    let end = start + TICK * 400;
-    for round in 0..30u32 {
-        for worker in workers.iter_mut() {
-            worker.frozen = 0;
-            let cycle = worker.keeper.cycle(&table, end + TICK * round).await.expect("cycle");
-            for key in cycle.hand_off {
-                worker.keeper.release(&table, &key).await.expect("release");
-            }
-        }
-        // A round may end between a release and the asker's take.
-        if workers.iter().map(|w| w.keeper.held().count()).sum::<usize>() == 8 {
-            break;
-        }
-    }
-    let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for worker in &workers {
-        for key in worker.keeper.held() {
-            holders.entry(key.to_string()).or_default().push(worker.keeper.id().to_string());
-        }
-    }
-    assert_eq!(holders.len(), 8, "seed {seed}: every shard held: {holders:?}\n{:#?}", table.scan().await);
-    assert!(holders.values().all(|h| h.len() == 1), "seed {seed}: one holder each: {holders:?}");
-    (refused, moved)
+    taken
 }
 
-#[tokio::test]
-async fn random_crashes_and_pauses_never_let_two_workers_commit_or_a_checkpoint_go_back() {
-    let (mut refused, mut moved) = (0, 0);
-    for seed in 0..40 {
-        let (r, m) = schedule(seed).await;
-        refused += r;
-        moved += m;
-    }
-    // The schedules did what they are for: leases moved between workers,
-    // and late commits of frozen or replaced workers were refused.
-    assert!(refused > 20 && moved > 20, "refused {refused}, moved {moved}");
+fn counts(keepers: &[LeaseKeeper]) -> Vec<usize> {
+    let mut counts: Vec<usize> = keepers.iter().map(|k| k.held().len()).collect();
+    counts.sort();
+    counts
+}
+
+fn tenure(keeper: &LeaseKeeper, key: &str) -> Tenure {
+    keeper.tenure(key).expect("held")
 }
 
 #[tokio::test]
 async fn a_frozen_worker_cannot_commit_after_its_lease_was_taken() {
-    let table = table_with(1).await;
-    let t0 = Instant::now();
-    let mut a = LeaseKeeper::new("a", LEASE);
-    let mut b = LeaseKeeper::new("b", LEASE);
-    assert_eq!(a.cycle(&table, t0).await.expect("cycle").taken.len(), 1);
-    a.commit(&table, "shard-0", &Commit::position("10", 1)).await.expect("a holds it");
+    let time = FakeTime::new();
+    let table = table_with(1, InMemoryTable::default()).await;
+    let (a, b) = (keeper("a", &time), keeper("b", &time));
+    assert_eq!(a.scan_and_take(&table, None).await.expect("scan").taken.len(), 1);
+    let t = tenure(&a, "shard-0");
+    a.commit(&table, "shard-0", t, &Commit::position("10", 1)).await.expect("a holds it");
     // a freezes; b watches the counter stand still for a lease, then takes it.
-    assert!(b.cycle(&table, t0).await.expect("cycle").taken.is_empty(), "a is live");
-    assert!(b.cycle(&table, t0 + LEASE).await.expect("cycle").taken.len() == 1, "expired by b's clock");
-    b.commit(&table, "shard-0", &Commit::position("11", 2)).await.expect("b holds it");
+    assert!(b.scan_and_take(&table, None).await.expect("scan").taken.is_empty(), "a is live");
+    time.advance(LEASE);
+    assert!(!a.valid("shard-0", t), "by a's own clock, its take ran out");
+    assert_eq!(b.scan_and_take(&table, None).await.expect("scan").taken.len(), 1, "expired by b's clock");
+    b.commit(&table, "shard-0", tenure(&b, "shard-0"), &Commit::position("11", 2)).await.expect("b holds it");
     // a wakes up and tries to commit what it did before freezing.
-    let late = a.commit(&table, "shard-0", &Commit::position("12", 2)).await;
-    assert!(matches!(late, Err(LeaseError::Conflict(_))), "{late:?}");
-    assert_eq!(a.held().count(), 0, "a dropped it");
+    let late = a.commit(&table, "shard-0", t, &Commit::position("12", 2)).await;
+    assert!(matches!(late, Err(CommitFailed::Lost(_))), "{late:?}");
+    let lost = a.expire();
+    assert_eq!(lost.iter().map(|(k, t, _)| (k.as_str(), *t)).collect::<Vec<_>>(), [("shard-0", t)]);
     let lease = table.scan().await.expect("scan").remove(0);
     assert_eq!((lease.owner.as_deref(), lease.checkpoint.as_deref(), lease.state_version), (Some("b"), Some("11"), 2));
 }
 
 #[tokio::test]
-async fn a_released_lease_is_taken_at_once_and_renewing_keeps_it() {
-    let table = table_with(2).await;
-    let t0 = Instant::now();
-    let mut a = LeaseKeeper::new("a", LEASE);
-    let mut b = LeaseKeeper::new("b", LEASE);
-    assert_eq!(a.cycle(&table, t0).await.expect("cycle").taken.len(), 2, "alone: both");
-    // Renewing every cycle keeps b from seeing them expire, however long.
-    for s in 1..10 {
-        a.cycle(&table, t0 + TICK * s).await.expect("cycle");
-        assert!(b.cycle(&table, t0 + TICK * s).await.expect("cycle").taken.is_empty());
+async fn a_lease_lost_and_taken_back_is_a_new_take_and_the_old_one_cannot_commit() {
+    // The frozen-worker scenario: a holds the shard, freezes past its
+    // lease; b takes it, works, stops cleanly (releases); a wakes up.
+    let time = FakeTime::new();
+    let table = table_with(1, InMemoryTable::default()).await;
+    let (a, b) = (keeper("a", &time), keeper("b", &time));
+    a.scan_and_take(&table, None).await.expect("scan");
+    let old = tenure(&a, "shard-0");
+    a.commit(&table, "shard-0", old, &Commit::position("10", 1)).await.expect("commit");
+    b.scan_and_take(&table, None).await.expect("scan");
+    time.advance(LEASE);
+    b.scan_and_take(&table, None).await.expect("b takes it");
+    let tb = tenure(&b, "shard-0");
+    b.commit(&table, "shard-0", tb, &Commit::position("50", 2)).await.expect("b works");
+    b.release(&table, "shard-0", tb).await;
+    // a wakes: the expired take is reported lost, then the free lease is
+    // taken back under a new take; the old task's late commit is refused
+    // and the checkpoint stays where b left it.
+    let lost = a.expire();
+    assert_eq!(lost.len(), 1);
+    let taken = a.scan_and_take(&table, None).await.expect("scan").taken;
+    assert_eq!(taken.len(), 1, "free: taken back at once");
+    let new = tenure(&a, "shard-0");
+    assert_ne!(new, old, "a new take");
+    let late = a.commit(&table, "shard-0", old, &Commit::position("11", 2)).await;
+    assert!(matches!(late, Err(CommitFailed::Lost(_))), "the old take's commit: {late:?}");
+    a.commit(&table, "shard-0", new, &Commit::position("51", 3)).await.expect("the new take commits");
+    assert_eq!(table.get("shard-0").await.expect("get").and_then(|l| l.checkpoint).as_deref(), Some("51"));
+}
+
+#[tokio::test]
+async fn each_renewal_succeeds_or_fails_on_its_own() {
+    let time = FakeTime::new();
+    let table = table_with(3, FaultyTable::new(0, 0)).await;
+    let a = keeper("a", &time);
+    assert_eq!(a.scan_and_take(&table, None).await.expect("scan").taken.len(), 3);
+    time.advance(LEASE / 3);
+    // Three renewals, the first refused after the SDK's retries.
+    table.script(&[Fault::Refused, Fault::None, Fault::None]);
+    let renewed = a.renew(&table).await;
+    assert_eq!((renewed.failed, renewed.lost.len()), (1, 0), "{renewed:?}");
+    let counters: Vec<u64> = table.scan().await.expect("scan").iter().map(|l| l.counter).collect();
+    assert_eq!(counters.iter().filter(|c| **c == 2).count(), 2, "two renewed: {counters:?}");
+    // The failed one is still held, and runs out at its own deadline.
+    time.advance(LEASE - LEASE / 3 - Duration::from_millis(1));
+    assert_eq!(a.held().len(), 3);
+    assert_eq!(a.expire().len(), 0);
+    time.advance(Duration::from_millis(1));
+    assert_eq!(a.expire().len(), 1, "the one never renewed");
+    assert_eq!(a.held().len(), 2);
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_recognised_by_its_nonce() {
+    let time = FakeTime::new();
+    let table = table_with(1, FaultyTable::new(0, 0)).await;
+    let a = keeper("a", &time);
+    // The take lands, the answer is lost; the read-back finds it.
+    table.script(&[Fault::None, Fault::LostAnswer]);
+    assert_eq!(a.scan_and_take(&table, None).await.expect("scan").taken.len(), 1, "the take landed");
+    let t = tenure(&a, "shard-0");
+    // The SDK retried a renewal that had landed: ConditionalCheckFailed,
+    // which is no lost lease.
+    time.advance(LEASE / 3);
+    table.script(&[Fault::RetriedAfterLanding]);
+    let renewed = a.renew(&table).await;
+    assert!(renewed.lost.is_empty() && renewed.failed == 0, "{renewed:?}");
+    // A commit whose answer was lost, then one whose read-back failed too
+    // (unknown), whose next attempt finds the lease moved by the first.
+    table.script(&[Fault::LostAnswer]);
+    a.commit(&table, "shard-0", t, &Commit::position("5", 1)).await.expect("recognised");
+    table.script(&[Fault::LostAnswer, Fault::Refused]);
+    let unknown = a.commit(&table, "shard-0", t, &Commit::position("6", 2)).await;
+    assert!(matches!(unknown, Err(CommitFailed::Unknown(_))), "{unknown:?}");
+    time.advance(LEASE / 3);
+    table.script(&[Fault::None, Fault::None]);
+    let renewed = a.renew(&table).await;
+    assert!(renewed.lost.is_empty(), "the renewal found the unknown commit landed: {renewed:?}");
+    a.commit(&table, "shard-0", t, &Commit::position("6", 2)).await.expect("and goes on");
+    let lease = table.get("shard-0").await.expect("get").expect("lease");
+    assert_eq!((lease.owner.as_deref(), lease.checkpoint.as_deref()), (Some("a"), Some("6")));
+    assert!(a.valid("shard-0", t));
+}
+
+#[tokio::test]
+async fn a_worker_cut_off_from_the_table_stops_at_its_deadline_and_takes_its_leases_again_after() {
+    let time = FakeTime::new();
+    let table = table_with(2, FaultyTable::new(0, 0)).await;
+    let a = keeper("a", &time);
+    a.scan_and_take(&table, None).await.expect("scan");
+    table.cut_off(true);
+    for _ in 0..5 {
+        time.advance(LEASE / 6);
+        let renewed = a.renew(&table).await;
+        assert!(renewed.lost.is_empty(), "an unanswered renewal is no loss");
+        assert!(a.scan_and_take(&table, None).await.is_err());
+        assert!(a.expire().is_empty() && a.tenure("shard-0").is_some(), "still within its lease");
     }
-    a.release_all(&table).await.expect("release");
-    assert_eq!(b.cycle(&table, t0 + TICK * 10).await.expect("cycle").taken.len(), 2, "free leases go at once");
+    time.advance(LEASE / 6);
+    assert_eq!(a.expire().len(), 2, "a lease duration without a renewal: both dropped");
+    assert!(a.tenure("shard-0").is_none() && a.tenure("shard-1").is_none());
+    // Back: the leases in its own name stood still for a lease duration.
+    table.cut_off(false);
+    time.advance(TICK);
+    let taken = a.scan_and_take(&table, None).await.expect("scan").taken;
+    assert_eq!(taken.len(), 2, "taken again");
+    assert_eq!(a.stats().0.get("expired"), Some(&2));
+}
+
+#[tokio::test]
+async fn a_released_lease_is_taken_at_once_and_renewing_keeps_it() {
+    let time = FakeTime::new();
+    let table = table_with(2, InMemoryTable::default()).await;
+    let (a, b) = (keeper("a", &time), keeper("b", &time));
+    assert_eq!(a.scan_and_take(&table, None).await.expect("scan").taken.len(), 2, "alone: both");
+    // Renewing every third of a lease keeps b from seeing them expire.
+    for _ in 0..20 {
+        time.advance(LEASE / 3);
+        assert!(a.renew(&table).await.lost.is_empty());
+        assert!(b.scan_and_take(&table, None).await.expect("scan").taken.is_empty());
+    }
+    a.release_all(&table).await;
+    assert_eq!(b.scan_and_take(&table, None).await.expect("scan").taken.len(), 2, "free leases go at once");
+    assert!(a.scan_and_take(&table, None).await.expect("scan").taken.is_empty(), "a closing worker takes none");
 }
 
 #[tokio::test]
 async fn a_zombie_with_the_same_worker_id_is_fenced_by_the_counter_alone() {
-    let table = table_with(1).await;
-    let t0 = Instant::now();
+    let time = FakeTime::new();
+    let table = table_with(1, InMemoryTable::default()).await;
     // Two processes with one --worker-id: the first freezes, the second
     // starts, sees the lease stand still for a lease duration, takes it.
-    let mut zombie = LeaseKeeper::new("a", LEASE);
-    let mut twin = LeaseKeeper::new("a", LEASE);
-    assert_eq!(zombie.cycle(&table, t0).await.expect("cycle").taken.len(), 1);
-    twin.cycle(&table, t0).await.expect("cycle");
-    assert_eq!(twin.cycle(&table, t0 + LEASE).await.expect("cycle").taken.len(), 1);
-    twin.commit(&table, "shard-0", &Commit::position("20", 5)).await.expect("the twin holds it");
-    // The owner matches; only the counter tells the zombie's writes apart.
-    let late = zombie.commit(&table, "shard-0", &Commit::position("7", 2)).await;
-    assert!(matches!(late, Err(LeaseError::Conflict(_))), "{late:?}");
-    let renewed = zombie.cycle(&table, t0 + LEASE).await.expect("cycle");
-    assert!(renewed.lost.is_empty() && zombie.held().count() == 0, "dropped at the refused commit");
+    let (zombie, twin) = (keeper("a", &time), keeper("a", &time));
+    zombie.scan_and_take(&table, None).await.expect("scan");
+    let t = tenure(&zombie, "shard-0");
+    twin.scan_and_take(&table, None).await.expect("scan");
+    time.advance(LEASE);
+    assert_eq!(twin.scan_and_take(&table, None).await.expect("scan").taken.len(), 1);
+    twin.commit(&table, "shard-0", tenure(&twin, "shard-0"), &Commit::position("20", 5)).await.expect("twin holds it");
+    // The zombie's clock says its take ran out; even a write tried anyway
+    // is refused by the counter (the owner matches).
+    assert!(matches!(zombie.commit(&table, "shard-0", t, &Commit::position("7", 2)).await, Err(CommitFailed::Lost(_))));
     let lease = table.scan().await.expect("scan").remove(0);
     assert_eq!((lease.checkpoint.as_deref(), lease.state_version), (Some("20"), 5));
 }
 
-/// Runs a cycle of each worker at `now`, releasing what each is asked for
-/// (after its commit, as a running host does); returns the leases that
-/// changed hands.
-async fn round(table: &InMemoryTable, workers: &mut [LeaseKeeper], now: Instant) -> usize {
-    let mut moved = 0;
-    for worker in workers.iter_mut() {
-        let cycle = worker.cycle(table, now).await.expect("cycle");
-        moved += cycle.taken.len();
-        for key in cycle.hand_off {
-            worker.commit(table, &key, &Commit::position("1", 1)).await.expect("commit before hand-off");
-            worker.release(table, &key).await.expect("release");
-        }
-    }
-    moved
-}
-
-fn counts(workers: &[LeaseKeeper]) -> Vec<usize> {
-    let mut counts: Vec<usize> = workers.iter().map(|w| w.held().count()).collect();
-    counts.sort();
-    counts
-}
-
 #[tokio::test]
-async fn late_joiners_reach_their_share_by_hand_offs_and_then_nothing_moves() {
-    let table = table_with(8).await;
-    let t0 = Instant::now();
-    let mut workers = vec![LeaseKeeper::new("a", LEASE)];
-    round(&table, &mut workers, t0).await;
-    assert_eq!(counts(&workers), [8], "alone: all of them");
-    workers.push(LeaseKeeper::new("b", LEASE));
-    workers.push(LeaseKeeper::new("c", LEASE));
-    // One request per worker per cycle; each handed-over lease moves once.
-    let mut tick = 1;
-    while counts(&workers) != [2, 3, 3] && tick < 20 {
-        round(&table, &mut workers, t0 + TICK * tick).await;
-        tick += 1;
+async fn newcomers_reach_their_share_in_a_few_rounds_and_then_nothing_moves() {
+    let time = FakeTime::new();
+    let table = table_with(12, InMemoryTable::default()).await;
+    let mut keepers = vec![keeper("a", &time)];
+    round(&table, &keepers).await;
+    assert_eq!(counts(&keepers), [12], "alone: all of them");
+    keepers.push(keeper("b", &time));
+    keepers.push(keeper("c", &time));
+    // Each newcomer asks for as many as it is short in one scan; the owner
+    // hands them over at its next renewal; they take them at the next scan.
+    let mut rounds = 0;
+    while counts(&keepers) != [4, 4, 4] && rounds < 10 {
+        time.advance(LEASE / 3);
+        round(&table, &keepers).await;
+        rounds += 1;
     }
-    assert_eq!(counts(&workers), [2, 3, 3], "balanced after {tick} cycles");
-    let expired: u64 = workers.iter().map(|w| w.takes.get("expired").copied().unwrap_or(0)).sum();
-    assert_eq!(
-        expired,
-        0,
-        "every move was a hand-off, none a steal: {:?}",
-        workers.iter().map(|w| &w.takes).collect::<Vec<_>>()
-    );
-    for t in tick..tick + 10 {
-        assert_eq!(round(&table, &mut workers, t0 + TICK * t).await, 0, "steady state: no lease changes hands");
+    assert_eq!(counts(&keepers), [4, 4, 4], "balanced after {rounds} rounds");
+    // One lease per round would take 8; the newcomer that asks first
+    // cannot see the other, takes one too many and hands it on.
+    assert!(rounds <= 5, "in {rounds} rounds");
+    let expired: u64 = keepers.iter().map(|k| k.stats().0.get("expired").copied().unwrap_or(0)).sum();
+    assert_eq!(expired, 0, "every move was a hand-off, none a steal");
+    for _ in 0..20 {
+        time.advance(LEASE / 3);
+        assert_eq!(round(&table, &keepers).await, 0, "steady state: no lease changes hands");
     }
-    workers.push(LeaseKeeper::new("d", LEASE));
-    let mut tick = tick + 10;
-    let joined = tick;
-    while counts(&workers) != [2, 2, 2, 2] && tick < joined + 20 {
-        round(&table, &mut workers, t0 + TICK * tick).await;
-        tick += 1;
+    keepers.push(keeper("d", &time));
+    let mut rounds = 0;
+    while counts(&keepers) != [3, 3, 3, 3] && rounds < 10 {
+        time.advance(LEASE / 3);
+        round(&table, &keepers).await;
+        rounds += 1;
     }
-    assert_eq!(counts(&workers), [2, 2, 2, 2], "a 4th worker reaches its share");
-    for t in tick..tick + 10 {
-        assert_eq!(round(&table, &mut workers, t0 + TICK * t).await, 0, "no flapping after the join");
+    assert_eq!(counts(&keepers), [3, 3, 3, 3], "a 4th worker reaches its share");
+    for _ in 0..20 {
+        time.advance(LEASE / 3);
+        let moved = round(&table, &keepers).await;
+        assert_eq!(moved, 0, "no flapping after the join: {:?}", table.scan().await);
     }
 }
 
 #[tokio::test]
 async fn a_child_is_taken_only_after_its_parents_ended_and_ended_leases_count_for_nobody() {
+    let time = FakeTime::new();
     let table = InMemoryTable::default();
     for key in ["p0", "p1"] {
         table.create(key, &[]).await.expect("create");
     }
     table.create("merged", &["p0".into(), "p1".into()]).await.expect("create");
-    let t0 = Instant::now();
-    let mut a = LeaseKeeper::new("a", LEASE);
-    let cycle = a.cycle(&table, t0).await.expect("cycle");
-    assert_eq!(cycle.taken.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["p0", "p1"]);
-    a.commit(&table, "p0", &Commit::position(crate::lease::SHARD_END, 1)).await.expect("p0 ended");
-    a.release(&table, "p0").await.expect("release");
-    assert!(a.cycle(&table, t0 + TICK).await.expect("cycle").taken.is_empty(), "p1 has not ended");
-    a.commit(&table, "p1", &Commit::position(crate::lease::SHARD_END, 1)).await.expect("p1 ended");
-    a.release(&table, "p1").await.expect("release");
-    let mut b = LeaseKeeper::new("b", LEASE);
-    let cycle = b.cycle(&table, t0 + TICK * 2).await.expect("cycle");
-    assert_eq!(cycle.taken.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["merged"], "whoever read the parents");
+    let a = keeper("a", &time);
+    let taken = a.scan_and_take(&table, None).await.expect("scan").taken;
+    assert_eq!(taken.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["p0", "p1"]);
+    for (i, parent) in ["p0", "p1"].into_iter().enumerate() {
+        let t = tenure(&a, parent);
+        a.commit(&table, parent, t, &Commit::position(SHARD_END, 1)).await.expect("ended");
+        a.release(&table, parent, t).await;
+        let taken = a.scan_and_take(&table, None).await.expect("scan").taken;
+        assert_eq!(taken.is_empty(), i == 0, "the child waits for both parents");
+    }
+}
+
+#[tokio::test]
+async fn a_parent_gone_from_the_stream_unfinished_does_not_block_its_children_and_is_cleaned_up() {
+    let time = FakeTime::new();
+    let table = InMemoryTable::default();
+    table.create("parent", &[]).await.expect("create");
+    table.create("child", &["parent".into()]).await.expect("create");
+    let (a, b) = (keeper("a", &time), keeper("b", &time));
+    let both: BTreeSet<String> = ["parent".into(), "child".into()].into();
+    let listed_at = |time: &FakeTime| (time.clock())();
+    // a holds the parent and dies before its end.
+    let taken = a.scan_and_take(&table, Some((&both, listed_at(&time)))).await.expect("scan").taken;
+    assert_eq!(taken.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["parent"]);
+    time.advance(TICK);
+    // The stream trims the parent (past its retention): b's listing lacks it.
+    let children: BTreeSet<String> = ["child".into()].into();
+    let scanned = b.scan_and_take(&table, Some((&children, listed_at(&time)))).await.expect("scan");
+    assert!(scanned.taken.is_empty(), "b's listing is no newer than its first sight of the parent: it proves nothing");
+    time.advance(TICK);
+    let scanned = b.scan_and_take(&table, Some((&children, listed_at(&time)))).await.expect("scan");
+    assert_eq!(scanned.taken.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["child"], "not blocked");
+    assert!(scanned.cleanup.is_empty(), "the parent is still held by a live-looking owner");
+    b.commit(&table, "child", tenure(&b, "child"), &Commit::position("1", 1)).await.expect("child runs");
+    time.advance(LEASE);
+    b.renew(&table).await;
+    let scanned = b.scan_and_take(&table, Some((&children, listed_at(&time)))).await.expect("scan");
+    assert_eq!(scanned.cleanup.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["parent"], "cleaned up");
+    // A listing older than the lease's first sight proves nothing.
+    let c = keeper("c", &time);
+    let stale_listing = listed_at(&time);
+    time.advance(TICK);
+    let scanned = c.scan_and_take(&table, Some((&children, stale_listing))).await.expect("scan");
+    assert!(scanned.cleanup.is_empty(), "{:?}", scanned.cleanup);
 }

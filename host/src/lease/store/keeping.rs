@@ -1,0 +1,104 @@
+//! The lease store's three timers, apart from the consumer's loop and from
+//! each other: renewals (a third of a lease duration), expiry (each take's
+//! deadline) and scans (half a lease duration). A renewal or scan that
+//! hangs on the table holds up neither the other nor the deadlines.
+
+use super::LeaseStore;
+use crate::ownership::{Changes, Listing};
+use crate::shutdown::Shutdown;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
+
+/// Starts the three timers; the handle ends when all three have stopped.
+pub(super) fn keep(
+    store: Arc<LeaseStore>,
+    listing: watch::Receiver<Arc<Listing>>,
+    changes: mpsc::UnboundedSender<Changes>,
+    stop: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let renewing = tokio::spawn(store.clone().renew_loop(changes.clone(), stop.clone()));
+    let expiring = tokio::spawn(store.clone().expiry_loop(changes.clone(), stop.clone()));
+    let scanning = tokio::spawn(store.scan_loop(listing, changes, stop));
+    tokio::spawn(async move {
+        for (what, task) in [("renewals", renewing), ("expiry", expiring), ("scans", scanning)] {
+            if let Err(e) = task.await {
+                tracing::error!("the lease keeper's {what} ended: {e}");
+            }
+        }
+    })
+}
+
+impl LeaseStore {
+    /// Renewals every third of a lease duration, until `stop`.
+    async fn renew_loop(self: Arc<Self>, changes: mpsc::UnboundedSender<Changes>, stop: Shutdown) {
+        let mut stopped = stop.subscribe();
+        loop {
+            let renewed = self.keeper.renew(self.table.as_ref()).await;
+            if renewed.failed > 0 {
+                tracing::warn!(
+                    "{} lease renewal(s) failed, trying again in {:?}",
+                    renewed.failed,
+                    self.keeper.renew_every()
+                );
+            }
+            let _ = changes.send(Changes { lost: renewed.lost, hand_off: renewed.hand_off, ..Changes::default() });
+            tokio::select! {
+                _ = tokio::time::sleep(self.keeper.renew_every()) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Drops each take at its deadline, until `stop`.
+    async fn expiry_loop(self: Arc<Self>, changes: mpsc::UnboundedSender<Changes>, stop: Shutdown) {
+        let mut stopped = stop.subscribe();
+        loop {
+            let lost = self.keeper.expire();
+            if !lost.is_empty() {
+                let _ = changes.send(Changes { lost, ..Changes::default() });
+            }
+            let now = Instant::now();
+            let wake = self
+                .keeper
+                .next_deadline()
+                .unwrap_or(now + self.keeper.renew_every())
+                .min(now + self.keeper.renew_every());
+            tokio::select! {
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Scans on their own period once the stream is listed, until `stop`.
+    async fn scan_loop(
+        self: Arc<Self>,
+        mut listing: watch::Receiver<Arc<Listing>>,
+        changes: mpsc::UnboundedSender<Changes>,
+        stop: Shutdown,
+    ) {
+        let mut stopped = stop.subscribe();
+        loop {
+            let current = listing.borrow_and_update().clone();
+            if current.shards.is_empty() {
+                tokio::select! {
+                    changed = listing.changed() => if changed.is_err() { return },
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            match self.scan_round(&current).await {
+                Ok(round) if !round.is_empty() => {
+                    let _ = changes.send(round);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("lease scan failed, trying again in {:?}: {e:#}", self.keeper.scan_every()),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.keeper.scan_every()) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
