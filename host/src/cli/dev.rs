@@ -152,11 +152,12 @@ async fn group(
     let options = crate::kinesis::AwsOptions { endpoint_url: Some(url.to_string()), ..Default::default() };
     let table = DynamoTable::connect(&options, "dev-leases", &config.stream, TableSetup::CreateIfMissing).await?;
     let table: Arc<dyn crate::lease::LeaseTable> = Arc::new(table);
+    let lease = super::leases::agreed_lease_duration(table.as_ref(), Duration::from_secs(3), "dev-leases").await?;
     let config = crate::consumer::ConsumerConfig { status_interval: Duration::from_secs(5), ..config };
     let mut runs = tokio::task::JoinSet::new();
     for i in 1..=workers {
         let id = format!("worker-{i}");
-        let store = Arc::new(LeaseStore::new(table.clone(), &id, Duration::from_secs(3), "dev-leases".into()));
+        let store = Arc::new(LeaseStore::new(table.clone(), &id, lease, "dev-leases".into()));
         let consumer = Consumer::with_source(source.clone(), hub.clone(), store.clone(), sink.clone(), config.clone())
             .ownership(store)
             .on_status(move |line| eprintln!("dev: {line}"));

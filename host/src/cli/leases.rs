@@ -2,7 +2,7 @@
 //! through a DynamoDB lease table.
 
 use super::shared::{seconds, AwsArgs};
-use crate::lease::{DynamoTable, LeaseStore, TableSetup};
+use crate::lease::{DynamoTable, LeaseStore, LeaseTable, TableSetup};
 use anyhow::Context;
 use clap::Args;
 use std::sync::Arc;
@@ -52,12 +52,31 @@ impl LeaseArgs {
         let dynamo = DynamoTable::connect(&options, table, stream, setup)
             .await
             .with_context(|| format!("cannot use the lease table `{table}`"))?;
+        let duration = agreed_lease_duration(&dynamo, duration, table).await?;
         let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         let store = LeaseStore::new(Arc::new(dynamo), &worker_id, duration, format!("DynamoDB table {table}"));
         store.check_worker_id().await?;
         eprintln!("worker {worker_id} joins the group of lease table {table}");
         Ok(Some(Arc::new(store)))
     }
+}
+
+/// The group's lease duration: the table's (set by its first worker), with
+/// a line when this worker was given another.
+pub(super) async fn agreed_lease_duration(
+    table: &dyn LeaseTable,
+    wanted: Duration,
+    name: &str,
+) -> anyhow::Result<Duration> {
+    let agreed =
+        table.lease_duration(wanted).await.with_context(|| format!("cannot read the lease duration of `{name}`"))?;
+    if agreed != wanted {
+        eprintln!(
+            "warning: the lease table {name} has a lease duration of {agreed:?} (set by its first worker): using it, \
+             not --lease-duration {wanted:?}, since every worker of a group must count expiry alike"
+        );
+    }
+    Ok(agreed)
 }
 
 /// Host name, pid and a random suffix: unique across machines and restarts.
@@ -207,6 +226,7 @@ impl ImportArgs {
         let table = Arc::new(self.table.open(TableSetup::CreateIfMissing).await?);
         let id = format!("import-{}", std::process::id());
         let duration = seconds(self.lease_duration, "--lease-duration")?;
+        let duration = agreed_lease_duration(table.as_ref(), duration, table.name()).await?;
         let store = LeaseStore::new(table.clone(), &id, duration, format!("DynamoDB table {}", table.name()));
         let (app, stream) = (self.application.clone(), self.table.stream.clone());
         let key = |shard: &str| crate::checkpoint::ShardKey::new(&app, &stream, shard);

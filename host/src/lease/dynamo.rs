@@ -3,19 +3,22 @@
 //! UpdateItem; big plugin states as immutable chunks in a second table
 //! (`<name>-state`), pointed to from the lease.
 
-use super::{sha256_hex, state_tag, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
+use super::{sha256_hex, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
 use anyhow::Context;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// Bytes per state chunk: under the 400 KB item limit with room for keys.
 const CHUNK: usize = 350 * 1024;
 /// The attributes that hold a lease's state or its pointer.
 const STATE_ATTRIBUTES: [&str; 6] =
     ["stateLayout", "stateInline", "stateChunkTag", "stateChunks", "stateLength", "stateSha256"];
+/// The state table's key of the group's settings (no shard id starts with `!`).
+const SETTINGS: &str = "!settings";
 /// Marks items this host wrote (a KCL table has none).
 const FORMAT: &str = "hostLeaseFormat";
 
@@ -324,8 +327,8 @@ impl LeaseTable for DynamoTable {
         }
     }
 
-    async fn put_state(&self, key: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
-        let tag = state_tag(version);
+    async fn put_state(&self, key: &str, tag: &str, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
+        let tag = tag.to_string();
         let chunks = bytes.chunks(CHUNK).collect::<Vec<_>>();
         for (i, chunk) in chunks.iter().enumerate() {
             self.client
@@ -345,6 +348,46 @@ impl LeaseTable for DynamoTable {
             len: bytes.len() as u64,
             sha256: sha256_hex(bytes),
         })
+    }
+
+    async fn lease_duration(&self, proposed: Duration) -> Result<Duration, LeaseError> {
+        // In the state table (ours alone), under a key no shard id has.
+        let millis = u64::try_from(proposed.as_millis()).unwrap_or(u64::MAX);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.state_table)
+            .item("leaseKey", s(SETTINGS))
+            .item("chunk", s("lease-duration"))
+            .item("millis", n(millis))
+            .condition_expression("attribute_not_exists(leaseKey)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => return Ok(proposed),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(sdk(e, &self.state_table).into()),
+        }
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key("leaseKey", s(SETTINGS))
+            .key("chunk", s("lease-duration"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk(e, &self.state_table))?;
+        let stored = out.item().and_then(|i| i.get("millis")).and_then(|m| m.as_n().ok()).and_then(|m| m.parse().ok());
+        match stored {
+            Some(millis @ 1_000..=3_600_000) => Ok(Duration::from_millis(millis)),
+            _ => Err(anyhow::anyhow!(
+                "the lease duration stored in `{}` (item {SETTINGS}/lease-duration) is missing or out of range; \
+                 delete that item to let the next worker set it",
+                self.state_table
+            )
+            .into()),
+        }
     }
 
     async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError> {

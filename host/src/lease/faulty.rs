@@ -164,8 +164,11 @@ impl LeaseTable for FaultyTable {
         self.read()?;
         self.inner.request_hand_off(key, owner, me).await
     }
-    async fn put_state(&self, key: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
-        self.inner.put_state(key, version, layout, bytes).await
+    async fn put_state(&self, key: &str, tag: &str, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
+        self.inner.put_state(key, tag, layout, bytes).await
+    }
+    async fn lease_duration(&self, proposed: std::time::Duration) -> Result<std::time::Duration, LeaseError> {
+        self.inner.lease_duration(proposed).await
     }
     async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError> {
         self.inner.get_state(key, state).await

@@ -1,7 +1,7 @@
 //! A lease table in memory, with DynamoDB's conditional-write semantics:
 //! for the protocol's tests.
 
-use super::{sha256_hex, state_tag, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
+use super::{sha256_hex, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -12,6 +12,8 @@ pub struct InMemoryTable {
     leases: Mutex<BTreeMap<String, Lease>>,
     /// Big states: (shard, tag) → bytes.
     states: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    /// The group's lease duration, once a worker set it.
+    lease_duration: Mutex<Option<std::time::Duration>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, LeaseError> {
@@ -135,10 +137,14 @@ impl LeaseTable for InMemoryTable {
         }
     }
 
-    async fn put_state(&self, key: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
-        let tag = state_tag(version);
+    async fn put_state(&self, key: &str, tag: &str, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
+        let tag = tag.to_string();
         locked(&self.states)?.insert((key.to_string(), tag.clone()), bytes.to_vec());
         Ok(StateRef::Chunked { layout, tag, chunks: 1, len: bytes.len() as u64, sha256: sha256_hex(bytes) })
+    }
+
+    async fn lease_duration(&self, proposed: std::time::Duration) -> Result<std::time::Duration, LeaseError> {
+        Ok(*locked(&self.lease_duration)?.get_or_insert(proposed))
     }
 
     async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError> {

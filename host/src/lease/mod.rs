@@ -79,9 +79,9 @@ impl Lease {
     }
 }
 
-/// Where a committed state lives. Small states ride inside the lease item;
-/// larger ones are immutable chunks in the state table, named by version,
-/// and the lease holds the pointer (so renewals do not rewrite them).
+/// Where a committed state lives: chunks in the state table, and the lease
+/// holds the pointer, so a renewal (billed by the item's size) never
+/// rewrites a state. `Inline` is read from tables written before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateRef {
     /// The snapshot itself, with the plugin's layout version.
@@ -191,9 +191,14 @@ pub trait LeaseTable: Send + Sync + std::fmt::Debug {
     /// releases.
     async fn request_hand_off(&self, key: &str, owner: &str, me: &str) -> Result<(), LeaseError>;
 
-    /// Stores a state too big for the lease item as chunks, tagged with
-    /// `version` and a random part.
-    async fn put_state(&self, key: &str, version: u64, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError>;
+    /// Stores a state as chunks in the state table under `tag`, replacing
+    /// what the tag held.
+    async fn put_state(&self, key: &str, tag: &str, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError>;
+
+    /// The group's lease duration, a property of the table: the first
+    /// worker's `proposed` one is stored, and every worker gets the stored
+    /// one (all must count expiry alike).
+    async fn lease_duration(&self, proposed: std::time::Duration) -> Result<std::time::Duration, LeaseError>;
 
     /// Reads a state back (checking its hash).
     async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError>;
@@ -210,13 +215,19 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// A tag for a new state version's chunks: sorts by version, unique per write.
-pub(crate) fn state_tag(version: u64) -> String {
+/// The tag prefix of one take's state chunks: the state version of its
+/// first commit (so a later take's sort after it) and a random part (so a
+/// fenced-off writer's never match). The take writes two slots under it,
+/// `<prefix>.0` and `<prefix>.1`, in turn: never the one its lease points to.
+pub(crate) fn take_prefix(version: u64) -> String {
     format!("{version:020}.{:016x}", rand::random::<u64>())
 }
 
-/// Whether the chunks tagged `tag` are superseded by the state tagged `keep`.
+/// Whether the chunks tagged `tag` are superseded by the take (or state)
+/// `keep`: tags of earlier versions, and other takes' of the same version.
+/// Later ones stay: a cleanup running late must not delete them.
 pub(crate) fn superseded(tag: &str, keep: &str) -> bool {
     let version = |t: &str| t.split('.').next().unwrap_or_default().to_string();
-    tag != keep && version(tag) <= version(keep)
+    let ours = tag == keep || tag.strip_prefix(keep).is_some_and(|rest| rest.starts_with('.'));
+    !ours && version(tag) <= version(keep)
 }

@@ -5,7 +5,7 @@
 //! scans (takes, hand-off requests, cleanup) and expiry.
 
 use super::keeper::{bounded, CommitFailed, LeaseKeeper};
-use super::{Commit, LeaseError, LeaseTable, StateRef, StateWrite, SHARD_END};
+use super::{take_prefix, Commit, LeaseError, LeaseTable, StateRef, StateWrite, SHARD_END};
 use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, ShardKey, Tenure};
 use crate::ownership::{Changes, Listing, Ownership};
 use crate::progress::LeaseCounts;
@@ -16,8 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// States up to this size ride inside the lease item; bigger ones are chunks.
-const INLINE_STATE: usize = 4 * 1024;
 /// The longest wait between two attempts of a commit. A commit rides out
 /// table errors while its take lasts (a lease duration from the last
 /// renewal), then the shard stops: every attempt is fenced, so retrying is
@@ -39,13 +37,27 @@ pub struct LeaseStore {
     known: Mutex<BTreeSet<String>>,
     /// Per shard: the state version of its last commit or load.
     versions: Mutex<BTreeMap<String, u64>>,
-    /// Shards whose last known state is in chunks (their old chunks are
-    /// deleted after the next commit, even if that one is inline).
-    chunked: Mutex<BTreeSet<String>>,
+    /// Per shard: where its current take writes its state.
+    slots: Mutex<BTreeMap<String, Slots>>,
     /// "dynamodb table NAME", for the operator.
     location: String,
     /// This worker's id (also inside the keeper, which is often locked).
     worker_id: String,
+}
+
+/// One take's two state slots: each commit writes the one its lease does
+/// not point to, so a commit costs one state write and no delete.
+#[derive(Debug)]
+struct Slots {
+    /// The take they belong to.
+    tenure: Tenure,
+    /// `<first commit's version>.<random>`: see [`take_prefix`].
+    prefix: String,
+    /// The slot the next commit writes.
+    next: u8,
+    /// Earlier takes' chunks were deleted (once per take, after its first
+    /// commit that replaced or cleared the state).
+    cleaned: bool,
 }
 
 impl std::fmt::Debug for LeaseStore {
@@ -63,7 +75,7 @@ impl LeaseStore {
             lease_duration,
             known: Mutex::default(),
             versions: Mutex::default(),
-            chunked: Mutex::default(),
+            slots: Mutex::default(),
             location,
             worker_id: worker_id.into(),
         }
@@ -110,11 +122,11 @@ impl LeaseStore {
         &self,
         shard: &str,
         tenure: Tenure,
-        (version, layout, bytes): (u64, u32, &[u8]),
+        (tag, layout, bytes): (&str, u32, &[u8]),
     ) -> Result<StateRef, CommitError> {
         let mut delay = Duration::from_millis(100);
         loop {
-            let error = match self.table.put_state(shard, version, layout, bytes).await {
+            let error = match self.table.put_state(shard, tag, layout, bytes).await {
                 Ok(state) => return Ok(state),
                 Err(LeaseError::Table(e)) => e,
                 Err(conflict) => return Err(CommitError::Store(conflict.into())),
@@ -147,6 +159,22 @@ impl LeaseStore {
         tokio::time::sleep(*delay).await;
         *delay = (*delay * 2).min(MAX_RETRY_DELAY);
         Ok(())
+    }
+
+    /// The tag the next state of `shard` under `tenure` goes to (a take's
+    /// first commit, of state version `version`, names the take's slots).
+    fn slot(&self, shard: &str, tenure: Tenure, version: u64) -> String {
+        let Ok(mut slots) = self.slots.lock() else { return format!("{}.0", take_prefix(version)) };
+        let slots = slots.entry(shard.to_string()).or_insert_with(|| Slots {
+            tenure,
+            prefix: take_prefix(version),
+            next: 0,
+            cleaned: false,
+        });
+        if slots.tenure != tenure {
+            *slots = Slots { tenure, prefix: take_prefix(version), next: 0, cleaned: false };
+        }
+        format!("{}.{}", slots.prefix, slots.next)
     }
 
     /// Commits for the take `tenure`, riding out table errors while the
@@ -236,11 +264,6 @@ impl CheckpointStore for LeaseStore {
         if let Ok(mut versions) = self.versions.lock() {
             versions.insert(key.shard_id.clone(), lease.state_version);
         }
-        if matches!(lease.state, Some(StateRef::Chunked { .. })) {
-            if let Ok(mut chunked) = self.chunked.lock() {
-                chunked.insert(key.shard_id.clone());
-            }
-        }
         if lease.checkpoint.is_none() && lease.state.is_none() {
             return Ok(None);
         }
@@ -275,12 +298,12 @@ impl CheckpointStore for LeaseStore {
                     MAX_STATE_BYTES >> 20
                 )));
             }
-            Some((layout, bytes)) if bytes.len() <= INLINE_STATE => {
-                Some(StateRef::Inline { layout: *layout, bytes: bytes.clone() })
+            // Chunks are written before the lease points at them, outside any
+            // lock: a big state does not hold up other shards' renewals.
+            Some((layout, bytes)) => {
+                let tag = self.slot(shard, tenure, version);
+                Some(self.put_state(shard, tenure, (&tag, *layout, bytes)).await?)
             }
-            // Chunks are written before the lease points at them, outside the
-            // keeper's lock: a big state does not hold up other shards' renewals.
-            Some((layout, bytes)) => Some(self.put_state(shard, tenure, (version, *layout, bytes)).await?),
         };
         let position =
             if checkpoint.shard_end { Some(SHARD_END.to_string()) } else { checkpoint.sequence_number.clone() };
@@ -300,29 +323,22 @@ impl CheckpointStore for LeaseStore {
         if let Ok(mut versions) = self.versions.lock() {
             versions.insert(shard.to_string(), version);
         }
-        // Older versions (and chunks of refused commits) go in the background.
-        let keep = match state {
-            Some(StateRef::Chunked { tag, .. }) => Some(tag),
-            // Inline now, or cleared: the chunks of earlier versions, if any, all go.
-            Some(StateRef::Inline { .. }) => Some(format!("{version:020}")),
-            None if !checkpoint.shard_end => Some(format!("{version:020}")),
-            None => None,
+        // The next commit writes the other slot. The first commit of a take
+        // that replaced or cleared the state lets earlier takes' chunks go
+        // (in the background; a failure leaves them to the next take).
+        let cleanup = match self.slots.lock() {
+            Ok(mut slots) => slots.get_mut(shard).filter(|s| s.tenure == tenure).and_then(|slots| {
+                slots.next ^= u8::from(state.is_some());
+                let replaced = state.is_some() || !checkpoint.shard_end;
+                (replaced && !std::mem::replace(&mut slots.cleaned, true)).then(|| slots.prefix.clone())
+            }),
+            Err(_) => None,
         };
-        let had_chunks = self.chunked.lock().map(|mut c| {
-            let had = c.contains(shard);
-            match &keep {
-                Some(tag) if tag.contains('.') => c.insert(shard.to_string()),
-                Some(_) => c.remove(shard),
-                None => false,
-            };
-            had
-        });
-        let cleanup = keep.filter(|tag| tag.contains('.') || had_chunks.unwrap_or(true));
         if let Some(keep) = cleanup {
             let (table, shard) = (self.table.clone(), shard.to_string());
             tokio::spawn(async move {
                 if let Err(e) = table.drop_states(&shard, &keep).await {
-                    tracing::debug!(shard, "cleaning up old states failed (tried again next commit): {e}");
+                    tracing::debug!(shard, "cleaning up earlier states failed (left to the next take): {e}");
                 }
             });
         }

@@ -135,10 +135,15 @@ impl Group {
 
     /// Starts worker `id` with its DynamoDB calls going to `dynamo`.
     fn start_on(&mut self, id: &str, dynamo: &str) {
+        self.start_with(id, dynamo, LEASE);
+    }
+
+    /// Starts worker `id` on `dynamo`, given `--lease-duration lease`.
+    fn start_with(&mut self, id: &str, dynamo: &str, lease: u64) {
         let out = format!("file:{}", self.path(&format!("out-{id}.jsonl")).display());
         let log = std::fs::File::create(self.path(&format!("log-{id}.txt"))).expect("log file");
         let counter = plugin_path("counter").display().to_string();
-        let lease = LEASE.to_string();
+        let lease = lease.to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_host"))
             .args([
                 "run",
@@ -670,7 +675,7 @@ async fn a_single_hosts_checkpoints_move_into_a_lease_table_and_the_group_goes_o
     assert!(lines[0].starts_with("SHARD") && lines[0].contains("CHECKPOINT") && lines.len() == 3, "{}", listed.stdout);
     let checkpoints: Vec<&str> = lines[1..].iter().filter_map(|l| l.split_whitespace().nth(2)).collect();
     assert!(checkpoints.iter().all(|c| c.len() > 20), "sequence numbers: {}", listed.stdout);
-    assert!(lines[1..].iter().all(|l| l.contains("B inline, v1")), "{}", listed.stdout);
+    assert!(lines[1..].iter().all(|l| l.contains("B in 1 chunk(s), v1")), "{}", listed.stdout);
     // Importing again changes nothing: the table's checkpoints win.
     let again = run(table_args(&["import", "--from", &db, "--lease-duration", "3"]));
     assert_eq!(again.code, 0, "{}", again.stderr);
@@ -716,18 +721,24 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
     }
     let listed = table.scan().await.expect("scan");
     assert_eq!(listed[0].state_version, 3, "one version per commit, whoever made it");
-    // The last state is inline: the chunks of the big ones are cleaned up.
+    // A state never rides in the lease item, so a renewal (billed by the
+    // item's size) rewrites a few small attributes only.
     let raw = aws_sdk_dynamodb::Client::new(&host::aws::sdk_config(&options).await.expect("config"));
+    let items = raw.scan().table_name(&name).send().await.expect("scan the lease table");
+    let item = items.items().first().expect("the lease");
+    let size: usize = item.iter().map(|(k, v)| k.len() + format!("{v:?}").len()).sum();
+    assert!(!item.contains_key("stateInline") && size < 1024, "a small lease item: {size} B, {item:?}");
+    // The last take's one chunk stays; the earlier takes' are cleaned up.
     let mut left = usize::MAX;
     for _ in 0..50 {
         let chunks = raw.scan().table_name(format!("{name}-state")).send().await.expect("scan the state table");
         left = chunks.items().len();
-        if left == 0 {
+        if left == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(left, 0, "old state chunks are deleted");
+    assert_eq!(left, 1, "earlier takes' state chunks are deleted");
     // A chunk changed behind the lease's back is refused, not restored.
     let state: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
     let checkpoint = Checkpoint {
@@ -738,8 +749,16 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
     };
     owner.cycle(&shards).await.expect("cycle");
     owner.commit(&key, owner.owns("shard-0").expect("held"), &checkpoint).await.expect("commit");
+    let Some(host::lease::StateRef::Chunked { tag, .. }) =
+        table.get("shard-0").await.expect("get").and_then(|l| l.state)
+    else {
+        panic!("the state is in chunks")
+    };
     let chunks = raw.scan().table_name(format!("{name}-state")).send().await.expect("scan the state table");
-    let mut item = chunks.items().first().expect("a chunk").clone();
+    let ours = |item: &&std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        item.get("chunk").and_then(|c| c.as_s().ok()).is_some_and(|c| c.starts_with(&tag))
+    };
+    let mut item = chunks.items().iter().find(ours).expect("a chunk of the committed state").clone();
     item.insert("data".into(), aws_sdk_dynamodb::types::AttributeValue::B(vec![0u8; 16].into()));
     raw.put_item().table_name(format!("{name}-state")).set_item(Some(item)).send().await.expect("tamper");
     let refused = owner.load(&key).await.expect_err("a tampered state is refused");
@@ -853,8 +872,16 @@ async fn a_worker_frozen_while_its_leases_moved_away_and_came_back_runs_every_le
     let Some(mut group) = Group::on(Dynamo::Embedded, "scale-woken", 2).await else { return };
     let first = producer(&group, 200, 4);
     group.start("w1");
-    group.start("w2");
+    let joining = Instant::now();
+    while !group.log("w1").contains("joins the group") {
+        assert!(joining.elapsed() < Duration::from_secs(30), "w1 never joined\n{}", group.log("w1"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The lease duration is the table's: w2 is told 10 s, says so, uses 3 s.
+    let dynamo = group.dynamo.clone();
+    group.start_with("w2", &dynamo, 10);
     group.until("the workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 1, 1)).await;
+    assert!(group.log("w2").contains("has a lease duration of 3s"), "{}", group.log("w2"));
     assert_eq!(wait(first).await.code, 0, "the producer");
     group.signal("w1", "-STOP");
     group.until("w2 holds both", Duration::from_secs(30), |o| balanced(o, &["w2"], 2, 2)).await;
@@ -982,4 +1009,13 @@ async fn a_worker_cut_off_from_dynamodb_stops_writing_at_its_lease_and_rejoins_w
     let lines = group.outputs();
     assert_eq!(final_counts(&lines), group.reference().await, "every count exact\n{}", group.logs());
     group.checkpoints_match_the_reference().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_duration_is_the_tables_set_by_its_first_worker() {
+    let Some((_, _, table)) = dynalite_table("duration").await else { return };
+    let first = table.lease_duration(Duration::from_secs(3)).await.expect("set");
+    let second = table.lease_duration(Duration::from_secs(10)).await.expect("read");
+    assert_eq!((first, second), (Duration::from_secs(3), Duration::from_secs(3)));
+    assert!(table.scan().await.expect("scan").is_empty(), "the setting is no lease");
 }
