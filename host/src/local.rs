@@ -70,8 +70,8 @@ pub struct LocalKinesis {
     dynamo_calls: Calls,
 }
 
-/// DynamoDB calls by operation name.
-type Calls = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>;
+/// DynamoDB calls by operation name: how many, and their request bytes.
+type Calls = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>>;
 
 /// Where the router sends DynamoDB calls, and their count.
 #[derive(Clone)]
@@ -145,7 +145,14 @@ impl LocalKinesis {
 
     /// DynamoDB calls served so far, by operation (`UpdateItem`, `Scan`, …).
     pub fn dynamodb_calls(&self) -> std::collections::BTreeMap<String, u64> {
-        self.dynamo_calls.lock().map(|c| c.clone()).unwrap_or_default()
+        let calls = self.dynamo_calls.lock().map(|c| c.clone()).unwrap_or_default();
+        calls.into_iter().map(|(op, (n, _))| (op, n)).collect()
+    }
+
+    /// The request bytes of the DynamoDB calls served so far, by operation.
+    pub fn dynamodb_bytes(&self) -> std::collections::BTreeMap<String, u64> {
+        let calls = self.dynamo_calls.lock().map(|c| c.clone()).unwrap_or_default();
+        calls.into_iter().map(|(op, (_, bytes))| (op, bytes)).collect()
     }
 
     /// Stops serving and waits for open connections to close.
@@ -223,8 +230,11 @@ async fn route_dynamodb(State(dynamo): State<Dynamo>, request: Request, next: Ne
     let Some((_, op)) = target.split_once('.').filter(|(service, _)| service.starts_with("DynamoDB")) else {
         return next.run(request).await;
     };
+    let length = request.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Ok(mut calls) = dynamo.calls.lock() {
-        *calls.entry(op.to_string()).or_default() += 1;
+        let tally = calls.entry(op.to_string()).or_default();
+        tally.0 += 1;
+        tally.1 += length.unwrap_or(0);
     }
     match forward(dynamo.addr, request).await {
         Ok(response) => response,

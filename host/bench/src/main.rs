@@ -100,9 +100,26 @@ pub struct BenchLeasesArgs {
     #[arg(long, default_value_t = 8)]
     pub shards: i32,
 
-    /// Records in the throughput stream.
+    /// Records in the throughput stream (0: skip that part).
     #[arg(long, default_value_t = 200_000)]
     pub records: u64,
+
+    /// Workers in the group.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=16))]
+    pub workers: u64,
+
+    /// The embedded endpoint's limit of open shards (raised to twice
+    /// --shards when lower).
+    #[arg(long, default_value_t = 256)]
+    pub shard_limit: u32,
+
+    /// The `host` binary the workers run (default: the one beside host-bench).
+    #[arg(long, value_name = "FILE")]
+    pub host: Option<PathBuf>,
+
+    /// How long to wait for the group to balance before reporting none.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub patience: u64,
 }
 
 /// `host-bench plugin`.
@@ -274,6 +291,13 @@ async fn leases(args: BenchLeasesArgs) -> anyhow::Result<ExitCode> {
         rounds: args.rounds as usize,
         shards: args.shards,
         records: args.records,
+        workers: args.workers as usize,
+        shard_limit: args.shard_limit,
+        host: match args.host {
+            Some(host) => host,
+            None => host_binary()?,
+        },
+        patience: std::time::Duration::from_secs(args.patience),
     };
     let report = lease_bench::run(&options, |line| eprintln!("{line}")).await?;
     print!("{}", lease_bench::render(&report));

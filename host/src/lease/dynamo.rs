@@ -3,7 +3,7 @@
 //! UpdateItem; big plugin states as immutable chunks in a second table
 //! (`<name>-state`), pointed to from the lease.
 
-use super::{sha256_hex, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
+use super::{Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
 use anyhow::Context;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
@@ -26,8 +26,9 @@ type Item = HashMap<String, AttributeValue>;
 
 mod item;
 mod setup;
+mod state;
 
-use item::{chunk_key, lease_of, n, s};
+use item::{lease_of, n, s};
 
 /// Whether a missing table may be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,145 +329,19 @@ impl LeaseTable for DynamoTable {
     }
 
     async fn put_state(&self, key: &str, tag: &str, layout: u32, bytes: &[u8]) -> Result<StateRef, LeaseError> {
-        let tag = tag.to_string();
-        let chunks = bytes.chunks(CHUNK).collect::<Vec<_>>();
-        for (i, chunk) in chunks.iter().enumerate() {
-            self.client
-                .put_item()
-                .table_name(&self.state_table)
-                .item("leaseKey", s(key))
-                .item("chunk", s(&chunk_key(&tag, i)))
-                .item("data", AttributeValue::B(Blob::new(chunk.to_vec())))
-                .send()
-                .await
-                .map_err(|e| sdk(e, &self.state_table))?;
-        }
-        Ok(StateRef::Chunked {
-            layout,
-            tag,
-            chunks: chunks.len() as u32,
-            len: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
-        })
+        self.write_state(key, tag, layout, bytes).await
     }
 
     async fn lease_duration(&self, proposed: Duration) -> Result<Duration, LeaseError> {
-        // In the state table (ours alone), under a key no shard id has.
-        let millis = u64::try_from(proposed.as_millis()).unwrap_or(u64::MAX);
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.state_table)
-            .item("leaseKey", s(SETTINGS))
-            .item("chunk", s("lease-duration"))
-            .item("millis", n(millis))
-            .condition_expression("attribute_not_exists(leaseKey)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => return Ok(proposed),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(sdk(e, &self.state_table).into()),
-        }
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .key("leaseKey", s(SETTINGS))
-            .key("chunk", s("lease-duration"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk(e, &self.state_table))?;
-        let stored = out.item().and_then(|i| i.get("millis")).and_then(|m| m.as_n().ok()).and_then(|m| m.parse().ok());
-        match stored {
-            Some(millis @ 1_000..=3_600_000) => Ok(Duration::from_millis(millis)),
-            _ => Err(anyhow::anyhow!(
-                "the lease duration stored in `{}` (item {SETTINGS}/lease-duration) is missing or out of range; \
-                 delete that item to let the next worker set it",
-                self.state_table
-            )
-            .into()),
-        }
+        self.settle_lease_duration(proposed).await
     }
 
     async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError> {
-        let (tag, chunks, len, sha256) = match state {
-            StateRef::Inline { bytes, .. } => return Ok(bytes.clone()),
-            StateRef::Chunked { tag, chunks, len, sha256, .. } => (tag, *chunks, *len, sha256),
-        };
-        // `len` was checked against the state bound when the item was read;
-        // a chunk that runs past it is refused before it is kept.
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        for i in 0..chunks as usize {
-            let out = self
-                .client
-                .get_item()
-                .table_name(&self.state_table)
-                .key("leaseKey", s(key))
-                .key("chunk", s(&chunk_key(tag, i)))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk(e, &self.state_table))?;
-            let data = out.item().and_then(|item| item.get("data")).and_then(|d| d.as_b().ok()).with_context(|| {
-                format!("chunk {i} of state {tag} of shard {key} is missing from {}", self.state_table)
-            })?;
-            if (bytes.len() + data.as_ref().len()) as u64 > len {
-                return Err(anyhow::anyhow!(
-                    "state {tag} of shard {key} in {} is longer than its stateLength {len}: refusing to restore it",
-                    self.state_table
-                )
-                .into());
-            }
-            bytes.extend_from_slice(data.as_ref());
-        }
-        if bytes.len() as u64 != len || &sha256_hex(&bytes) != sha256 {
-            return Err(anyhow::anyhow!(
-                "state {tag} of shard {key} in {} does not match its hash: refusing to restore it",
-                self.state_table
-            )
-            .into());
-        }
-        Ok(bytes)
+        self.read_state(key, state).await
     }
 
     async fn drop_states(&self, key: &str, keep: &str) -> Result<(), LeaseError> {
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.state_table)
-                .key_condition_expression("leaseKey = :k")
-                .expression_attribute_values(":k", s(key))
-                .projection_expression("leaseKey, chunk")
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk(e, &self.state_table))?;
-            for item in page.items() {
-                let Some(chunk) = item.get("chunk").and_then(|c| c.as_s().ok()) else { continue };
-                // "<tag>.<index>": the tag is all but the last part.
-                let tag = chunk.rsplit_once('.').map_or(chunk.as_str(), |(tag, _)| tag);
-                if !superseded(tag, keep) {
-                    continue;
-                }
-                self.client
-                    .delete_item()
-                    .table_name(&self.state_table)
-                    .key("leaseKey", s(key))
-                    .key("chunk", s(chunk))
-                    .send()
-                    .await
-                    .map_err(|e| sdk(e, &self.state_table))?;
-            }
-            match page.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        Ok(())
+        self.delete_states(key, keep).await
     }
 }
 

@@ -114,6 +114,9 @@ impl LeaseKeeper {
             }
             let share = active.len().div_ceil(load.len());
             // Handed-over leases first: they were asked for and wait for us.
+            // The rest in random order, so workers started together do not
+            // all race for the same leases in the same order.
+            rand::seq::SliceRandom::shuffle(takeable.as_mut_slice(), &mut rand::rng());
             takeable.sort_by_key(|(_, kind)| *kind != TakeKind::HandedOff);
             let mut room = share.saturating_sub(inner.held.len());
             takeable.retain(|(_, kind)| {
