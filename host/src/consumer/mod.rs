@@ -124,6 +124,15 @@ impl From<Arc<SwapHub>> for Logic {
     }
 }
 
+/// Triggers a stop signal when dropped.
+struct TriggerOnDrop(Shutdown);
+
+impl Drop for TriggerOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
+}
+
 /// How a shard's worker finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardExit {
@@ -268,6 +277,9 @@ impl Consumer {
         let (changes_tx, mut changes_rx) = tokio::sync::mpsc::unbounded_channel();
         let stop_keeping = Shutdown::new();
         let keeping = ownership.clone().keep(listing_rx, changes_tx, stop_keeping.clone());
+        // However the run ends (an error returns early), the leases stop
+        // being kept with it: nobody renews a lease nothing runs.
+        let _keeping_ends = TriggerOnDrop(stop_keeping.clone());
         let mut workers: JoinSet<(String, anyhow::Result<ShardExit>)> = JoinSet::new();
         let mut scheduler = Scheduler::default();
         let mut report = RunReport::default();
@@ -366,9 +378,7 @@ impl Consumer {
                                 lost.insert(id.clone(), reason.clone());
                             }
                             report.shards_lost.insert(id.clone(), reason.clone());
-                            if retaken {
-                                start_shards(&mut scheduler, &shards, &shared, &mut workers).await?;
-                            } else {
+                            if !retaken {
                                 scheduler.lost.insert(id, reason);
                             }
                         }
@@ -379,6 +389,9 @@ impl Consumer {
                             let e = if is_stream_deleted(&e) { e } else { e.context(format!("shard {id}")) };
                             first_error.get_or_insert(e);
                         }
+                    }
+                    if retaken && !shutdown.is_triggered() {
+                        start_shards(&mut scheduler, &shards, &shared, &mut workers).await?;
                     }
                 }
                 _ = status_tick.tick() => {
