@@ -90,6 +90,12 @@ pub trait PolicyShard {
     /// Moves the position past a record that was set aside.
     fn skip_to(&mut self, position: Position);
 
+    /// Fails when this shard's output may no longer be written here (a
+    /// lease lost or run out): dead letters are output too.
+    fn may_write(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Snapshots the plugin and commits position and state together; clears
     /// [`Uncommitted`].
     async fn commit(&mut self) -> anyhow::Result<()>;
@@ -256,6 +262,7 @@ impl Policy {
         };
         let letter = letter(shard, &record, DeadLetterReason::Poison, failure.to_string(), attempts);
         tracing::warn!(shard = %shard.names().1, sequence_number = %letter.sequence_number, "dead-lettered: {failure}");
+        shard.may_write()?;
         sink.write(&[letter]).await?;
         count_dead_letters(shard, DeadLetterReason::Poison, 1);
         shard.skip_to(Position {
@@ -284,6 +291,7 @@ impl Policy {
         let error = format!("older than --max-record-age ({} s) when read", age.as_secs_f64());
         let letters: Vec<DeadLetter> =
             old.view().iter().map(|r| letter(shard, &r, DeadLetterReason::Expired, error.clone(), 0)).collect();
+        shard.may_write()?;
         sink.write(&letters).await?;
         count_dead_letters(shard, DeadLetterReason::Expired, letters.len() as u64);
         if let (true, Some(last)) = (keep.is_empty(), last) {

@@ -248,6 +248,10 @@ impl PolicyShard for Worker {
         self.position = Some(position);
     }
 
+    fn may_write(&self) -> anyhow::Result<()> {
+        Ok(self.still_ours()?)
+    }
+
     async fn commit(&mut self) -> anyhow::Result<()> {
         self.commit_state().await
     }

@@ -89,10 +89,12 @@ impl LeaseKeeper {
             let mut load: BTreeMap<&str, Vec<&Lease>> = BTreeMap::from([(self.me.as_str(), Vec::new())]);
             // Hand-offs asked for and not yet carried out, by asker: an
             // asker is a live worker even before it holds anything, and
-            // what it asked for is as good as its own.
+            // what it asked for is as good as its own. Not on a lease that
+            // expired: its owner will hand nothing over, and an asker that
+            // died since would count as live for good.
             let mut pending: BTreeMap<&str, usize> = BTreeMap::new();
             for lease in &active {
-                if let (Some(_), Some(to)) = (&lease.owner, &lease.hand_off_to) {
+                if let (Some(_), Some(to), false) = (&lease.owner, &lease.hand_off_to, stale(lease)) {
                     *pending.entry(to.as_str()).or_default() += 1;
                 }
                 match (&lease.owner, &lease.hand_off_to) {
