@@ -378,6 +378,11 @@ impl Consumer {
                                 lost.insert(id.clone(), reason.clone());
                             }
                             report.shards_lost.insert(id.clone(), reason.clone());
+                            // The take it ran under still held (nothing runs
+                            // it now): let it go rather than keep renewing it.
+                            if ownership.owns(&id) == Some(tenure) {
+                                release(ownership.as_ref(), &id, tenure).await;
+                            }
                             if !retaken {
                                 scheduler.lost.insert(id, reason);
                             }

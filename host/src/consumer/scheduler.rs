@@ -76,10 +76,12 @@ impl Scheduler {
                 || self.ended.contains(id)
                 || self.parked.contains_key(id)
                 || self.lost.contains_key(id)
-                || owns(id).is_none()
             {
                 continue;
             }
+            // The take before the loads: a task must not start under a take
+            // newer than the checkpoint it loaded.
+            let Some(tenure) = owns(id) else { continue };
             // Once the run is under way, a store that cannot be read now
             // (a DynamoDB outage) delays the shard instead of ending the run.
             let checkpoint = match store.load(&key(id)).await {
@@ -117,7 +119,9 @@ impl Scheduler {
                 continue;
             }
             // Asked again after the loads: the take may have ended meanwhile.
-            let Some(tenure) = owns(id) else { continue };
+            if owns(id) != Some(tenure) {
+                continue;
+            }
             let has_parent = shard.parents().any(|p| known.contains(p));
             let (signal, receiver) = watch::channel(ShardSignal::Run);
             self.running.insert(id.clone());

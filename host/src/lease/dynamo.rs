@@ -132,7 +132,7 @@ impl DynamoTable {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Err(Conflict { key: key.into(), expected: counter }.into())
             }
-            Err(e) => Err(sdk(e, &self.table).into()),
+            Err(e) => Err(classify(e, &self.table)),
         }
     }
 }
@@ -342,6 +342,30 @@ impl LeaseTable for DynamoTable {
 
     async fn drop_states(&self, key: &str, keep: &str) -> Result<(), LeaseError> {
         self.delete_states(key, keep).await
+    }
+}
+
+/// A failed call as a lease error: `Denied` when trying again cannot help.
+fn classify<E, R>(error: SdkError<E, R>, table: &str) -> LeaseError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let permanent = matches!(
+        error.code(),
+        Some(
+            "AccessDeniedException"
+                | "ValidationException"
+                | "ResourceNotFoundException"
+                | "UnrecognizedClientException"
+                | "ItemCollectionSizeLimitExceededException"
+        )
+    );
+    let error = sdk(error, table);
+    if permanent {
+        LeaseError::Denied(error)
+    } else {
+        LeaseError::Table(error)
     }
 }
 

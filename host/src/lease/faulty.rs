@@ -21,6 +21,8 @@ pub(crate) enum Fault {
     LostAnswer,
     /// A write lands; the SDK's retry of it finds the condition failed.
     RetriedAfterLanding,
+    /// Refused for good (AccessDenied, say); only from a script.
+    Denied,
 }
 
 /// The in-memory table with faults.
@@ -88,6 +90,7 @@ impl FaultyTable {
             Fault::Refused => "refused",
             Fault::LostAnswer => "lost answer",
             Fault::RetriedAfterLanding => "retried after landing",
+            Fault::Denied => "denied",
         };
         *self.injected.lock().expect("lock").entry(name).or_default() += 1;
         fault
@@ -101,6 +104,7 @@ impl FaultyTable {
         match self.fault(true) {
             Fault::None => call().await,
             Fault::Refused => Err(refused()),
+            Fault::Denied => Err(LeaseError::Denied(anyhow::anyhow!("AccessDeniedException: not allowed"))),
             Fault::LostAnswer => {
                 let _ = call().await;
                 Err(LeaseError::Table(anyhow::anyhow!("connection reset before the answer")))

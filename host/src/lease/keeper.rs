@@ -127,6 +127,9 @@ pub enum CommitFailed {
     Lost(String),
     /// The table did not answer; the take still holds: try again.
     Unknown(anyhow::Error),
+    /// The table refused the write for good (permissions, a missing table):
+    /// trying again changes nothing.
+    Denied(anyhow::Error),
 }
 
 /// One worker's view of the lease table.
@@ -181,7 +184,12 @@ impl LeaseKeeper {
 
     /// The longest a table call may take before its outcome counts as unknown.
     fn call_timeout(&self) -> Duration {
-        (self.lease_duration / 3).max(Duration::from_millis(200))
+        (self.lease_duration / 6).max(Duration::from_millis(200))
+    }
+
+    /// How soon a renewal that failed is tried again (while its take lasts).
+    pub fn retry_after(&self) -> Duration {
+        self.lease_duration / 12
     }
 
     fn now(&self) -> Instant {
@@ -273,7 +281,7 @@ impl LeaseKeeper {
                 Some(Ok(lease)) if lease.hand_off_to.is_some() => renewed.hand_off.push((key, tenure)),
                 Some(Ok(_)) => {}
                 Some(Err(CommitFailed::Lost(why))) => renewed.lost.push((key, tenure, why)),
-                Some(Err(CommitFailed::Unknown(e))) => {
+                Some(Err(CommitFailed::Unknown(e) | CommitFailed::Denied(e))) => {
                     tracing::debug!(shard = %key, "renewal failed (tried again): {e:#}");
                     renewed.failed += 1;
                 }

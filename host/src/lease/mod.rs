@@ -142,9 +142,14 @@ pub enum LeaseError {
     /// The condition failed (fencing): not an error of the table.
     #[error(transparent)]
     Conflict(#[from] Conflict),
-    /// The table could not be reached or refused the call.
+    /// The table could not be reached or refused the call for now
+    /// (throttling, an outage): worth trying again.
     #[error(transparent)]
     Table(#[from] anyhow::Error),
+    /// The table refused the call for good (permissions, a missing table,
+    /// an invalid request): trying again changes nothing.
+    #[error(transparent)]
+    Denied(anyhow::Error),
 }
 
 /// The lease table: every write conditional, every write but a hand-off

@@ -188,6 +188,7 @@ impl LeaseStore {
                     return Err(CommitError::LeaseLost { shard_id: shard.into(), reason });
                 }
                 Err(CommitFailed::Unknown(e)) => e,
+                Err(CommitFailed::Denied(e)) => return Err(CommitError::Store(e)),
             };
             self.retry_while_held(shard, tenure, &mut delay, "the lease commit", error).await?;
         }

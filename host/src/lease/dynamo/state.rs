@@ -2,7 +2,7 @@
 //! tags, and the group's settings under a key no shard id has.
 
 use super::item::{chunk_key, n, s};
-use super::{sdk, DynamoTable, Item, CHUNK, SETTINGS};
+use super::{classify, sdk, DynamoTable, Item, CHUNK, SETTINGS};
 use crate::lease::{sha256_hex, superseded, LeaseError, StateRef};
 use anyhow::Context;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -28,7 +28,7 @@ impl DynamoTable {
                 .item("data", AttributeValue::B(Blob::new(chunk.to_vec())))
                 .send()
                 .await
-                .map_err(|e| sdk(e, &self.state_table))?;
+                .map_err(|e| classify(e, &self.state_table))?;
         }
         Ok(StateRef::Chunked {
             layout,
@@ -42,6 +42,9 @@ impl DynamoTable {
     pub(super) async fn settle_lease_duration(&self, proposed: Duration) -> Result<Duration, LeaseError> {
         // In the state table (ours alone), under a key no shard id has.
         let millis = u64::try_from(proposed.as_millis()).unwrap_or(u64::MAX);
+        if !(1_000..=3_600_000).contains(&millis) {
+            return Err(anyhow::anyhow!("a lease duration of {proposed:?} is out of range: give 1 s to 1 hour").into());
+        }
         let put = self
             .client
             .put_item()
@@ -53,7 +56,7 @@ impl DynamoTable {
             .send()
             .await;
         match put {
-            Ok(_) => return Ok(proposed),
+            Ok(_) => return Ok(Duration::from_millis(millis)),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
             Err(e) => return Err(sdk(e, &self.state_table).into()),
         }

@@ -176,6 +176,18 @@ async fn a_write_whose_answer_was_lost_is_recognised_by_its_nonce() {
     let lease = table.get("shard-0").await.expect("get").expect("lease");
     assert_eq!((lease.owner.as_deref(), lease.checkpoint.as_deref()), (Some("a"), Some("6")));
     assert!(a.valid("shard-0", t));
+    // A renewal lands unanswered and unread; the next commit is refused and
+    // its read-back finds that renewal, not itself: the commit did not land
+    // and must say so (it goes again at the new counter), never pass for done.
+    time.advance(LEASE / 3);
+    table.script(&[Fault::LostAnswer, Fault::Refused]);
+    assert_eq!(a.renew(&table).await.failed, 1);
+    table.script(&[Fault::None, Fault::None]);
+    let again = a.commit(&table, "shard-0", t, &Commit::position("7", 3)).await;
+    assert!(matches!(again, Err(CommitFailed::Unknown(_))), "{again:?}");
+    assert_eq!(table.inner.get("shard-0").await.expect("get").and_then(|l| l.checkpoint).as_deref(), Some("6"));
+    a.commit(&table, "shard-0", t, &Commit::position("7", 3)).await.expect("the retry lands");
+    assert_eq!(table.inner.get("shard-0").await.expect("get").and_then(|l| l.checkpoint).as_deref(), Some("7"));
 }
 
 #[tokio::test]

@@ -14,10 +14,16 @@ use std::time::{Duration, Instant};
 pub(super) enum Wrote {
     /// It landed (perhaps found by its nonce), sent at that instant.
     Landed(Box<Lease>, Instant),
+    /// It did not land, but an earlier write of ours whose answer never
+    /// came did (sent at that instant): the lease moved on; this write
+    /// must be tried again at the new counter.
+    Earlier(Box<Lease>, Instant),
     /// Its condition failed: someone else wrote the lease.
     Refused,
     /// Nobody knows: the table did not answer, nor the read after.
     Unknown(anyhow::Error),
+    /// The table refused it for good; it did not land.
+    Denied(anyhow::Error),
 }
 
 /// A valid take's counter, write lock and unconfirmed writes.
@@ -58,6 +64,7 @@ impl LeaseKeeper {
             Ok(lease) => return attempt(Wrote::Landed(Box::new(lease), sent)),
             Err(LeaseError::Conflict(conflict)) => anyhow::Error::new(conflict),
             Err(LeaseError::Table(e)) => e,
+            Err(LeaseError::Denied(e)) => return attempt(Wrote::Denied(e)),
         };
         // Refused, or no answer: the write may have landed all the same (an
         // answer lost, or the SDK's retry of a write that had landed).
@@ -66,7 +73,7 @@ impl LeaseKeeper {
                 if lease.nonce == nonce {
                     Wrote::Landed(Box::new(lease), sent)
                 } else if let Some(&(_, at)) = unconfirmed.iter().find(|(n, _)| *n == lease.nonce) {
-                    Wrote::Landed(Box::new(lease), at)
+                    Wrote::Earlier(Box::new(lease), at)
                 } else if lease.counter == counter {
                     // Nothing landed; the lease stands as we left it.
                     Wrote::Unknown(error)
@@ -94,12 +101,21 @@ impl LeaseKeeper {
     }
 
     /// Applies how a write to a held take went; returns the lease when it
-    /// landed, and why the take is over when it was refused.
+    /// landed, and why the take is over when it was refused or its answer
+    /// came after the take's deadline (the take is not brought back: its
+    /// task may have stopped already).
     pub(super) fn settle(&self, key: &str, tenure: Tenure, attempt: Attempt) -> Result<Lease, CommitFailed> {
+        let now = self.now();
         let mut inner = self.lock();
         let Some(held) = inner.held.get_mut(key).filter(|h| h.tenure == tenure) else {
             return Err(CommitFailed::Lost("the take ended while the write was in flight".into()));
         };
+        if now >= held.renewed + self.lease_duration {
+            inner.held.remove(key);
+            inner.lost += 1;
+            let why = format!("not renewed for {:?} (the answer came too late)", self.lease_duration);
+            return Err(CommitFailed::Lost(why));
+        }
         match attempt.wrote {
             Wrote::Landed(lease, sent) => {
                 if lease.counter > held.counter {
@@ -110,6 +126,17 @@ impl LeaseKeeper {
                 scan::saw_own_write(&mut inner, &lease, sent);
                 Ok(*lease)
             }
+            Wrote::Earlier(lease, sent) => {
+                if lease.counter > held.counter {
+                    held.counter = lease.counter;
+                    held.renewed = held.renewed.max(sent);
+                    held.unconfirmed.clear();
+                }
+                scan::saw_own_write(&mut inner, &lease, sent);
+                Err(CommitFailed::Unknown(anyhow::anyhow!(
+                    "an earlier write whose answer was lost had landed; this one goes again"
+                )))
+            }
             Wrote::Unknown(e) => {
                 if held.unconfirmed.len() >= UNCONFIRMED {
                     held.unconfirmed.pop_front();
@@ -117,6 +144,10 @@ impl LeaseKeeper {
                 held.unconfirmed.push_back((attempt.nonce, attempt.sent));
                 inner.failed += 1;
                 Err(CommitFailed::Unknown(e))
+            }
+            Wrote::Denied(e) => {
+                inner.failed += 1;
+                Err(CommitFailed::Denied(e))
             }
             Wrote::Refused => {
                 inner.held.remove(key);

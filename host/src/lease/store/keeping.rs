@@ -33,18 +33,29 @@ impl LeaseStore {
     /// Renewals every third of a lease duration, until `stop`.
     async fn renew_loop(self: Arc<Self>, changes: mpsc::UnboundedSender<Changes>, stop: Shutdown) {
         let mut stopped = stop.subscribe();
+        let every = self.keeper.renew_every();
+        let mut next_round = Instant::now();
         loop {
             let renewed = self.keeper.renew(self.table.as_ref()).await;
+            // At a fixed rate, so a slow round does not push the next one
+            // late; a failed renewal is tried again soon, while its take lasts.
+            let now = Instant::now();
+            next_round += every;
+            if next_round < now {
+                next_round = now + every;
+            }
+            let mut wake = next_round;
             if renewed.failed > 0 {
+                wake = wake.min(now + self.keeper.retry_after());
                 tracing::warn!(
                     "{} lease renewal(s) failed, trying again in {:?}",
                     renewed.failed,
-                    self.keeper.renew_every()
+                    wake.saturating_duration_since(now)
                 );
             }
             let _ = changes.send(Changes { lost: renewed.lost, hand_off: renewed.hand_off, ..Changes::default() });
             tokio::select! {
-                _ = tokio::time::sleep(self.keeper.renew_every()) => {}
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
                 _ = stopped.wait_for(|s| *s) => return,
             }
         }

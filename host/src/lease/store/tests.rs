@@ -139,3 +139,17 @@ async fn a_commit_the_table_never_answers_ends_with_the_take_not_with_the_run() 
     assert!(started.elapsed() < Duration::from_secs(3), "within about a lease: {:?}", started.elapsed());
     assert!(!a.holds("s0", tenure));
 }
+
+#[tokio::test]
+async fn a_commit_the_table_refuses_for_good_fails_the_shard_at_once_with_the_reason() {
+    let table = Arc::new(FaultyTable::new(0, 0));
+    let a = store(&table, "a");
+    let key = ShardKey::new("app", "s", "s0");
+    a.cycle(&[shard("s0")]).await.expect("cycle");
+    let tenure = a.owns("s0").expect("held");
+    table.script(&[Fault::Denied]);
+    let started = Instant::now();
+    let commit = a.commit(&key, tenure, &Checkpoint { state: None, ..checkpoint("1", Vec::new()) }).await;
+    assert!(matches!(&commit, Err(CommitError::Store(e)) if e.to_string().contains("AccessDenied")), "{commit:?}");
+    assert!(started.elapsed() < Duration::from_millis(500), "not retried: {:?}", started.elapsed());
+}

@@ -94,7 +94,7 @@ impl Host {
                     refused += 1;
                     self.running.remove(&key);
                 }
-                Err(CommitFailed::Unknown(_)) => {}
+                Err(CommitFailed::Unknown(_) | CommitFailed::Denied(_)) => {}
             }
         }
         refused
