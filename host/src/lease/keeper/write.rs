@@ -116,44 +116,40 @@ impl LeaseKeeper {
             let why = format!("not renewed for {:?} (the answer came too late)", self.lease_duration);
             return Err(CommitFailed::Lost(why));
         }
-        match attempt.wrote {
-            Wrote::Landed(lease, sent) => {
-                if lease.counter > held.counter {
-                    held.counter = lease.counter;
-                    held.renewed = held.renewed.max(sent);
-                    held.unconfirmed.clear();
-                }
-                scan::saw_own_write(&mut inner, &lease, sent);
-                Ok(*lease)
-            }
-            Wrote::Earlier(lease, sent) => {
-                if lease.counter > held.counter {
-                    held.counter = lease.counter;
-                    held.renewed = held.renewed.max(sent);
-                    held.unconfirmed.clear();
-                }
-                scan::saw_own_write(&mut inner, &lease, sent);
-                Err(CommitFailed::Unknown(anyhow::anyhow!(
-                    "an earlier write whose answer was lost had landed; this one goes again"
-                )))
-            }
+        let (lease, sent, ours) = match attempt.wrote {
+            Wrote::Landed(lease, sent) => (lease, sent, true),
+            Wrote::Earlier(lease, sent) => (lease, sent, false),
             Wrote::Unknown(e) => {
                 if held.unconfirmed.len() >= UNCONFIRMED {
                     held.unconfirmed.pop_front();
                 }
                 held.unconfirmed.push_back((attempt.nonce, attempt.sent));
                 inner.failed += 1;
-                Err(CommitFailed::Unknown(e))
+                return Err(CommitFailed::Unknown(e));
             }
             Wrote::Denied(e) => {
                 inner.failed += 1;
-                Err(CommitFailed::Denied(e))
+                return Err(CommitFailed::Denied(e));
             }
             Wrote::Refused => {
                 inner.held.remove(key);
                 inner.lost += 1;
-                Err(CommitFailed::Lost("another worker took the lease".into()))
+                return Err(CommitFailed::Lost("another worker took the lease".into()));
             }
+        };
+        if lease.counter > held.counter {
+            held.counter = lease.counter;
+            held.renewed = held.renewed.max(sent);
+            held.unconfirmed.clear();
+        }
+        scan::saw_own_write(&mut inner, &lease, sent);
+        if ours {
+            Ok(*lease)
+        } else {
+            // An earlier write of ours landed, not this one: it goes again.
+            Err(CommitFailed::Unknown(anyhow::anyhow!(
+                "an earlier write whose answer was lost had landed; this one goes again"
+            )))
         }
     }
 }
