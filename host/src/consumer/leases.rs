@@ -16,6 +16,8 @@ pub(super) async fn apply(changes: &Changes, scheduler: &mut Scheduler, ownershi
     for (id, tenure, why) in &changes.lost {
         if scheduler.signal(id, *tenure, ShardSignal::Drop) {
             tracing::warn!(shard = %id, "stopping the shard: its lease is no longer this worker's: {why}");
+        } else {
+            tracing::warn!(shard = %id, "its lease is no longer this worker's (it was not running yet): {why}");
         }
     }
     for (id, tenure) in &changes.hand_off {

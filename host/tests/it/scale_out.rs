@@ -526,7 +526,10 @@ async fn a_worker_frozen_past_its_lease_is_fenced_and_no_state_regresses() {
         assert_eq!(group.stop(id).await, 0, "clean stop of {id}\n{}", group.logs());
     }
     let log = group.log("w1");
-    assert!(log.contains("lease lost, shard dropped"), "w1 saw it lost its leases\n{log}");
+    // Dropped by a refused commit, or (frozen before its shards started)
+    // by the keeper at the lease's deadline.
+    let saw = log.contains("lease lost, shard dropped") || log.contains("no longer this worker's");
+    assert!(saw, "w1 saw it lost its leases\n{log}");
     let lines = group.outputs();
     assert_eq!(final_counts(&lines), group.reference().await, "no record counted twice in state\n{}", group.logs());
 }
