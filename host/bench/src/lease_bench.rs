@@ -393,7 +393,7 @@ pub fn render(r: &LeaseBenchReport) -> String {
         r.term.len(),
         median(&r.term),
         max(&r.term),
-        lease / 2.0,
+        lease * 0.4,
         per_shard_minute(total),
         ops.join(", "),
         per_shard_minute(renewals),

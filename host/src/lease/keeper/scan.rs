@@ -1,7 +1,7 @@
 //! The scan: which leases this worker takes, which it asks others for,
 //! which are gone from the stream and may be deleted.
 
-use super::{bounded, timed, Held, Inner, LeaseKeeper, Scanned, Seen, TakeKind, Wrote};
+use super::{bounded, timed, Held, Inner, LeaseKeeper, Scanned, Seen, TakeKind, Wrote, AT_ONCE};
 use crate::checkpoint::Tenure;
 use crate::lease::{Lease, LeaseError, LeaseTable};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -30,6 +30,8 @@ impl LeaseKeeper {
         let now = self.now();
         let mut scanned = Scanned::default();
         let mut takeable: Vec<(Lease, TakeKind)> = Vec::new();
+        // Leases this worker may take beyond the handed-over ones.
+        let mut room: usize;
         let mut asks: Vec<(String, String)> = Vec::new();
         {
             let mut inner = self.lock();
@@ -120,12 +122,10 @@ impl LeaseKeeper {
             // all race for the same leases in the same order.
             rand::seq::SliceRandom::shuffle(takeable.as_mut_slice(), &mut rand::rng());
             takeable.sort_by_key(|(_, kind)| *kind != TakeKind::HandedOff);
-            let mut room = share.saturating_sub(inner.held.len());
-            takeable.retain(|(_, kind)| {
-                let keep = *kind == TakeKind::HandedOff || room > 0;
-                room = room.saturating_sub(usize::from(keep));
-                keep
-            });
+            room = share.saturating_sub(inner.held.len());
+            let handed = takeable.iter().filter(|(_, kind)| *kind == TakeKind::HandedOff).count();
+            // What this worker will hold once it took what it may.
+            let taking = handed + (takeable.len() - handed).min(room);
             // Still short once these are taken, with nothing else free: ask
             // the busiest workers (by what they will hold once the pending
             // hand-offs are done), one lease at a time, while one would hold
@@ -138,7 +138,7 @@ impl LeaseKeeper {
                     + pending.get(owner).copied().unwrap_or(0)
             };
             let mut mine = load.get(self.me.as_str()).map_or(0, Vec::len).max(inner.held.len())
-                + takeable.len()
+                + taking
                 + pending.get(self.me.as_str()).copied().unwrap_or(0);
 
             let mut others: Vec<(&str, usize, Vec<&Lease>)> = load
@@ -164,21 +164,32 @@ impl LeaseKeeper {
                 mine += 1;
             }
         }
-        // The takes, a bounded number at a time.
-        let taken: Vec<Option<(Lease, TakeKind, Instant)>> =
-            bounded(takeable.into_iter().map(|(lease, kind)| async move {
-                let attempt = self
-                    .fenced(table, &lease.key, lease.counter, &[], |c, n| table.take(&lease.key, c, &self.me, n))
-                    .await;
-                match attempt.wrote {
-                    Wrote::Landed(taken, sent) if taken.owner.as_deref() == Some(self.me.as_str()) => {
-                        Some((*taken, kind, sent))
-                    }
-                    // Someone else was quicker, or no answer: the next scan sees.
-                    _ => None,
+        // The takes, a bounded number at a time: every handed-over lease,
+        // then others until the room is filled (one another worker was
+        // quicker for does not leave the room short until the next scan).
+        let take = |(lease, kind): (Lease, TakeKind)| async move {
+            let attempt =
+                self.fenced(table, &lease.key, lease.counter, &[], |c, n| table.take(&lease.key, c, &self.me, n)).await;
+            match attempt.wrote {
+                Wrote::Landed(taken, sent) if taken.owner.as_deref() == Some(self.me.as_str()) => {
+                    Some((*taken, kind, sent))
                 }
-            }))
-            .await;
+                // Someone else was quicker, or no answer: the next scan sees.
+                _ => None,
+            }
+        };
+        let others = takeable.split_off(takeable.iter().take_while(|(_, k)| *k == TakeKind::HandedOff).count());
+        let mut taken: Vec<Option<(Lease, TakeKind, Instant)>> = bounded(takeable.into_iter().map(take)).await;
+        let mut others = others.into_iter();
+        while room > 0 {
+            let batch: Vec<(Lease, TakeKind)> = others.by_ref().take(room.min(AT_ONCE)).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let got = bounded(batch.into_iter().map(take)).await;
+            room = room.saturating_sub(got.iter().flatten().count());
+            taken.extend(got);
+        }
         {
             let mut inner = self.lock();
             for (lease, kind, sent) in taken.into_iter().flatten() {

@@ -1,6 +1,6 @@
 //! The lease store's three timers, apart from the consumer's loop and from
 //! each other: renewals (a third of a lease duration), expiry (each take's
-//! deadline) and scans (half a lease duration). A renewal or scan that
+//! deadline) and scans (0.4 lease duration). A renewal or scan that
 //! hangs on the table holds up neither the other nor the deadlines.
 
 use super::LeaseStore;
@@ -90,6 +90,8 @@ impl LeaseStore {
         stop: Shutdown,
     ) {
         let mut stopped = stop.subscribe();
+        let every = self.keeper.scan_every();
+        let mut next_round = Instant::now();
         loop {
             let current = listing.borrow_and_update().clone();
             if current.shards.is_empty() {
@@ -106,8 +108,15 @@ impl LeaseStore {
                 Ok(_) => {}
                 Err(e) => tracing::warn!("lease scan failed, trying again in {:?}: {e:#}", self.keeper.scan_every()),
             }
+            // At a fixed rate: a long round (many takes) does not push the
+            // next scan late, so expiry is seen within 1.5 lease durations.
+            next_round += every;
+            let now = Instant::now();
+            if next_round < now {
+                next_round = now;
+            }
             tokio::select! {
-                _ = tokio::time::sleep(self.keeper.scan_every()) => {}
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next_round)) => {}
                 _ = stopped.wait_for(|s| *s) => return,
             }
         }
