@@ -698,7 +698,9 @@ async fn a_single_hosts_checkpoints_move_into_a_lease_table_and_the_group_goes_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamodb() {
     let Some((options, name, table)) = dynalite_table("big-state").await else { return };
-    let worker = |id: &str| LeaseStore::new(table.clone(), id, Duration::from_secs(3), name.clone());
+    // No renewal loop runs here, so the lease must outlast a 4 MB write to
+    // dynalite on a loaded CI machine: a long lease, not a fast machine.
+    let worker = |id: &str| LeaseStore::new(table.clone(), id, Duration::from_secs(30), name.clone());
     let shards = [ShardInfo { shard_id: "shard-0".into(), parent: None, adjacent_parent: None, hash_range: None }];
     let key = ShardKey::new("app", "s", "shard-0");
     let mut owner = worker("a");

@@ -480,7 +480,17 @@ async fn the_control_endpoint_answers_on_a_unix_socket_one_swap_at_a_time() {
         if answer["message"].as_str().unwrap_or_default().contains(busy) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "a second swap was served beside the first: {answer}");
+        if std::time::Instant::now() > deadline {
+            // Whatever the slow request got back says why it held nothing.
+            let mut got = vec![0u8; 4096];
+            let read =
+                tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut slow, &mut got));
+            let got = match read.await {
+                Ok(Ok(n)) => String::from_utf8_lossy(&got[..n]).into_owned(),
+                other => format!("{other:?}"),
+            };
+            panic!("a second swap was served beside the first: {answer}; the first got: {got}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (status, answer) = call(&addr, &token, ControlCall::Rollback).await.expect("call");

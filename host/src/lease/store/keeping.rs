@@ -37,14 +37,9 @@ impl LeaseStore {
         let mut next_round = Instant::now();
         loop {
             let renewed = self.keeper.renew(self.table.as_ref()).await;
-            // At a fixed rate, so a slow round does not push the next one
-            // late; a failed renewal is tried again soon, while its take lasts.
+            // A failed renewal is tried again soon, while its take lasts.
             let now = Instant::now();
-            next_round += every;
-            if next_round < now {
-                next_round = now + every;
-            }
-            let mut wake = next_round;
+            let mut wake = fixed_rate(&mut next_round, every);
             if renewed.failed > 0 {
                 wake = wake.min(now + self.keeper.retry_after());
                 tracing::warn!(
@@ -53,10 +48,11 @@ impl LeaseStore {
                     wake.saturating_duration_since(now)
                 );
             }
-            let _ = changes.send(Changes { lost: renewed.lost, hand_off: renewed.hand_off, ..Changes::default() });
-            tokio::select! {
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
-                _ = stopped.wait_for(|s| *s) => return,
+            if !renewed.lost.is_empty() || !renewed.hand_off.is_empty() {
+                let _ = changes.send(Changes { lost: renewed.lost, hand_off: renewed.hand_off, ..Changes::default() });
+            }
+            if !sleep_until_or_stop(wake, &mut stopped).await {
+                return;
             }
         }
     }
@@ -75,9 +71,8 @@ impl LeaseStore {
                 .next_deadline()
                 .unwrap_or(now + self.keeper.renew_every())
                 .min(now + self.keeper.renew_every());
-            tokio::select! {
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
-                _ = stopped.wait_for(|s| *s) => return,
+            if !sleep_until_or_stop(wake, &mut stopped).await {
+                return;
             }
         }
     }
@@ -108,17 +103,31 @@ impl LeaseStore {
                 Ok(_) => {}
                 Err(e) => tracing::warn!("lease scan failed, trying again in {:?}: {e:#}", self.keeper.scan_every()),
             }
-            // At a fixed rate: a long round (many takes) does not push the
-            // next scan late, so expiry is seen within 1.5 lease durations.
-            next_round += every;
-            let now = Instant::now();
-            if next_round < now {
-                next_round = now;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next_round)) => {}
-                _ = stopped.wait_for(|s| *s) => return,
+            // A long round (many takes) does not push the next scan late, so
+            // an expired lease is seen at the third scan: 1.2 lease durations.
+            if !sleep_until_or_stop(fixed_rate(&mut next_round, every), &mut stopped).await {
+                return;
             }
         }
+    }
+}
+
+/// The next round of a loop that runs every `every` whatever its rounds
+/// take: slow rounds do not push later ones late; one that ran past its
+/// successor's time starts again from now.
+fn fixed_rate(next_round: &mut Instant, every: std::time::Duration) -> Instant {
+    *next_round += every;
+    let now = Instant::now();
+    if *next_round < now {
+        *next_round = now;
+    }
+    *next_round
+}
+
+/// Sleeps until `wake`; false if `stop` came first.
+async fn sleep_until_or_stop(wake: Instant, stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => true,
+        _ = stopped.wait_for(|s| *s) => false,
     }
 }
