@@ -23,6 +23,9 @@ pub struct Checkpoint {
     pub shard_end: bool,
     /// The plugin's state with its layout version, if it has been snapshotted.
     pub state: Option<(u32, Vec<u8>)>,
+    /// SHA-256 of the logic whose position and state these are, where the
+    /// store keeps it (a lease table: group logic); `None` when unknown.
+    pub logic: Option<String>,
 }
 
 /// Names one shard's checkpoint: several applications may read one stream,

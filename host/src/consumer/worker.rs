@@ -152,6 +152,7 @@ impl Worker {
             sub_sequence_number: position.map_or(0, |p| p.sub_sequence_number),
             shard_end,
             state,
+            logic: self.instance.as_ref().map(|i| i.plugin().sha256().to_string()),
         };
         let (store, key, tenure) = (self.shared.store.clone(), self.key.clone(), self.tenure);
         async move { Ok(store.commit(&key, tenure, &checkpoint).await?) }

@@ -3,7 +3,7 @@
 //! UpdateItem; big plugin states as immutable chunks in a second table
 //! (`<name>-state`), pointed to from the lease.
 
-use super::{Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
+use super::{Commit, Conflict, Deployment, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
 use anyhow::Context;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
@@ -25,6 +25,7 @@ const FORMAT: &str = "hostLeaseFormat";
 type Item = HashMap<String, AttributeValue>;
 
 mod item;
+mod logic;
 mod setup;
 mod state;
 
@@ -175,7 +176,7 @@ impl LeaseTable for DynamoTable {
                 .send()
                 .await
                 .map_err(|e| sdk(e, &self.table))?;
-            for item in page.items() {
+            for item in page.items().iter().filter(|item| !logic::is_deployment(item)) {
                 leases.push(lease_of(item)?);
             }
             match page.last_evaluated_key() {
@@ -237,6 +238,10 @@ impl LeaseTable for DynamoTable {
         if let Some(checkpoint) = &commit.checkpoint {
             set.push("checkpoint = :cp");
             values.push((":cp", s(checkpoint)));
+        }
+        if let Some(logic) = &commit.logic {
+            set.push("logicSha256 = :logic");
+            values.push((":logic", s(logic)));
         }
         let mut remove = Vec::new();
         match &commit.state {
@@ -342,6 +347,14 @@ impl LeaseTable for DynamoTable {
 
     async fn drop_states(&self, key: &str, keep: &str) -> Result<(), LeaseError> {
         self.delete_states(key, keep).await
+    }
+
+    async fn deployment(&self) -> Result<Option<Deployment>, LeaseError> {
+        self.read_deployment().await
+    }
+
+    async fn deploy(&self, next: &Deployment) -> Result<(), LeaseError> {
+        self.write_deployment(next).await
     }
 }
 

@@ -177,6 +177,12 @@ impl LeaseTable for FaultyTable {
     async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError> {
         self.inner.get_state(key, state).await
     }
+    async fn deployment(&self) -> Result<Option<super::Deployment>, LeaseError> {
+        self.inner.deployment().await
+    }
+    async fn deploy(&self, next: &super::Deployment) -> Result<(), LeaseError> {
+        self.inner.deploy(next).await
+    }
     async fn drop_states(&self, key: &str, keep: &str) -> Result<(), LeaseError> {
         self.inner.drop_states(key, keep).await
     }

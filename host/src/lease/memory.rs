@@ -1,7 +1,9 @@
 //! A lease table in memory, with DynamoDB's conditional-write semantics:
 //! for the protocol's tests.
 
-use super::{sha256_hex, superseded, Commit, Conflict, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
+use super::{
+    sha256_hex, superseded, Commit, Conflict, Deployment, Lease, LeaseError, LeaseTable, StateRef, StateWrite,
+};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -14,6 +16,8 @@ pub struct InMemoryTable {
     states: Mutex<BTreeMap<(String, String), Vec<u8>>>,
     /// The group's lease duration, once a worker set it.
     lease_duration: Mutex<Option<std::time::Duration>>,
+    /// The group's logic.
+    deployment: Mutex<Option<Deployment>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, LeaseError> {
@@ -108,6 +112,9 @@ impl LeaseTable for InMemoryTable {
                     StateWrite::Set(state) => lease.state = Some(state.clone()),
                 }
                 lease.owner_switches = 0;
+                if commit.logic.is_some() {
+                    lease.logic = commit.logic.clone();
+                }
             },
         )
     }
@@ -155,6 +162,19 @@ impl LeaseTable for InMemoryTable {
                 .cloned()
                 .ok_or_else(|| anyhow::anyhow!("state {tag} of {key} is missing").into()),
         }
+    }
+
+    async fn deployment(&self) -> Result<Option<Deployment>, LeaseError> {
+        Ok(locked(&self.deployment)?.clone())
+    }
+
+    async fn deploy(&self, next: &Deployment) -> Result<(), LeaseError> {
+        let mut stored = locked(&self.deployment)?;
+        if stored.as_ref().map_or(0, |d| d.number) + 1 != next.number {
+            return Err(Conflict { key: super::logic::LOGIC_KEY.into(), expected: next.number - 1 }.into());
+        }
+        *stored = Some(next.clone());
+        Ok(())
     }
 
     async fn drop_states(&self, key: &str, keep: &str) -> Result<(), LeaseError> {

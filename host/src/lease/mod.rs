@@ -21,11 +21,13 @@ mod dynamo;
 mod faulty;
 pub mod import;
 pub mod keeper;
+pub mod logic;
 mod memory;
 mod store;
 mod view;
 
 pub use dynamo::{DynamoTable, TableSetup};
+pub use logic::{ComponentRef, Deployment, DeploymentChange};
 pub use memory::InMemoryTable;
 pub use store::LeaseStore;
 pub use view::render_table;
@@ -65,6 +67,9 @@ pub struct Lease {
     /// (or whose SDK retried a write that had landed, and got a failed
     /// condition back) reads the lease and finds its own write by it.
     pub nonce: u64,
+    /// SHA-256 of the logic that wrote the checkpoint and state (group
+    /// logic): written in the same conditional update as they are.
+    pub logic: Option<String>,
 }
 
 impl Lease {
@@ -104,6 +109,8 @@ pub struct Commit {
     pub state_version: u64,
     /// What happens to the state.
     pub state: StateWrite,
+    /// SHA-256 of the logic whose position and state these are.
+    pub logic: Option<String>,
 }
 
 /// What a commit does to the lease's state.
@@ -121,7 +128,13 @@ pub enum StateWrite {
 impl Commit {
     /// A commit of position alone (tests; states are opaque here).
     pub fn position(checkpoint: &str, state_version: u64) -> Self {
-        Commit { checkpoint: Some(checkpoint.into()), sub_sequence: 0, state_version, state: StateWrite::Keep }
+        Commit {
+            checkpoint: Some(checkpoint.into()),
+            sub_sequence: 0,
+            state_version,
+            state: StateWrite::Keep,
+            logic: None,
+        }
     }
 }
 
@@ -207,6 +220,13 @@ pub trait LeaseTable: Send + Sync + std::fmt::Debug {
 
     /// Reads a state back (checking its hash).
     async fn get_state(&self, key: &str, state: &StateRef) -> Result<Vec<u8>, LeaseError>;
+
+    /// The group's logic in force, if a worker or operator set one.
+    async fn deployment(&self) -> Result<Option<Deployment>, LeaseError>;
+
+    /// Writes `next` if the stored deployment is still number
+    /// `next.number - 1` (none at all for 1); a [`Conflict`] otherwise.
+    async fn deploy(&self, next: &Deployment) -> Result<(), LeaseError>;
 
     /// Deletes `key`'s chunks older than the state tagged `keep`: earlier
     /// versions, and other tags of its version (a fenced-off writer's).

@@ -283,6 +283,7 @@ impl CheckpointStore for LeaseStore {
             sub_sequence_number: lease.sub_sequence,
             shard_end,
             state,
+            logic: lease.logic,
         }))
     }
 
@@ -319,6 +320,7 @@ impl CheckpointStore for LeaseStore {
             sub_sequence: checkpoint.sub_sequence_number,
             state_version: version,
             state: write,
+            logic: checkpoint.logic.clone(),
         };
         self.commit_fenced(shard, tenure, &commit).await?;
         if let Ok(mut versions) = self.versions.lock() {

@@ -713,6 +713,7 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
             sub_sequence_number: 0,
             shard_end: false,
             state: Some((2, state.clone())),
+            logic: None,
         };
         owner.commit(&key, tenure, &checkpoint).await.expect("commit");
         owner.release_all().await.expect("release");
@@ -751,6 +752,7 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
         sub_sequence_number: 0,
         shard_end: false,
         state: Some((2, state)),
+        logic: None,
     };
     owner.cycle(&shards).await.expect("cycle");
     owner.commit(&key, owner.owns("shard-0").expect("held"), &checkpoint).await.expect("commit");
@@ -859,7 +861,13 @@ async fn the_lease_of_an_ended_shard_that_aged_out_is_deleted_from_dynamodb() {
     let store = LeaseStore::new(table.clone(), "a", Duration::from_secs(3), name.clone());
     let shard = |id: &str| ShardInfo { shard_id: id.into(), parent: None, adjacent_parent: None, hash_range: None };
     store.cycle(&[shard("old"), shard("new")]).await.expect("cycle");
-    let end = Checkpoint { sequence_number: Some("1".into()), sub_sequence_number: 0, shard_end: true, state: None };
+    let end = Checkpoint {
+        sequence_number: Some("1".into()),
+        sub_sequence_number: 0,
+        shard_end: true,
+        state: None,
+        logic: None,
+    };
     let tenure = store.owns("old").expect("held");
     store.commit(&ShardKey::new("app", "s", "old"), tenure, &end).await.expect("shard end");
     store.release("old", tenure).await.expect("release");

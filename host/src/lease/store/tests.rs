@@ -22,7 +22,13 @@ fn shard(id: &str) -> ShardInfo {
 }
 
 fn checkpoint(seq: &str, state: Vec<u8>) -> Checkpoint {
-    Checkpoint { sequence_number: Some(seq.into()), sub_sequence_number: 0, shard_end: false, state: Some((3, state)) }
+    Checkpoint {
+        sequence_number: Some(seq.into()),
+        sub_sequence_number: 0,
+        shard_end: false,
+        state: Some((3, state)),
+        logic: None,
+    }
 }
 
 #[tokio::test]
@@ -61,7 +67,7 @@ async fn an_ended_lease_of_a_shard_gone_from_the_stream_is_deleted_with_its_stat
     a.cycle(&[shard("old"), shard("new")]).await.expect("cycle");
     let key = ShardKey::new("app", "s", "old");
     commit(&a, &key, &checkpoint("5", vec![7; 100_000])).await.expect("a big state");
-    let end = Checkpoint { sequence_number: None, sub_sequence_number: 0, shard_end: true, state: None };
+    let end = Checkpoint { sequence_number: None, sub_sequence_number: 0, shard_end: true, state: None, logic: None };
     commit(&a, &key, &end).await.expect("shard end");
     a.release("old", a.owns("old").expect("held")).await.expect("released at its end, as a run does");
     a.cycle(&[shard("old"), shard("new")]).await.expect("still listed: kept");
@@ -83,6 +89,7 @@ async fn a_commit_without_state_clears_it_but_a_shard_end_keeps_the_last_one() {
         sub_sequence_number: 0,
         shard_end,
         state: None,
+        logic: None,
     };
     commit(&a, &key, &checkpoint("1", vec![5; 10])).await.expect("commit");
     commit(&a, &key, &bare("2", false)).await.expect("a rollback to before any state");

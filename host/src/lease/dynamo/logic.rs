@@ -1,0 +1,156 @@
+//! The group's deployment item in the lease table, and back. Everything
+//! read from it is checked before use: a corrupt item must neither size an
+//! allocation nor name a component that is not there.
+
+use super::item::{n, s};
+use super::{classify, DynamoTable, Item, FORMAT};
+use crate::lease::logic::{ComponentRef, Deployment, DeploymentChange, LOGIC_KEY, MAX_COMPONENT_BYTES};
+use crate::lease::{Conflict, LeaseError};
+use anyhow::Context;
+
+impl DynamoTable {
+    pub(super) async fn read_deployment(&self) -> Result<Option<Deployment>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(LOGIC_KEY))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.table))?;
+        let Some(item) = out.item() else { return Ok(None) };
+        deployment_of(item)
+            .with_context(|| format!("the group's logic item `{LOGIC_KEY}` in `{}` is corrupt", self.table))
+            .map(Some)
+            .map_err(LeaseError::Denied)
+    }
+
+    pub(super) async fn write_deployment(&self, next: &Deployment) -> Result<(), LeaseError> {
+        let mut put = self.client.put_item().table_name(&self.table).set_item(Some(item_of(next, &self.stream)));
+        put = if next.number <= 1 {
+            put.condition_expression("attribute_not_exists(leaseKey)")
+        } else {
+            put.condition_expression("deploymentNumber = :previous")
+                .expression_attribute_values(":previous", n(next.number - 1))
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(Conflict { key: LOGIC_KEY.into(), expected: next.number.saturating_sub(1) }.into())
+            }
+            Err(e) => Err(classify(e, &self.table)),
+        }
+    }
+}
+
+fn put_component(item: &mut Item, prefix: &str, component: &ComponentRef) {
+    item.insert(format!("{prefix}Sha256"), s(&component.sha256));
+    item.insert(format!("{prefix}Length"), n(component.len));
+    item.insert(format!("{prefix}Chunks"), n(u64::from(component.chunks)));
+    item.insert(format!("{prefix}Name"), s(&component.name));
+}
+
+fn item_of(deployment: &Deployment, stream: &str) -> Item {
+    let mut item = Item::new();
+    item.insert("leaseKey".into(), s(LOGIC_KEY));
+    item.insert(FORMAT.into(), n(1));
+    item.insert("streamName".into(), s(stream));
+    item.insert("deploymentNumber".into(), n(deployment.number));
+    item.insert("deployedBy".into(), s(&deployment.by));
+    item.insert("updatedAtMillis".into(), n(deployment.at_millis));
+    put_component(&mut item, "logic", &deployment.logic);
+    if let Some(previous) = &deployment.previous {
+        put_component(&mut item, "previous", previous);
+    }
+    let change = match &deployment.change {
+        DeploymentChange::Seeded => "seeded",
+        DeploymentChange::Swap => "swap",
+        DeploymentChange::Rollback { of, reason } => {
+            item.insert("rollbackOf".into(), n(*of));
+            item.insert("reason".into(), s(reason));
+            "rollback"
+        }
+    };
+    item.insert("change".into(), s(change));
+    item
+}
+
+fn component_of(item: &Item, prefix: &str) -> anyhow::Result<Option<ComponentRef>> {
+    let Some(sha256) = item.get(&format!("{prefix}Sha256")).and_then(|v| v.as_s().ok()) else { return Ok(None) };
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("{prefix}Sha256 is not a SHA-256: {sha256:?}");
+    }
+    let len = number(item, &format!("{prefix}Length"))?;
+    let chunks = number(item, &format!("{prefix}Chunks"))?;
+    if len == 0 || len > MAX_COMPONENT_BYTES {
+        anyhow::bail!("{prefix}Length {len} is not a component's size (1 B to {} MiB)", MAX_COMPONENT_BYTES >> 20);
+    }
+    // Chunks are 350 KiB; a count past one per 4 KiB would only make reads.
+    if chunks == 0 || chunks > len.div_ceil(4096) {
+        anyhow::bail!("{prefix}Chunks {chunks} for {len} bytes");
+    }
+    let name = item.get(&format!("{prefix}Name")).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    Ok(Some(ComponentRef { sha256: sha256.to_ascii_lowercase(), len, chunks: chunks as u32, name }))
+}
+
+fn number(item: &Item, name: &str) -> anyhow::Result<u64> {
+    let text = item.get(name).and_then(|v| v.as_n().ok()).with_context(|| format!("{name} is missing"))?;
+    text.parse().with_context(|| format!("{name} is not a number: {text}"))
+}
+
+fn deployment_of(item: &Item) -> anyhow::Result<Deployment> {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let change = match text("change").as_str() {
+        "seeded" => DeploymentChange::Seeded,
+        "swap" => DeploymentChange::Swap,
+        "rollback" => DeploymentChange::Rollback { of: number(item, "rollbackOf")?, reason: text("reason") },
+        other => anyhow::bail!("change {other:?} is none of seeded, swap, rollback"),
+    };
+    Ok(Deployment {
+        number: number(item, "deploymentNumber")?,
+        logic: component_of(item, "logic")?.context("logicSha256 is missing")?,
+        previous: component_of(item, "previous")?,
+        change,
+        by: text("deployedBy"),
+        at_millis: number(item, "updatedAtMillis").unwrap_or(0),
+    })
+}
+
+/// Whether a lease-table item is the deployment (scans skip it).
+pub(super) fn is_deployment(item: &Item) -> bool {
+    item.get("leaseKey").and_then(|k| k.as_s().ok()).is_some_and(|k| k == LOGIC_KEY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component(sha: char) -> ComponentRef {
+        ComponentRef { sha256: sha.to_string().repeat(64), len: 1000, chunks: 1, name: "v.wasm".into() }
+    }
+
+    #[test]
+    fn a_deployment_goes_to_an_item_and_back() {
+        let first = Deployment::first(component('a'), "w1");
+        let next = first.next(component('b'), DeploymentChange::Rollback { of: 7, reason: "trap".into() }, "w2");
+        for deployment in [first, next] {
+            assert_eq!(deployment_of(&item_of(&deployment, "s")).expect("parses"), deployment);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_deployment_item_is_refused_before_anything_is_sized_by_it() {
+        let good = item_of(&Deployment::first(component('a'), "w1"), "s");
+        let with = |name: &str, value| {
+            let mut item = good.clone();
+            item.insert(name.to_string(), value);
+            deployment_of(&item).expect_err(name).to_string()
+        };
+        assert!(with("logicLength", n(1 << 40)).contains("logicLength"));
+        assert!(with("logicChunks", n(1 << 30)).contains("logicChunks"));
+        assert!(with("logicSha256", s("../etc")).contains("not a SHA-256"));
+        assert!(with("change", s("explode")).contains("explode"));
+        assert!(with("deploymentNumber", s("x")).contains("deploymentNumber"));
+    }
+}
