@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod consumer;
 pub mod dead_letter;
+pub mod group;
 pub mod kinesis;
 pub mod lease;
 pub mod local;

@@ -90,7 +90,7 @@ impl DevArgs {
         args.stream,
         args.shards,
         if lag.is_zero() { String::new() } else { format!(" ({} s late)", lag.as_secs_f64()) },
-        args.plugin.plugin.display(),
+        args.plugin.file()?.display(),
         match duration {
             Some(d) => format!("Stopping after {} s.", d.as_secs_f64()),
             None => "Ctrl-C stops.".into(),
@@ -112,7 +112,8 @@ impl DevArgs {
         };
         let progress = Arc::new(Progress::default());
         let settings = consumer.instance_settings("");
-        let (hub, _triggers) = args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone()).await?;
+        let (hub, _triggers) =
+            args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone(), None).await?;
         let shutdown = Shutdown::new();
         stop_on_signals(shutdown.clone());
         if let Some(duration) = duration {

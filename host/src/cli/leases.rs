@@ -171,7 +171,7 @@ pub struct ImportArgs {
 }
 
 impl TableArgs {
-    async fn open(&self, setup: TableSetup) -> anyhow::Result<DynamoTable> {
+    pub(super) async fn open(&self, setup: TableSetup) -> anyhow::Result<DynamoTable> {
         let mut options = self.aws.options();
         if let Some(url) = &self.dynamodb_endpoint_url {
             options.endpoint_url = Some(url.clone());
@@ -193,7 +193,11 @@ impl LeasesArgs {
                 };
                 let table = TableArgs { aws, lease_table, stream, dynamodb_endpoint_url };
                 let table = table.open(TableSetup::Inspect).await?;
-                print!("{}", crate::lease::render_table(&crate::lease::LeaseTable::scan(&table).await?));
+                let deployment = crate::lease::LeaseTable::deployment(&table).await?;
+                print!(
+                    "{}",
+                    crate::lease::render_table(&crate::lease::LeaseTable::scan(&table).await?, deployment.as_ref())
+                );
                 Ok(std::process::ExitCode::SUCCESS)
             }
         }

@@ -188,7 +188,37 @@ impl RunArgs {
         };
         let sink = Sink::open(&sink, args.output, &client)?;
         let dead_letter = dead_letter.map(|d| DeadLetterSink::open(&d, Some(&client))).transpose()?.map(Arc::new);
-        let (engine, plugin) = tokio::task::block_in_place(|| args.plugin.load())?;
+        let shutdown = Shutdown::new();
+        // A group runs the logic its table names; one host runs --plugin.
+        let (engine, plugin, config, group) = match &leases {
+            Some(leases) => {
+                let engine = crate::plugin::PluginEngine::new()?;
+                let loader = crate::group::Loader { engine: engine.clone(), cache: args.plugin.cache() };
+                let table = leases.table();
+                let (plugin, deployment) = crate::group::starting_logic(
+                    table.as_ref(),
+                    &loader,
+                    args.plugin.plugin.as_deref(),
+                    &config,
+                    leases.worker_id(),
+                )
+                .await?;
+                let config = deployment.config.clone();
+                let group = crate::group::GroupRun {
+                    table,
+                    deployment,
+                    me: leases.worker_id().to_string(),
+                    every: leases.scan_every(),
+                    loader,
+                    stop: shutdown.clone(),
+                };
+                (engine, plugin, config, Some(group))
+            }
+            None => {
+                let (engine, plugin) = tokio::task::block_in_place(|| args.plugin.load())?;
+                (engine, plugin, config, None)
+            }
+        };
         let consumer = ConsumerConfig {
             application: args.application.clone(),
             stream: args.stream.clone(),
@@ -218,8 +248,8 @@ impl RunArgs {
             tokio::spawn(crate::metrics::serve(listener, progress.clone(), info));
         }
         let settings = consumer.instance_settings("");
-        let (hub, _triggers) = args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone()).await?;
-        let shutdown = Shutdown::new();
+        let (hub, _triggers) =
+            args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone(), group).await?;
         stop_on_signals(shutdown.clone());
         let location = store.location();
         let source = args.retrieval.source(&client, &consumer).await?;

@@ -17,9 +17,10 @@ use std::time::Duration;
 /// Which plugin, with which config and limits.
 #[derive(Debug, Args)]
 pub struct PluginArgs {
-    /// The processor component (`.wasm` built for wasm32-wasip2).
+    /// The processor component (`.wasm` built for wasm32-wasip2). With
+    /// --lease-table it seeds a new table; a group runs its own logic.
     #[arg(long, value_name = "FILE")]
-    pub plugin: PathBuf,
+    pub plugin: Option<PathBuf>,
 
     /// The plugin's JSON config, e.g. '{"window_seconds": 60}'.
     #[arg(long, value_name = "JSON", conflicts_with = "config_file")]
@@ -96,9 +97,15 @@ impl PluginArgs {
     /// `--no-cache`).
     pub fn load(&self) -> anyhow::Result<(PluginEngine, Arc<Plugin>)> {
         let engine = PluginEngine::new()?;
-        let plugin = Plugin::load(&engine, &self.plugin, self.cache().as_ref())?;
-        tracing::info!(plugin = %self.plugin.display(), sha256 = plugin.sha256(), cache = ?plugin.cache_outcome(), "plugin loaded");
+        let path = self.file()?;
+        let plugin = Plugin::load(&engine, path, self.cache().as_ref())?;
+        tracing::info!(plugin = %path.display(), sha256 = plugin.sha256(), cache = ?plugin.cache_outcome(), "plugin loaded");
         Ok((engine, Arc::new(plugin)))
+    }
+
+    /// The --plugin file, which every command but a group worker needs.
+    pub fn file(&self) -> anyhow::Result<&std::path::Path> {
+        self.plugin.as_deref().context("give --plugin FILE: the processor component (.wasm) to run")
     }
 }
 
@@ -181,34 +188,45 @@ impl HotSwapArgs {
         plugin: Arc<Plugin>,
         settings: InstanceSettings,
         progress: Arc<Progress>,
+        group: Option<crate::group::GroupRun>,
     ) -> anyhow::Result<(Arc<SwapHub>, HotSwapTriggers)> {
         let policy = SwapPolicy { on_rejected_state: self.on_rejected_state, probation_batches: self.swap_probation };
         let hub = SwapHub::new(plugin, policy);
         let (swaps, swap_requests) = tokio::sync::mpsc::channel(16);
+        let (results, results_rx) = tokio::sync::mpsc::unbounded_channel();
         let context = SwapContext {
             engine,
             cache: plugin_args.cache(),
-            settings,
+            settings: settings.clone(),
             progress,
             shard_timeout: Duration::from_secs(60),
         };
-        tokio::spawn(crate::swap::coordinate(hub.clone(), context, swap_requests, |result| {
-            eprintln!("swap: {}: {}", result.outcome, result.message)
+        tokio::spawn(crate::swap::coordinate(hub.clone(), context, swap_requests, move |result| {
+            eprintln!("swap: {}: {}", result.outcome, result.message);
+            let _ = results.send(result.clone());
         }));
+        // A group worker's triggers publish to the group; the follower
+        // alone swaps this process, to the group's logic.
+        let triggers = match group {
+            Some(group) => group.spawn(hub.clone(), swaps, results_rx, settings),
+            None => swaps,
+        };
         let watcher = match self.watch {
-            true => Some(crate::swap::file_watch::watch(&plugin_args.plugin, swaps.clone(), Default::default())?),
+            true => Some(crate::swap::file_watch::watch(plugin_args.file()?, triggers.clone(), Default::default())?),
             false => None,
         };
         let control = match &self.control_addr {
             Some(addr) => {
                 let token_file = token_file(addr, self.control_token_file.as_deref())?;
-                let control = crate::swap::control::serve(addr, &token_file, swaps.clone(), hub.clone()).await?;
+                let control = crate::swap::control::serve(addr, &token_file, triggers.clone(), hub.clone()).await?;
                 eprintln!("control: `host swap --control-addr {addr}` accepted (token in {})", token_file.display());
                 Some(control)
             }
             None => None,
         };
-        reload_on_sighup(plugin_args.plugin.clone(), swaps);
+        if let Some(path) = &plugin_args.plugin {
+            reload_on_sighup(path.clone(), triggers);
+        }
         Ok((hub, HotSwapTriggers { _watcher: watcher, _control: control }))
     }
 }

@@ -98,10 +98,10 @@ impl Worker {
         });
         self.probation = self.shared.swaps.policy.probation_batches;
         self.generation = generation.id;
-        if fresh_state {
-            // The store must not pair the position with state the new logic refused.
-            self.commit_state().await?;
-        }
+        // The stored position and state now belong to the new logic: the
+        // commit says so (a group counts the switched shards by it), and
+        // the store never pairs the position with state the new logic refused.
+        self.commit_state().await?;
         let stall_micros = started.elapsed().as_micros() as u64;
         // Like a stop: the old logic's last word goes out; its state lives on.
         self.shut_down_instance(old, ShutdownReason::Requested).await?;

@@ -49,6 +49,10 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     let generation = generations.borrow_and_update().clone();
     let Started { instance, inherited } =
         inherit::start_instance(&shared, generation.plugin.clone(), settings.clone(), &start).await?;
+    // Logic other than the one that wrote the checkpoint (a group that
+    // moved on while the shard was elsewhere): the first commit names it.
+    let logic_moved =
+        start.checkpoint.as_ref().and_then(|c| c.logic.as_deref()).is_some_and(|l| l != generation.plugin.sha256());
     let Start { shard_id, mut signal, tenure, .. } = start;
     tracing::info!(shard = %shard_id, start = ?position, plugin = %generation.plugin.sha256(), "shard worker started");
     let mut worker = Worker {
@@ -71,6 +75,8 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     let run = async {
         if let Some(state) = inherited {
             worker.store_checkpoint(false, Some((state.version, state.bytes))).await?;
+        } else if logic_moved {
+            worker.commit_state().await?;
         }
         drive(&mut worker, &mut generations, &mut signal).await
     };

@@ -20,6 +20,8 @@ pub const COMPONENT_KEY: &str = "!component";
 /// a size read from the table is checked against it before anything is
 /// allocated by it.
 pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
+/// The largest plugin config a deployment item carries (items are 400 KB).
+pub const MAX_CONFIG_BYTES: usize = 64 << 10;
 
 /// A component stored in the state table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,9 @@ pub struct Deployment {
     /// What ran before (a rollback returns to it).
     pub previous: Option<ComponentRef>,
     pub change: DeploymentChange,
+    /// The plugin's JSON config every shard's `init` gets: the group's, so
+    /// one logic means one config too.
+    pub config: String,
     /// Who wrote it (a worker id, or `host swap` and its machine).
     pub by: String,
     /// When, by the writer's clock (ms since the epoch): for operators only.
@@ -82,18 +87,20 @@ impl Deployment {
             previous: Some(self.logic.clone()),
             logic,
             change,
+            config: self.config.clone(),
             by: by.into(),
             at_millis: now_millis(),
         }
     }
 
     /// The first deployment of a table.
-    pub fn first(logic: ComponentRef, by: &str) -> Deployment {
+    pub fn first(logic: ComponentRef, config: &str, by: &str) -> Deployment {
         Deployment {
             number: 1,
             logic,
             previous: None,
             change: DeploymentChange::Seeded,
+            config: config.into(),
             by: by.into(),
             at_millis: now_millis(),
         }
@@ -154,4 +161,9 @@ pub async fn load_component(table: &dyn LeaseTable, component: &ComponentRef) ->
 /// Wall-clock milliseconds (display only).
 pub(crate) fn now_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// SHA-256 of a component, hex: the name a group gives its logic.
+pub fn sha256(bytes: &[u8]) -> String {
+    sha256_hex(bytes)
 }

@@ -256,6 +256,22 @@ impl LeaseStore {
     pub fn lease_duration(&self) -> Duration {
         self.lease_duration
     }
+
+    /// The table (the group's logic lives there too).
+    pub fn table(&self) -> Arc<dyn LeaseTable> {
+        self.table.clone()
+    }
+
+    /// This worker's id in the group.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// How often the table is scanned: the period a worker reads the
+    /// group's logic on too.
+    pub fn scan_every(&self) -> Duration {
+        self.keeper.scan_every()
+    }
 }
 
 #[async_trait::async_trait]

@@ -1,13 +1,14 @@
 //! `host leases`: the table as an operator reads it.
 
-use super::{Lease, StateRef};
+use super::{Deployment, Lease, StateRef};
 use std::fmt::Write;
 
-/// One line per lease: shard, owner, checkpoint, counter, state size and
-/// version, and how long ago it last changed.
-pub fn render_table(leases: &[Lease]) -> String {
+/// The group's deployment, then one line per lease: shard, owner, the
+/// logic of its checkpoint, checkpoint, counter, state size and version,
+/// and how long ago it last changed.
+pub fn render_table(leases: &[Lease], deployment: Option<&Deployment>) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let rows: Vec<[String; 6]> = leases
+    let rows: Vec<[String; 7]> = leases
         .iter()
         .map(|l| {
             let state = match &l.state {
@@ -26,9 +27,17 @@ pub fn render_table(leases: &[Lease]) -> String {
                 (Some(owner), None) => owner.clone(),
                 (None, None) => "-".into(),
             };
+            let logic = match (&l.logic, deployment) {
+                (None, _) => "-".to_string(),
+                (Some(sha), Some(d)) if *sha != d.logic.sha256 => {
+                    format!("{} (not the group's)", super::logic::short(sha))
+                }
+                (Some(sha), _) => super::logic::short(sha).to_string(),
+            };
             [
                 l.key.clone(),
                 owner,
+                logic,
                 l.checkpoint.clone().unwrap_or_else(|| "-".into()),
                 l.counter.to_string(),
                 state,
@@ -36,10 +45,13 @@ pub fn render_table(leases: &[Lease]) -> String {
             ]
         })
         .collect();
-    let header = ["SHARD", "OWNER", "CHECKPOINT", "COUNTER", "STATE", "CHANGED"];
+    let header = ["SHARD", "OWNER", "LOGIC", "CHECKPOINT", "COUNTER", "STATE", "CHANGED"];
     let widths: Vec<usize> =
-        (0..6).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
-    let mut out = String::new();
+        (0..7).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let mut out = match deployment {
+        Some(d) => format!("group logic: {}\n", d.describe()),
+        None => "group logic: none yet (the first worker's --plugin seeds it)\n".to_string(),
+    };
     for row in std::iter::once(header.map(String::from)).chain(rows) {
         let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());

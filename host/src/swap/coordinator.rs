@@ -60,7 +60,8 @@ pub async fn coordinate(
                 if let ShardSwap::RolledBack { reason } = &report.outcome {
                     if undo.as_ref().is_some_and(|(_, id)| *id == report.generation) {
                         let reason = format!("shard {} failed on the new logic: {reason}", report.shard_id);
-                        let result = rollback(&hub, &context, &mut reports, &mut undo, &reason).await;
+                        let mut result = rollback(&hub, &context, &mut reports, &mut undo, &reason).await;
+                        result.on_its_own = true;
                         log(&result);
                         announce(&result);
                         context.progress.swaps.count(result.outcome.as_str(), &result.sha256);
@@ -93,6 +94,7 @@ impl SwapResult {
             shards: BTreeMap::new(),
             prepare_millis: millis,
             total_millis: millis,
+            on_its_own: false,
         }
     }
 
@@ -193,26 +195,32 @@ async fn rollback(
 /// Compiles and checks the new component on the blocking pool: the world
 /// (at load) and an `init` with the run's config on a probe instance.
 async fn prepare(context: &SwapContext, source: PluginSource) -> Result<Arc<Plugin>, String> {
-    let engine = context.engine.clone();
-    let cache = context.cache.clone();
-    let mut settings = context.settings.clone();
+    let (engine, cache, settings) = (context.engine.clone(), context.cache.clone(), context.settings.clone());
+    tokio::task::spawn_blocking(move || check(&engine, cache.as_ref(), settings, &source))
+        .await
+        .map_err(|e| format!("checking the new plugin panicked: {e}"))?
+}
+
+/// Loads a component and checks it as a swap does before anything runs
+/// it: the world (at load) and an `init` with `settings`' config on a
+/// probe instance. Blocking (compiles). The error is one line.
+pub fn check(
+    engine: &PluginEngine,
+    cache: Option<&CompiledCache>,
+    mut settings: InstanceSettings,
+    source: &PluginSource,
+) -> Result<Arc<Plugin>, String> {
     settings.context.shard_id = "swap-check".into();
-    tokio::task::spawn_blocking(move || {
-        let plugin = match &source {
-            PluginSource::Path(path) => Plugin::load(&engine, path, cache.as_ref()),
-            PluginSource::Bytes { name, bytes } => {
-                Plugin::from_bytes(&engine, std::path::Path::new(name), bytes, cache.as_ref())
-            }
-        }
-        .map_err(|e| e.to_string())?;
-        let plugin = Arc::new(plugin);
-        match PluginInstance::start(plugin.clone(), settings, None) {
-            Ok(_) => Ok(plugin),
-            Err(e) => Err(format!("the new plugin failed its check: {e}")),
-        }
-    })
-    .await
-    .map_err(|e| format!("checking the new plugin panicked: {e}"))?
+    let plugin = match source {
+        PluginSource::Path(path) => Plugin::load(engine, path, cache),
+        PluginSource::Bytes { name, bytes } => Plugin::from_bytes(engine, std::path::Path::new(name), bytes, cache),
+    }
+    .map_err(|e| e.to_string())?;
+    let plugin = Arc::new(plugin);
+    match PluginInstance::start(plugin.clone(), settings, None) {
+        Ok(_) => Ok(plugin),
+        Err(e) => Err(format!("the new plugin failed its check: {e}")),
+    }
 }
 
 /// Waits until every running shard has taken `generation` (or left), and

@@ -16,7 +16,7 @@ pub mod control;
 mod coordinator;
 pub mod file_watch;
 
-pub use coordinator::{coordinate, SwapContext};
+pub use coordinator::{check, coordinate, SwapContext};
 
 use crate::plugin::Plugin;
 use serde::Serialize;
@@ -225,4 +225,8 @@ pub struct SwapResult {
     pub prepare_millis: u64,
     /// From the request to the last shard's switch.
     pub total_millis: u64,
+    /// No request asked for it: new logic failed in probation and the
+    /// coordinator rolled it back (a group then rolls back everywhere).
+    #[serde(skip)]
+    pub on_its_own: bool,
 }

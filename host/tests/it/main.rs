@@ -11,6 +11,7 @@ mod cli;
 mod consumer;
 mod fan_out;
 mod faults;
+mod group_logic;
 mod languages;
 mod leases;
 mod local_dev;

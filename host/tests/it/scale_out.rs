@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 const LEASE: u64 = 3;
 
 /// The DynamoDB emulator, or `None` (the test is skipped) outside `make test`.
-fn dynalite() -> Option<String> {
+pub(crate) fn dynalite() -> Option<String> {
     match std::env::var("DYNALITE_URL") {
         Ok(url) => Some(url),
         Err(_) => {
@@ -41,23 +41,23 @@ async fn dynalite_table(prefix: &str) -> Option<(AwsOptions, String, Arc<DynamoT
 }
 
 /// A group of workers on one stream and one lease table.
-struct Group {
-    _local: LocalKinesis,
-    kinesis: String,
-    dynamo: String,
-    stream: String,
-    table: String,
-    dir: tempfile::TempDir,
+pub(crate) struct Group {
+    pub(crate) _local: LocalKinesis,
+    pub(crate) kinesis: String,
+    pub(crate) dynamo: String,
+    pub(crate) stream: String,
+    pub(crate) table: String,
+    pub(crate) dir: tempfile::TempDir,
     /// Worker id → its process (None once it ended).
-    workers: BTreeMap<String, Option<Spawned>>,
-    leases: DynamoTable,
+    pub(crate) workers: BTreeMap<String, Option<Spawned>>,
+    pub(crate) leases: DynamoTable,
     /// Ends the suite naming this test if it hangs.
-    _watched: watchdog::Watched,
+    pub(crate) _watched: watchdog::Watched,
 }
 
 /// Which DynamoDB holds the lease table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Dynamo {
+pub(crate) enum Dynamo {
     /// dynalite (npm), started by `make test`.
     Dynalite,
     /// The one `host local` embeds, on the Kinesis endpoint's own port.
@@ -67,11 +67,11 @@ enum Dynamo {
 }
 
 impl Group {
-    async fn new(name: &str, shards: u32) -> Option<Group> {
+    pub(crate) async fn new(name: &str, shards: u32) -> Option<Group> {
         Group::on(Dynamo::Dynalite, name, shards).await
     }
 
-    async fn on(dynamo: Dynamo, name: &str, shards: u32) -> Option<Group> {
+    pub(crate) async fn on(dynamo: Dynamo, name: &str, shards: u32) -> Option<Group> {
         let watched = watchdog::watch();
         let local = LocalKinesis::start(LocalOptions { port: 0, ..LocalOptions::default() }).await.expect("emulator");
         let kinesis = local.endpoint_url();
@@ -105,7 +105,7 @@ impl Group {
 
     /// A group on dynalite with `workers` started under production at
     /// `rate` for `seconds`, once balanced (each holding `low..=high`).
-    async fn balanced(
+    pub(crate) async fn balanced(
         name: &str,
         shards: u32,
         workers: &[&str],
@@ -123,30 +123,36 @@ impl Group {
         Some((group, produce))
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Starts worker `id` (counter plugin, short lease, output to its own file).
-    fn start(&mut self, id: &str) {
+    pub(crate) fn start(&mut self, id: &str) {
         let dynamo = self.dynamo.clone();
         self.start_on(id, &dynamo);
     }
 
     /// Starts worker `id` with its DynamoDB calls going to `dynamo`.
-    fn start_on(&mut self, id: &str, dynamo: &str) {
+    pub(crate) fn start_on(&mut self, id: &str, dynamo: &str) {
         self.start_with(id, dynamo, LEASE);
     }
 
     /// Starts worker `id` on `dynamo`, given `--lease-duration lease`.
-    fn start_with(&mut self, id: &str, dynamo: &str, lease: u64) {
+    pub(crate) fn start_with(&mut self, id: &str, dynamo: &str, lease: u64) {
+        self.start_running(id, dynamo, lease, "counter", &[]);
+    }
+
+    /// Starts worker `id` on `dynamo` with `--plugin plugin` and `extra` flags.
+    pub(crate) fn start_running(&mut self, id: &str, dynamo: &str, lease: u64, plugin: &str, extra: &[&str]) {
         let out = format!("file:{}", self.path(&format!("out-{id}.jsonl")).display());
         let log = std::fs::File::create(self.path(&format!("log-{id}.txt"))).expect("log file");
-        let counter = plugin_path("counter").display().to_string();
+        let counter = plugin_path(plugin).display().to_string();
         let lease = lease.to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_host"))
+            .arg("run")
+            .args(extra)
             .args([
-                "run",
                 "--plugin",
                 &counter,
                 "--stream",
@@ -182,49 +188,49 @@ impl Group {
         self.workers.insert(id.to_string(), Some(child.into()));
     }
 
-    fn pid(&self, id: &str) -> String {
+    pub(crate) fn pid(&self, id: &str) -> String {
         self.workers[id].as_ref().expect("running").id().to_string()
     }
 
-    fn signal(&self, id: &str, signal: &str) {
+    pub(crate) fn signal(&self, id: &str, signal: &str) {
         let status = Command::new("kill").args([signal, &self.pid(id)]).status().expect("kill");
         assert!(status.success(), "kill {signal} {id}");
     }
 
     /// kill -9: no clean-up of any kind.
-    async fn kill(&mut self, id: &str) {
+    pub(crate) async fn kill(&mut self, id: &str) {
         let mut child = self.workers.get_mut(id).and_then(Option::take).expect("running");
         child.kill().expect("kill -9");
         tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
     }
 
     /// SIGTERM and wait for the clean exit.
-    async fn stop(&mut self, id: &str) -> i32 {
+    pub(crate) async fn stop(&mut self, id: &str) -> i32 {
         self.signal(id, "-TERM");
         let child = self.workers.get_mut(id).and_then(Option::take).expect("running");
         wait(child).await.code
     }
 
-    fn log(&self, id: &str) -> String {
+    pub(crate) fn log(&self, id: &str) -> String {
         std::fs::read_to_string(self.path(&format!("log-{id}.txt"))).unwrap_or_default()
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.workers.keys().map(|id| format!("--- {id}\n{}", self.log(id))).collect()
     }
 
-    async fn scan(&self) -> Vec<Lease> {
+    pub(crate) async fn scan(&self) -> Vec<Lease> {
         self.leases.scan().await.expect("scan the lease table")
     }
 
     /// Shard → owner, for leases not read to their end.
-    async fn owners(&self) -> BTreeMap<String, Option<String>> {
+    pub(crate) async fn owners(&self) -> BTreeMap<String, Option<String>> {
         self.scan().await.into_iter().filter(|l| !l.ended()).map(|l| (l.key, l.owner)).collect()
     }
 
     /// The owners once no hand-off is in flight (a balanced count can still
     /// have one asked for and not yet carried out), waiting up to 30 s.
-    async fn settled_owners(&self) -> BTreeMap<String, Option<String>> {
+    pub(crate) async fn settled_owners(&self) -> BTreeMap<String, Option<String>> {
         let start = Instant::now();
         loop {
             let leases = self.scan().await;
@@ -237,7 +243,7 @@ impl Group {
     }
 
     /// Waits until `done(owners)` holds; returns how long it took.
-    async fn until(
+    pub(crate) async fn until(
         &self,
         what: &str,
         limit: Duration,
@@ -256,7 +262,7 @@ impl Group {
 
     /// Waits until no checkpoint has moved for 2 s (every record processed
     /// and committed once production stopped).
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let mut last = Vec::new();
         let mut still = Instant::now();
         let start = Instant::now();
@@ -274,12 +280,12 @@ impl Group {
     }
 
     /// Every output line of every worker.
-    fn outputs(&self) -> Vec<(String, String, u64)> {
+    pub(crate) fn outputs(&self) -> Vec<(String, String, u64)> {
         self.workers.keys().flat_map(|id| count_lines(&self.path(&format!("out-{id}.jsonl")))).collect()
     }
 
     /// A single host (SQLite checkpoints in `db`) over the stream, output to `out`, until idle.
-    fn single_host(&self, db: &std::path::Path, out: &std::path::Path) -> Run {
+    pub(crate) fn single_host(&self, db: &std::path::Path, out: &std::path::Path) -> Run {
         let run = host(
             &[
                 "run",
@@ -309,7 +315,7 @@ impl Group {
     }
 
     /// The counts a single host computes over the same stream.
-    async fn reference(&self) -> BTreeMap<(String, String), u64> {
+    pub(crate) async fn reference(&self) -> BTreeMap<(String, String), u64> {
         let out = self.path("reference.jsonl");
         let run = self.single_host(&self.path("reference.db"), &out);
         std::fs::write(self.path("reference.log"), &run.stderr).expect("keep the reference's log");
@@ -318,7 +324,7 @@ impl Group {
 
     /// Each shard's lease checkpoint beside the single host's (the
     /// reference run's SQLite checkpoints): every one moved to the end.
-    async fn checkpoints_match_the_reference(&self) {
+    pub(crate) async fn checkpoints_match_the_reference(&self) {
         let reference = host::checkpoint::SqliteStore::open(&self.path("reference.db")).expect("reference checkpoints");
         let want: BTreeMap<String, Option<String>> = reference
             .list("host", &self.stream)
@@ -332,7 +338,7 @@ impl Group {
     }
 
     /// Records the workers processed, from their last lines ("stopped after N records").
-    fn processed(&self) -> u64 {
+    pub(crate) fn processed(&self) -> u64 {
         self.workers.keys().map(|id| stopped_after(&self.log(id))).sum()
     }
 }
@@ -347,7 +353,7 @@ impl Drop for Group {
 }
 
 /// N of a run's "stopped after N records".
-fn stopped_after(log: &str) -> u64 {
+pub(crate) fn stopped_after(log: &str) -> u64 {
     log.lines()
         .filter_map(|l| l.strip_prefix("stopped after ")?.split_whitespace().next()?.parse::<u64>().ok())
         .next_back()
@@ -355,7 +361,7 @@ fn stopped_after(log: &str) -> u64 {
 }
 
 /// (window, key, count) of each line of a counter's output file.
-fn count_lines(path: &std::path::Path) -> Vec<(String, String, u64)> {
+pub(crate) fn count_lines(path: &std::path::Path) -> Vec<(String, String, u64)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     json_lines(&text)
         .iter()
@@ -367,7 +373,7 @@ fn count_lines(path: &std::path::Path) -> Vec<(String, String, u64)> {
 }
 
 /// The last (largest) count of each key and window.
-fn final_counts(lines: &[(String, String, u64)]) -> BTreeMap<(String, String), u64> {
+pub(crate) fn final_counts(lines: &[(String, String, u64)]) -> BTreeMap<(String, String), u64> {
     let mut counts = BTreeMap::new();
     for (window, key, count) in lines {
         let entry = counts.entry((window.clone(), key.clone())).or_insert(0);
@@ -377,12 +383,12 @@ fn final_counts(lines: &[(String, String, u64)]) -> BTreeMap<(String, String), u
 }
 
 /// Lines that appear more than once: records whose effect was emitted twice.
-fn duplicates(lines: &[(String, String, u64)]) -> Vec<(String, String, u64)> {
+pub(crate) fn duplicates(lines: &[(String, String, u64)]) -> Vec<(String, String, u64)> {
     let mut seen = BTreeSet::new();
     lines.iter().filter(|l| !seen.insert((*l).clone())).cloned().collect()
 }
 
-fn producer(group: &Group, rate: u32, seconds: u32) -> Spawned {
+pub(crate) fn producer(group: &Group, rate: u32, seconds: u32) -> Spawned {
     spawn_host(&[
         "produce",
         "--stream",
@@ -396,7 +402,7 @@ fn producer(group: &Group, rate: u32, seconds: u32) -> Spawned {
     ])
 }
 
-fn held_by(owners: &BTreeMap<String, Option<String>>) -> BTreeMap<String, usize> {
+pub(crate) fn held_by(owners: &BTreeMap<String, Option<String>>) -> BTreeMap<String, usize> {
     let mut held = BTreeMap::new();
     for owner in owners.values().flatten() {
         *held.entry(owner.clone()).or_insert(0) += 1;
@@ -405,7 +411,7 @@ fn held_by(owners: &BTreeMap<String, Option<String>>) -> BTreeMap<String, usize>
 }
 
 /// Every shard owned, by live workers only, each holding `low..=high`.
-fn balanced(owners: &BTreeMap<String, Option<String>>, live: &[&str], low: usize, high: usize) -> bool {
+pub(crate) fn balanced(owners: &BTreeMap<String, Option<String>>, live: &[&str], low: usize, high: usize) -> bool {
     let held = held_by(owners);
     owners.values().all(|o| o.as_deref().is_some_and(|o| live.contains(&o)))
         && live.iter().all(|w| (low..=high).contains(held.get(*w).unwrap_or(&0)))

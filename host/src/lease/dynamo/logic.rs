@@ -4,7 +4,9 @@
 
 use super::item::{n, s};
 use super::{classify, DynamoTable, Item, FORMAT};
-use crate::lease::logic::{ComponentRef, Deployment, DeploymentChange, LOGIC_KEY, MAX_COMPONENT_BYTES};
+use crate::lease::logic::{
+    ComponentRef, Deployment, DeploymentChange, LOGIC_KEY, MAX_COMPONENT_BYTES, MAX_CONFIG_BYTES,
+};
 use crate::lease::{Conflict, LeaseError};
 use anyhow::Context;
 
@@ -73,6 +75,7 @@ fn item_of(deployment: &Deployment, stream: &str) -> Item {
         }
     };
     item.insert("change".into(), s(change));
+    item.insert("pluginConfig".into(), s(&deployment.config));
     item
 }
 
@@ -107,11 +110,16 @@ fn deployment_of(item: &Item) -> anyhow::Result<Deployment> {
         "rollback" => DeploymentChange::Rollback { of: number(item, "rollbackOf")?, reason: text("reason") },
         other => anyhow::bail!("change {other:?} is none of seeded, swap, rollback"),
     };
+    let config = text("pluginConfig");
+    if config.len() > MAX_CONFIG_BYTES {
+        anyhow::bail!("pluginConfig is {} bytes, past the {MAX_CONFIG_BYTES} a deployment carries", config.len());
+    }
     Ok(Deployment {
         number: number(item, "deploymentNumber")?,
         logic: component_of(item, "logic")?.context("logicSha256 is missing")?,
         previous: component_of(item, "previous")?,
         change,
+        config,
         by: text("deployedBy"),
         at_millis: number(item, "updatedAtMillis").unwrap_or(0),
     })
@@ -132,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_deployment_goes_to_an_item_and_back() {
-        let first = Deployment::first(component('a'), "w1");
+        let first = Deployment::first(component('a'), "{}", "w1");
         let next = first.next(component('b'), DeploymentChange::Rollback { of: 7, reason: "trap".into() }, "w2");
         for deployment in [first, next] {
             assert_eq!(deployment_of(&item_of(&deployment, "s")).expect("parses"), deployment);
@@ -141,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_deployment_item_is_refused_before_anything_is_sized_by_it() {
-        let good = item_of(&Deployment::first(component('a'), "w1"), "s");
+        let good = item_of(&Deployment::first(component('a'), "{}", "w1"), "s");
         let with = |name: &str, value| {
             let mut item = good.clone();
             item.insert(name.to_string(), value);

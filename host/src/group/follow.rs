@@ -1,0 +1,147 @@
+//! A worker following the group's deployment: it reads the deployment item
+//! on the lease scans' period and hands each new logic to this host's swap
+//! coordinator (which switches every shard at a batch boundary). When new
+//! logic fails here (a shard refused it, or it failed in probation), the
+//! worker writes the group's rollback; one conditional write decides it,
+//! however many workers see a failure at once.
+
+use crate::lease::logic::load_component;
+use crate::lease::{Deployment, DeploymentChange, LeaseTable};
+use crate::shutdown::Shutdown;
+use crate::swap::{PluginSource, ShardSwap, SwapHub, SwapOutcome, SwapRequest, SwapResult};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a worker follows the group with.
+pub struct Follower {
+    pub table: Arc<dyn LeaseTable>,
+    /// The logic this host runs now.
+    pub hub: Arc<SwapHub>,
+    /// This host's swap coordinator: every swap of the host goes through it.
+    pub requests: mpsc::Sender<SwapRequest>,
+    /// Everything the coordinator did, requested or on its own (probation).
+    pub results: mpsc::UnboundedReceiver<SwapResult>,
+    /// This worker's id, written with a rollback it decides.
+    pub me: String,
+    /// How often the deployment item is read: a new deployment is seen
+    /// within this.
+    pub every: Duration,
+}
+
+/// Follows the group's logic from `current` (the one the worker started
+/// with) until `stop`.
+pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
+    let mut stopped = stop.subscribe();
+    let mut tick = tokio::time::interval(f.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // New logic failed here and the group's rollback is not written yet.
+    let mut failure: Option<String> = None;
+    loop {
+        let heard = tokio::select! {
+            _ = tick.tick() => None,
+            Some(result) = f.results.recv() => Some(result),
+            _ = stopped.wait_for(|s| *s) => return,
+        };
+        if let Some(result) = heard {
+            let ours = current.change == DeploymentChange::Swap
+                && current.previous.as_ref().is_some_and(|p| p.sha256 == result.sha256);
+            if result.on_its_own && ours {
+                failure = Some(result.message);
+                f.roll_back_group(&current, &mut failure).await;
+            }
+            continue;
+        }
+        let latest = match f.table.deployment().await {
+            Ok(Some(latest)) => latest,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("cannot read the group's logic, trying again in {:?}: {e:#}", f.every);
+                continue;
+            }
+        };
+        if latest.number > current.number {
+            eprintln!("group: {}", latest.describe());
+            current = latest;
+            failure = None;
+        } else if failure.is_some() {
+            f.roll_back_group(&current, &mut failure).await;
+            continue;
+        }
+        if f.hub.current().plugin.sha256() != current.logic.sha256 {
+            if let Err(reason) = f.apply(&current).await {
+                if current.change == DeploymentChange::Swap {
+                    failure = Some(reason);
+                    f.roll_back_group(&current, &mut failure).await;
+                } else {
+                    tracing::error!("cannot run the group's logic {}: {reason}", current.logic.short());
+                }
+            }
+        }
+    }
+}
+
+impl Follower {
+    /// Runs `deployment`'s logic on this host: a rollback undoes the last
+    /// swap where this host made it (pre-swap state and checkpoints),
+    /// anything else is a swap.
+    async fn apply(&self, deployment: &Deployment) -> Result<(), String> {
+        if let DeploymentChange::Rollback { .. } = deployment.change {
+            let result = self.ask(|reply| SwapRequest::Rollback { reply: Some(reply) }).await?;
+            if result.outcome == SwapOutcome::RolledBack && result.sha256 == deployment.logic.sha256 {
+                return Ok(());
+            }
+            // This host did not make that swap (it joined later): the
+            // group's logic comes as a swap, state carried over.
+        }
+        let bytes = load_component(self.table.as_ref(), &deployment.logic).await.map_err(|e| format!("{e:#}"))?;
+        let source = PluginSource::Bytes { name: deployment.logic.name.clone(), bytes };
+        let result = self.ask(|reply| SwapRequest::Swap { source, reply: Some(reply) }).await?;
+        match result.outcome {
+            SwapOutcome::Swapped | SwapOutcome::Unchanged => Ok(()),
+            SwapOutcome::Refused | SwapOutcome::RolledBack => {
+                // Each shard's own word is the reason; the message repeats it.
+                let failed: Vec<String> = result
+                    .shards
+                    .iter()
+                    .filter_map(|(shard, outcome)| match outcome {
+                        ShardSwap::Refused { reason } => Some(format!("{shard}: {reason}")),
+                        _ => None,
+                    })
+                    .collect();
+                Err(if failed.is_empty() { result.message } else { failed.join("; ") })
+            }
+        }
+    }
+
+    async fn ask(
+        &self,
+        request: impl FnOnce(oneshot::Sender<SwapResult>) -> SwapRequest,
+    ) -> Result<SwapResult, String> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(request(reply)).await.map_err(|_| "the host is stopping".to_string())?;
+        answer.await.map_err(|_| "the host is stopping".to_string())
+    }
+
+    /// Writes the group's rollback of `failed` for `failure`; keeps the
+    /// failure to try again when the table could not be written.
+    async fn roll_back_group(&self, failed: &Deployment, failure: &mut Option<String>) {
+        let Some(reason) = failure.clone() else { return };
+        let mut reason = format!("worker {}: {reason}", self.me);
+        // The deployment item stays small whatever a plugin's error says.
+        if reason.len() > 1000 {
+            let end = (0..=1000).rev().find(|i| reason.is_char_boundary(*i)).unwrap_or(0);
+            reason.truncate(end);
+            reason.push('…');
+        }
+        match super::roll_back(self.table.as_ref(), failed, &reason, &self.me).await {
+            Ok(Some(rollback)) => {
+                eprintln!("group: deployment {} failed here; {}", failed.number, rollback.describe());
+                *failure = None;
+            }
+            // Someone else moved the group on first: it follows that.
+            Ok(None) => *failure = None,
+            Err(e) => tracing::warn!("cannot write the group's rollback yet, trying again: {e:#}"),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! One logic for a whole group (issue 21): `host swap --lease-table` moves
+//! every worker's shards to new logic while records flow, with state
+//! carried and counts exact; a worker that joins with an old file runs the
+//! group's logic; new logic that fails on one worker's shard rolls the whole
+//! group back; a component refused before publishing touches nothing.
+//! Real processes, on the in-process Kinesis with dynalite and with the
+//! embedded DynamoDB of `host local`.
+
+use crate::common::*;
+use crate::scale_out::{balanced, final_counts, Dynamo, Group};
+use host::kinesis::producer::{put_all, Outgoing};
+use host::lease::{DeploymentChange, LeaseTable};
+use std::time::{Duration, Instant};
+
+/// Lease duration of these groups (s): a deployment is seen within 0.4 of it.
+const LEASE: u64 = 3;
+
+fn sha256_of(plugin: &str) -> String {
+    host::lease::logic::sha256(&std::fs::read(plugin_path(plugin)).expect("plugin built"))
+}
+
+impl Group {
+    /// `host swap` against this group with `args`.
+    fn swap(&self, args: &[&str]) -> Run {
+        let mut all = vec![
+            "swap",
+            "--lease-table",
+            &self.table,
+            "--stream",
+            &self.stream,
+            "--endpoint-url",
+            &self.kinesis,
+            "--dynamodb-endpoint-url",
+            &self.dynamo,
+            "--timeout",
+            "60",
+        ];
+        all.extend_from_slice(args);
+        host(&all, "")
+    }
+
+    /// Output lines of worker `id` from line `from` on.
+    fn lines_of(&self, id: &str, from: usize) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.path(&format!("out-{id}.jsonl"))).unwrap_or_default();
+        json_lines(&text).into_iter().skip(from).collect()
+    }
+
+    /// Waits until every lease not at its end names `sha` as its logic.
+    async fn all_on(&self, sha: &str, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let leases = self.scan().await;
+            if leases.iter().filter(|l| !l.ended()).all(|l| l.logic.as_deref() == Some(sha)) {
+                return;
+            }
+            let logics: Vec<_> = leases.iter().map(|l| (l.key.clone(), l.logic.clone())).collect();
+            assert!(start.elapsed() < limit, "not every shard on {sha}: {logics:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_moves_a_group_to_new_logic_with_exact_counts_through_a_join_and_a_kill_9() {
+    let workers = ["w1", "w2", "w3"];
+    let Some((mut group, produce)) = Group::balanced("group-swap", 8, &workers, (200, 14), (2, 3)).await else {
+        return;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let swapped = group.swap(&["--plugin", &plugin_path("counter-v2").display().to_string()]);
+    assert_eq!(swapped.code, 0, "{}\n{}\n{}", swapped.stdout, swapped.stderr, group.logs());
+    assert!(swapped.stdout.contains("swapped: every running shard switched"), "{}", swapped.stdout);
+    assert!(swapped.stderr.contains("8/8 running shard(s)"), "progress shown: {}", swapped.stderr);
+    let v2 = sha256_of("counter-v2");
+    // Whatever a worker writes from now on comes from v2.
+    let seen: Vec<usize> = workers.iter().map(|id| group.lines_of(id, 0).len()).collect();
+    // A worker started with the old file runs the group's logic, and says so.
+    group.start_running("w4", &group.dynamo.clone(), LEASE, "counter", &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    group.kill("w1").await;
+    wait(produce).await;
+    group.all_on(&v2, Duration::from_secs(30)).await;
+    group.settle().await;
+    for id in ["w2", "w3", "w4"] {
+        assert_eq!(group.stop(id).await, 0, "{id} stops cleanly\n{}", group.logs());
+    }
+    assert!(group.log("w4").contains("runs the group's logic"), "{}", group.log("w4"));
+    for (id, from) in workers.iter().zip(&seen).chain([(&"w4", &0)]) {
+        let old: Vec<_> = group.lines_of(id, *from).into_iter().filter(|l| l["logic"] != "v2").collect();
+        assert!(
+            old.is_empty(),
+            "{id} wrote {} line(s) with the old logic after the swap: {:?}",
+            old.len(),
+            old.first()
+        );
+    }
+    let counts = final_counts(&group.outputs());
+    assert_eq!(counts, group.reference().await, "every per-key, per-window count exact\n{}", group.logs());
+    let listed = host(
+        &["leases", "--lease-table", &group.table, "--stream", &group.stream, "--dynamodb-endpoint-url", &group.dynamo],
+        "",
+    );
+    assert!(
+        listed.stdout.contains("group logic: deployment 2") && listed.stdout.contains(&v2[..12]),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains("not the group's"), "{}", listed.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_logic_failing_on_one_workers_shard_rolls_the_whole_group_back_and_refusals_touch_nothing() {
+    let Some(mut group) = Group::on(Dynamo::Embedded, "group-trap", 4).await else { return };
+    let flags = ["--swap-probation", "1000", "--retries", "0", "--on-rejected-state", "fresh"];
+    for id in ["w1", "w2"] {
+        group.start_running(id, &group.dynamo.clone(), LEASE, "echo", &flags);
+    }
+    group.until("the workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 2, 2)).await;
+    let echo = sha256_of("echo");
+    let deployment = |group: &Group| {
+        let leases = group.leases.clone();
+        async move { leases.deployment().await.expect("read").expect("seeded") }
+    };
+    assert_eq!(deployment(&group).await.logic.sha256, echo, "the first worker's --plugin seeded the group");
+
+    // Refused before anything is published: one line, non-zero, no change.
+    let garbage = group.path("garbage.wasm");
+    std::fs::write(&garbage, b"not a component").expect("write");
+    let refused = group.swap(&["--plugin", &garbage.display().to_string()]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("refused") && refused.stderr.contains("not a WebAssembly"), "{}", refused.stderr);
+    assert_eq!(deployment(&group).await.number, 1, "nothing published");
+    let no_swap = group.swap(&["--rollback"]);
+    assert_ne!(no_swap.code, 0, "nothing to roll back: {}", no_swap.stderr);
+
+    // Faulty traps on the record "trap": whichever worker's shard gets it,
+    // the whole group goes back to echo.
+    let faulty = plugin_path("faulty").display().to_string();
+    let swapped = group.swap(&["--plugin", &faulty]);
+    assert_eq!(swapped.code, 0, "{}\n{}", swapped.stderr, group.logs());
+    let client = host::kinesis::connect(&host::aws::AwsOptions {
+        endpoint_url: Some(group.kinesis.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("client");
+    put_all(&client, &group.stream, &[Outgoing { partition_key: "k".into(), data: b"trap".to_vec() }])
+        .await
+        .expect("put");
+    let start = Instant::now();
+    let rolled = loop {
+        let now = deployment(&group).await;
+        if now.number > 2 {
+            break now;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no group rollback\n{}", group.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    match &rolled.change {
+        DeploymentChange::Rollback { of: 2, reason } => assert!(reason.contains("trap"), "{reason}"),
+        other => panic!("a rollback of deployment 2, not {other:?}"),
+    }
+    assert_eq!(rolled.logic.sha256, echo);
+    group.all_on(&echo, Duration::from_secs(30)).await;
+    let status = group.swap(&["--status"]);
+    assert!(status.stdout.contains("rolled back deployment 2") && status.stdout.contains("trap"), "{}", status.stdout);
+
+    // An operator's rollback of a good swap.
+    assert_eq!(group.swap(&["--plugin", &faulty]).code, 0);
+    group.all_on(&sha256_of("faulty"), Duration::from_secs(30)).await;
+    let back = group.swap(&["--rollback"]);
+    assert_eq!(back.code, 0, "{}\n{}", back.stderr, group.logs());
+    group.all_on(&echo, Duration::from_secs(30)).await;
+    for id in ["w1", "w2"] {
+        assert_eq!(group.stop(id).await, 0, "{id} stops cleanly\n{}", group.logs());
+    }
+}
