@@ -200,6 +200,10 @@ impl RunArgs {
                     &loader,
                     args.plugin.plugin.as_deref(),
                     &config,
+                    crate::lease::logic::SwapRules {
+                        probation_batches: args.hot_swap.swap_probation,
+                        fresh_on_rejected_state: args.hot_swap.on_rejected_state == crate::swap::OnRejectedState::Fresh,
+                    },
                     leases.worker_id(),
                 )
                 .await?;

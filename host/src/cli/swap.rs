@@ -4,6 +4,7 @@
 use super::leases::TableArgs;
 use super::shared::{seconds, AwsArgs};
 use crate::group::{GroupProgress, Loader, PublishError, Published};
+use crate::lease::logic::SwapRules;
 use crate::lease::{Deployment, DeploymentChange, LeaseTable, TableSetup};
 use crate::swap::control::{call, token_file, ControlAddr, ControlCall};
 use crate::swap::{PluginSource, SwapOutcome};
@@ -66,6 +67,21 @@ pub struct GroupArgs {
     /// workers to switch.
     #[arg(long, requires = "lease_table", help_heading = "Group")]
     pub no_wait: bool,
+
+    /// Batches each shard must get through on the new logic; a failure
+    /// within them rolls the whole group back (default: the group's).
+    #[arg(long, value_name = "N", requires = "lease_table", help_heading = "Group")]
+    pub swap_probation: Option<u32>,
+
+    /// When the new logic rejects the running state: refuse (the group
+    /// rolls back) or fresh (start it with empty state). Default: the group's.
+    #[arg(long, value_name = "WHAT", value_parser = ["refuse", "fresh"], requires = "lease_table", help_heading = "Group")]
+    pub on_rejected_state: Option<String>,
+
+    /// Once every shard switched, how long to wait for each to pass
+    /// probation (idle shards stay on it), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, help_heading = "Group")]
+    pub probation_wait: f64,
 
     /// Longest wait for every running shard to switch, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 120.0, help_heading = "Group")]
@@ -137,7 +153,19 @@ impl SwapArgs {
                     clock: crate::plugin::Clock::System,
                 };
                 let source = PluginSource::Path(path.clone());
-                match crate::group::publish(&table, &Loader { engine, cache }, settings, source, &me).await {
+                let rules = match (args.swap_probation, &args.on_rejected_state) {
+                    (None, None) => None,
+                    (probation, on_rejected) => {
+                        let group = table.deployment().await?.map(|d| d.rules).unwrap_or_default();
+                        Some(SwapRules {
+                            probation_batches: probation.unwrap_or(group.probation_batches),
+                            fresh_on_rejected_state: on_rejected
+                                .as_ref()
+                                .map_or(group.fresh_on_rejected_state, |w| w == "fresh"),
+                        })
+                    }
+                };
+                match crate::group::publish(&table, &Loader { engine, cache }, settings, source, rules, &me).await {
                     Ok(Published::Deployed(deployment)) => deployment,
                     Ok(Published::Unchanged(deployment)) => {
                         println!("unchanged: the group runs {} already ({})", path.display(), deployment.describe());
@@ -159,19 +187,29 @@ impl SwapArgs {
         if args.no_wait {
             return Ok(ExitCode::SUCCESS);
         }
-        wait_for_group(&table, &deployment, timeout).await
+        wait_for_group(&table, &deployment, timeout, seconds(args.probation_wait, "--probation-wait")?).await
     }
 }
 
-/// Waits until every running shard runs `deployment`'s logic, printing
-/// progress; fails when the group rolls it back or the wait times out.
+/// Waits until every running shard runs `deployment`'s logic, then for
+/// its probation (each shard's first batches on it), printing progress.
+/// Fails when the group rolls it back or the switch times out; shards that
+/// read nothing within `probation_wait` stay on probation, and it says so.
 async fn wait_for_group(
     table: &dyn LeaseTable,
     deployment: &Deployment,
     timeout: Duration,
+    probation_wait: Duration,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let mut switched_at: Option<Instant> = None;
     let mut shown = None;
+    // The switch commit, then one per batch (at --checkpoint-every 1).
+    let passed = match deployment.change {
+        // A rollback returns to logic that already ran: nothing to prove.
+        DeploymentChange::Rollback { .. } => 0,
+        _ => u64::from(deployment.rules.probation_batches) + 1,
+    };
     loop {
         let progress: GroupProgress = crate::group::progress(table).await?;
         if let Some(now) = progress.deployment.as_ref().filter(|d| d.number > deployment.number) {
@@ -181,25 +219,46 @@ async fn wait_for_group(
                     return Ok(ExitCode::from(1));
                 }
             }
-            eprintln!("error: the group moved on before every shard switched: {}", now.describe());
+            eprintln!("error: the group moved on before this deployment was through: {}", now.describe());
             return Ok(ExitCode::from(1));
         }
         let (on, running) = progress.on_logic();
-        if shown != Some((on, running)) {
+        let sha = Some(deployment.logic.sha256.as_str());
+        let through = progress.running().filter(|l| l.logic.as_deref() == sha && l.logic_commits >= passed).count();
+        if shown != Some((on, running, through)) {
             eprintln!(
-                "{on}/{running} running shard(s) on {} ({:.1} s)",
+                "{on}/{running} running shard(s) on {}, {through} through probation ({:.1} s)",
                 deployment.logic.short(),
                 started.elapsed().as_secs_f64()
             );
-            shown = Some((on, running));
+            shown = Some((on, running, through));
         }
-        if on == running {
-            let what =
-                if running == 0 { "no shard runs now; workers start on it" } else { "every running shard switched" };
-            println!("swapped: {what} ({}) in {:.1} s", deployment.logic.short(), started.elapsed().as_secs_f64());
-            return Ok(ExitCode::SUCCESS);
+        let elapsed = started.elapsed().as_secs_f64();
+        if on == running && switched_at.is_none() {
+            switched_at = Some(Instant::now());
+            if running == 0 {
+                println!("swapped: no shard runs now; workers start on {}", deployment.logic.short());
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("every running shard ({running}) switched to {} in {elapsed:.1} s", deployment.logic.short());
         }
-        if started.elapsed() > timeout {
+        if let Some(at) = switched_at {
+            if through == running {
+                println!(
+                    "swapped: every running shard passed probation on {} ({elapsed:.1} s)",
+                    deployment.logic.short()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if at.elapsed() > probation_wait {
+                println!(
+                    "swapped: {through}/{running} shard(s) passed probation on {}; the others read too little within \
+                     {probation_wait:?} and stay on probation (`host swap --status` shows them)",
+                    deployment.logic.short()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        } else if started.elapsed() > timeout {
             eprintln!(
                 "error: after {timeout:?}, {} shard(s) are not on {} yet: {}",
                 running - on,

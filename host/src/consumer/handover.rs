@@ -74,7 +74,7 @@ impl Worker {
         self.commit_state().await?;
         let state = self.instance()?.committed_state().cloned();
         let (plugin, settings, handed) = (generation.plugin.clone(), self.settings.clone(), state.clone());
-        let on_rejected = self.shared.swaps.policy.on_rejected_state;
+        let on_rejected = self.shared.swaps.policy().on_rejected_state;
         let new = tokio::task::spawn_blocking(move || {
             match PluginInstance::start(plugin.clone(), settings.clone(), handed) {
                 Err(PluginError::RestoreRejected { .. }) if on_rejected == OnRejectedState::Fresh => {
@@ -96,7 +96,7 @@ impl Worker {
             state,
             committed: self.committed.clone(),
         });
-        self.probation = self.shared.swaps.policy.probation_batches;
+        self.probation = self.shared.swaps.policy().probation_batches;
         self.generation = generation.id;
         // The stored position and state now belong to the new logic: the
         // commit says so (a group counts the switched shards by it), and

@@ -41,7 +41,14 @@ pub(super) async fn start_shards(
 ) -> anyhow::Result<()> {
     let (config, ownership) = (&shared.config, shared.ownership.clone());
     let owns = |id: &str| ownership.owns(id);
-    for start in scheduler.ready(shards, shared.store.as_ref(), |id| config.key(id), owns).await? {
+    let starts = scheduler.ready(shards, shared.store.as_ref(), |id| config.key(id), owns).await?;
+    // A shard last run under other logic: the group may have moved on
+    // before this worker noticed, so it looks first (a group worker only).
+    let running = shared.swaps.current().plugin.sha256().to_string();
+    if starts.iter().any(|s| s.checkpoint.as_ref().and_then(|c| c.logic.as_deref()).is_some_and(|l| l != running)) {
+        shared.swaps.refresh(std::time::Duration::from_secs(10)).await;
+    }
+    for start in starts {
         let (shared, id) = (shared.clone(), start.shard_id.clone());
         workers.spawn(async move { (id, shard::run(shared, start).await) });
     }

@@ -37,9 +37,17 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // New logic failed here and the group's rollback is not written yet.
     let mut failure: Option<String> = None;
+    f.hub.followed();
+    let hub = f.hub.clone();
+    let mut looked = false;
     loop {
+        if std::mem::take(&mut looked) {
+            // The last look is done: whoever asked for one may go on.
+            hub.looked();
+        }
         let heard = tokio::select! {
             _ = tick.tick() => None,
+            _ = hub.look_asked() => None,
             Some(result) = f.results.recv() => Some(result),
             _ = stopped.wait_for(|s| *s) => return,
         };
@@ -52,6 +60,7 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
             }
             continue;
         }
+        looked = true;
         let latest = match f.table.deployment().await {
             Ok(Some(latest)) => latest,
             Ok(None) => continue,
@@ -68,6 +77,7 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
             f.roll_back_group(&current, &mut failure).await;
             continue;
         }
+        f.hub.set_policy(super::policy(current.rules));
         if f.hub.current().plugin.sha256() != current.logic.sha256 {
             if let Err(reason) = f.apply(&current).await {
                 if current.change == DeploymentChange::Swap {

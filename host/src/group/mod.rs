@@ -22,13 +22,25 @@ pub use follow::follow;
 pub use progress::{progress, GroupProgress};
 pub use worker::{requested_rollback, GroupRun};
 
-use crate::lease::logic::{load_component, short, store_component, MAX_CONFIG_BYTES};
+use crate::lease::logic::{load_component, short, store_component, SwapRules, MAX_CONFIG_BYTES};
 use crate::lease::{Conflict, Deployment, DeploymentChange, LeaseError, LeaseTable};
 use crate::plugin::{CompiledCache, InstanceSettings, Plugin, PluginEngine};
 use crate::swap::PluginSource;
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
+
+/// A deployment's rules as this host's swap policy.
+pub fn policy(rules: SwapRules) -> crate::swap::SwapPolicy {
+    crate::swap::SwapPolicy {
+        probation_batches: rules.probation_batches,
+        on_rejected_state: if rules.fresh_on_rejected_state {
+            crate::swap::OnRejectedState::Fresh
+        } else {
+            crate::swap::OnRejectedState::Refuse
+        },
+    }
+}
 
 /// What loading and checking components needs.
 #[derive(Clone)]
@@ -63,6 +75,7 @@ pub async fn starting_logic(
     loader: &Loader,
     plugin: Option<&Path>,
     config: &str,
+    rules: SwapRules,
     me: &str,
 ) -> anyhow::Result<(Arc<Plugin>, Deployment)> {
     for _ in 0..3 {
@@ -100,7 +113,7 @@ pub async fn starting_logic(
         let bytes = std::fs::read(path).with_context(|| format!("cannot read --plugin {}", path.display()))?;
         let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         let logic = store_component(table, &name, &bytes).await.context("cannot store the plugin in the table")?;
-        match table.deploy(&Deployment::first(logic, config, me)).await {
+        match table.deploy(&Deployment::first(logic, config, rules, me)).await {
             Ok(()) => eprintln!(
                 "the group's logic is now {} ({name}), seeded by this worker",
                 short(&crate::lease::logic::sha256(&bytes))
@@ -143,6 +156,7 @@ pub async fn publish(
     loader: &Loader,
     settings: InstanceSettings,
     source: PluginSource,
+    rules: Option<SwapRules>,
     by: &str,
 ) -> Result<Published, PublishError> {
     let current = table.deployment().await.context("cannot read the group's logic")?.ok_or(PublishError::NoGroup)?;
@@ -172,7 +186,8 @@ pub async fn publish(
         if current.logic.sha256 == logic.sha256 {
             return Ok(Published::Unchanged(current));
         }
-        let next = current.next(logic.clone(), DeploymentChange::Swap, by);
+        let mut next = current.next(logic.clone(), DeploymentChange::Swap, by);
+        next.rules = rules.unwrap_or(next.rules);
         match table.deploy(&next).await {
             Ok(()) => return Ok(Published::Deployed(next)),
             // Someone deployed meanwhile: this one goes on top of theirs.

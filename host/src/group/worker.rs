@@ -36,6 +36,7 @@ impl GroupRun {
         results: mpsc::UnboundedReceiver<SwapResult>,
         settings: InstanceSettings,
     ) -> mpsc::Sender<SwapRequest> {
+        hub.set_policy(super::policy(self.deployment.rules));
         let follower = Follower {
             table: self.table.clone(),
             hub,
@@ -63,7 +64,7 @@ async fn serve_triggers(
         let started = Instant::now();
         let (result, reply) = match request {
             SwapRequest::Swap { source, reply } => {
-                let published = publish(table.as_ref(), &loader, settings.clone(), source, &me).await;
+                let published = publish(table.as_ref(), &loader, settings.clone(), source, None, &me).await;
                 (published_result(published), reply)
             }
             SwapRequest::Rollback { reply } => (requested_rollback(table.as_ref(), &me).await, reply),

@@ -240,8 +240,8 @@ impl LeaseTable for DynamoTable {
             values.push((":cp", s(checkpoint)));
         }
         if let Some(logic) = &commit.logic {
-            set.push("logicSha256 = :logic");
-            values.push((":logic", s(logic)));
+            set.extend(["logicSha256 = :logic", "logicCommits = :lc"]);
+            values.extend([(":logic", s(logic)), (":lc", n(commit.logic_commits))]);
         }
         let mut remove = Vec::new();
         match &commit.state {

@@ -48,6 +48,24 @@ pub fn short(sha256: &str) -> &str {
     &sha256[..sha256.len().min(12)]
 }
 
+/// How every worker swaps to a deployment's logic (the group's, so every
+/// shard is judged alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapRules {
+    /// Batches each shard must get through on new logic; a failure within
+    /// them rolls the whole group back.
+    pub probation_batches: u32,
+    /// When new logic rejects the running state: start it fresh (true), or
+    /// refuse the swap (false).
+    pub fresh_on_rejected_state: bool,
+}
+
+impl Default for SwapRules {
+    fn default() -> Self {
+        SwapRules { probation_batches: 3, fresh_on_rejected_state: false }
+    }
+}
+
 /// Why the logic in force is what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeploymentChange {
@@ -73,6 +91,8 @@ pub struct Deployment {
     /// The plugin's JSON config every shard's `init` gets: the group's, so
     /// one logic means one config too.
     pub config: String,
+    /// How workers swap to it.
+    pub rules: SwapRules,
     /// Who wrote it (a worker id, or `host swap` and its machine).
     pub by: String,
     /// When, by the writer's clock (ms since the epoch): for operators only.
@@ -88,19 +108,21 @@ impl Deployment {
             logic,
             change,
             config: self.config.clone(),
+            rules: self.rules,
             by: by.into(),
             at_millis: now_millis(),
         }
     }
 
     /// The first deployment of a table.
-    pub fn first(logic: ComponentRef, config: &str, by: &str) -> Deployment {
+    pub fn first(logic: ComponentRef, config: &str, rules: SwapRules, by: &str) -> Deployment {
         Deployment {
             number: 1,
             logic,
             previous: None,
             change: DeploymentChange::Seeded,
             config: config.into(),
+            rules,
             by: by.into(),
             at_millis: now_millis(),
         }

@@ -114,6 +114,7 @@ impl LeaseTable for InMemoryTable {
                 lease.owner_switches = 0;
                 if commit.logic.is_some() {
                     lease.logic = commit.logic.clone();
+                    lease.logic_commits = commit.logic_commits;
                 }
             },
         )

@@ -70,6 +70,9 @@ pub struct Lease {
     /// SHA-256 of the logic that wrote the checkpoint and state (group
     /// logic): written in the same conditional update as they are.
     pub logic: Option<String>,
+    /// Commits in a row under that logic: past a deployment's probation,
+    /// the shard has passed it.
+    pub logic_commits: u64,
 }
 
 impl Lease {
@@ -111,6 +114,8 @@ pub struct Commit {
     pub state: StateWrite,
     /// SHA-256 of the logic whose position and state these are.
     pub logic: Option<String>,
+    /// Commits in a row under that logic, this one included.
+    pub logic_commits: u64,
 }
 
 /// What a commit does to the lease's state.
@@ -134,6 +139,7 @@ impl Commit {
             state_version,
             state: StateWrite::Keep,
             logic: None,
+            logic_commits: 0,
         }
     }
 }

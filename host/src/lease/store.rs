@@ -37,6 +37,9 @@ pub struct LeaseStore {
     known: Mutex<BTreeSet<String>>,
     /// Per shard: the state version of its last commit or load.
     versions: Mutex<BTreeMap<String, u64>>,
+    /// Per shard: the logic of its last commit or load, and how many
+    /// commits in a row it has made (a group's probation shows in them).
+    logics: Mutex<BTreeMap<String, (String, u64)>>,
     /// Per shard: where its current take writes its state.
     slots: Mutex<BTreeMap<String, Slots>>,
     /// "dynamodb table NAME", for the operator.
@@ -75,6 +78,7 @@ impl LeaseStore {
             lease_duration,
             known: Mutex::default(),
             versions: Mutex::default(),
+            logics: Mutex::default(),
             slots: Mutex::default(),
             location,
             worker_id: worker_id.into(),
@@ -257,6 +261,16 @@ impl LeaseStore {
         self.lease_duration
     }
 
+    /// Commits in a row under `logic`, this one included.
+    fn logic_commits(&self, shard: &str, logic: Option<&str>) -> u64 {
+        let Some(logic) = logic else { return 0 };
+        let logics = self.logics.lock();
+        match logics.as_deref().ok().and_then(|l| l.get(shard)) {
+            Some((last, commits)) if last == logic => commits + 1,
+            _ => 1,
+        }
+    }
+
     /// The table (the group's logic lives there too).
     pub fn table(&self) -> Arc<dyn LeaseTable> {
         self.table.clone()
@@ -280,6 +294,9 @@ impl CheckpointStore for LeaseStore {
         let Some(lease) = self.table.get(&key.shard_id).await? else { return Ok(None) };
         if let Ok(mut versions) = self.versions.lock() {
             versions.insert(key.shard_id.clone(), lease.state_version);
+        }
+        if let (Some(logic), Ok(mut logics)) = (&lease.logic, self.logics.lock()) {
+            logics.insert(key.shard_id.clone(), (logic.clone(), lease.logic_commits));
         }
         if lease.checkpoint.is_none() && lease.state.is_none() {
             return Ok(None);
@@ -337,10 +354,14 @@ impl CheckpointStore for LeaseStore {
             state_version: version,
             state: write,
             logic: checkpoint.logic.clone(),
+            logic_commits: self.logic_commits(shard, checkpoint.logic.as_deref()),
         };
         self.commit_fenced(shard, tenure, &commit).await?;
         if let Ok(mut versions) = self.versions.lock() {
             versions.insert(shard.to_string(), version);
+        }
+        if let (Some(logic), Ok(mut logics)) = (&commit.logic, self.logics.lock()) {
+            logics.insert(shard.to_string(), (logic.clone(), commit.logic_commits));
         }
         // The next commit writes the other slot. The first commit of a take
         // that replaced or cleared the state lets earlier takes' chunks go

@@ -103,7 +103,15 @@ pub struct SwapHub {
     /// Per running shard: the generation it has taken (the coordinator waits
     /// for every shard to reach a new one).
     shards: Mutex<BTreeMap<String, u64>>,
-    pub policy: SwapPolicy,
+    /// How swaps behave: the run's flags, or a group's deployment.
+    policy: Mutex<SwapPolicy>,
+    /// Set when something keeps this host's logic in line with a group's
+    /// (`group::follow`): shards about to start ask it to look first.
+    followed: std::sync::atomic::AtomicBool,
+    /// A shard start asks the follower to look now.
+    look: tokio::sync::Notify,
+    /// Counts the follower's looks, so an asker knows when one happened.
+    looked: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for SwapHub {
@@ -117,7 +125,56 @@ impl SwapHub {
     pub fn new(plugin: Arc<Plugin>, policy: SwapPolicy) -> Arc<Self> {
         let (current, _) = watch::channel(Arc::new(Generation { id: 0, plugin, change: Change::Initial }));
         let (reports, report_rx) = mpsc::unbounded_channel();
-        Arc::new(SwapHub { current, reports, report_rx: Mutex::new(Some(report_rx)), shards: Mutex::default(), policy })
+        Arc::new(SwapHub {
+            current,
+            reports,
+            report_rx: Mutex::new(Some(report_rx)),
+            shards: Mutex::default(),
+            policy: Mutex::new(policy),
+            followed: Default::default(),
+            look: Default::default(),
+            looked: watch::channel(0).0,
+        })
+    }
+
+    /// How the next swap behaves.
+    pub fn policy(&self) -> SwapPolicy {
+        self.policy.lock().map(|p| *p).unwrap_or_default()
+    }
+
+    /// A group's deployment says how its swaps behave.
+    pub fn set_policy(&self, policy: SwapPolicy) {
+        if let Ok(mut current) = self.policy.lock() {
+            *current = policy;
+        }
+    }
+
+    /// A follower keeps this host's logic in line with a group's from now on.
+    pub fn followed(&self) {
+        self.followed.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Has the follower (if any) look at the group's logic now, and waits
+    /// until it has (at most `limit`): a shard taken from another worker
+    /// must not start under logic the group has left.
+    pub async fn refresh(&self, limit: std::time::Duration) {
+        if !self.followed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mut looked = self.looked.subscribe();
+        let before = *looked.borrow_and_update();
+        self.look.notify_one();
+        let _ = tokio::time::timeout(limit, looked.wait_for(|n| *n > before)).await;
+    }
+
+    /// Resolves when a shard start asks the follower to look.
+    pub async fn look_asked(&self) {
+        self.look.notified().await
+    }
+
+    /// The follower has looked (and applied what it found).
+    pub fn looked(&self) {
+        self.looked.send_modify(|n| *n += 1);
     }
 
     /// The generation in force.

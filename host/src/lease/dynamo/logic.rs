@@ -5,7 +5,7 @@
 use super::item::{n, s};
 use super::{classify, DynamoTable, Item, FORMAT};
 use crate::lease::logic::{
-    ComponentRef, Deployment, DeploymentChange, LOGIC_KEY, MAX_COMPONENT_BYTES, MAX_CONFIG_BYTES,
+    ComponentRef, Deployment, DeploymentChange, SwapRules, LOGIC_KEY, MAX_COMPONENT_BYTES, MAX_CONFIG_BYTES,
 };
 use crate::lease::{Conflict, LeaseError};
 use anyhow::Context;
@@ -76,6 +76,9 @@ fn item_of(deployment: &Deployment, stream: &str) -> Item {
     };
     item.insert("change".into(), s(change));
     item.insert("pluginConfig".into(), s(&deployment.config));
+    item.insert("probationBatches".into(), n(u64::from(deployment.rules.probation_batches)));
+    let on_rejected = if deployment.rules.fresh_on_rejected_state { "fresh" } else { "refuse" };
+    item.insert("onRejectedState".into(), s(on_rejected));
     item
 }
 
@@ -120,6 +123,11 @@ fn deployment_of(item: &Item) -> anyhow::Result<Deployment> {
         previous: component_of(item, "previous")?,
         change,
         config,
+        rules: SwapRules {
+            probation_batches: u32::try_from(number(item, "probationBatches")?)
+                .context("probationBatches is out of range")?,
+            fresh_on_rejected_state: text("onRejectedState") == "fresh",
+        },
         by: text("deployedBy"),
         at_millis: number(item, "updatedAtMillis").unwrap_or(0),
     })
@@ -140,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_deployment_goes_to_an_item_and_back() {
-        let first = Deployment::first(component('a'), "{}", "w1");
+        let first = Deployment::first(component('a'), "{}", SwapRules::default(), "w1");
         let next = first.next(component('b'), DeploymentChange::Rollback { of: 7, reason: "trap".into() }, "w2");
         for deployment in [first, next] {
             assert_eq!(deployment_of(&item_of(&deployment, "s")).expect("parses"), deployment);
@@ -149,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_deployment_item_is_refused_before_anything_is_sized_by_it() {
-        let good = item_of(&Deployment::first(component('a'), "{}", "w1"), "s");
+        let good = item_of(&Deployment::first(component('a'), "{}", SwapRules::default(), "w1"), "s");
         let with = |name: &str, value| {
             let mut item = good.clone();
             item.insert(name.to_string(), value);
