@@ -31,6 +31,11 @@ pub fn render(progress: &Progress, info: &MetricsInfo) -> String {
             );
         }
     }
+    let deployment = progress.swaps.deployment.load(std::sync::atomic::Ordering::Relaxed);
+    if deployment > 0 {
+        let _ = writeln!(out, "# HELP host_group_deployment The group's deployment (lease table logic) this worker runs.\n# TYPE host_group_deployment gauge");
+        let _ = writeln!(out, "host_group_deployment{{stream=\"{stream}\"}} {deployment}");
+    }
     let _ = writeln!(out, "# HELP host_plugin_swaps_total Hot swaps asked for, by outcome and the content hash of the logic asked for.\n# TYPE host_plugin_swaps_total counter");
     if let Ok(swaps) = progress.swaps.by_outcome.lock() {
         for ((outcome, sha256), n) in swaps.iter() {
@@ -136,6 +141,7 @@ mod tests {
         let progress = Progress::default();
         progress.plugin_by_shard.lock().expect("lock").insert("shardId-1".into(), "abc".into());
         progress.swaps.by_outcome.lock().expect("lock").insert(("swapped", "def".into()), 2);
+        progress.swaps.deployment.store(7, std::sync::atomic::Ordering::Relaxed);
         progress.dead_letters.lock().expect("lock").insert(("shardId-1".into(), "poison"), 3);
         progress.stopped_shards.lock().expect("lock").insert("shardId-2".into(), "why".into());
         progress.plugin_retries.store(4, Ordering::Relaxed);
@@ -143,6 +149,7 @@ mod tests {
         for line in [
             "host_plugin_info{stream=\"s\",shard=\"shardId-1\",sha256=\"abc\"} 1",
             "host_plugin_swaps_total{stream=\"s\",outcome=\"swapped\",sha256=\"def\"} 2",
+            "host_group_deployment{stream=\"s\"} 7",
             "host_dead_letters_total{stream=\"s\",shard=\"shardId-1\",reason=\"poison\"} 3",
             "host_plugin_retries_total{stream=\"s\"} 4",
             "host_shard_stopped{stream=\"s\",shard=\"shardId-2\"} 1",

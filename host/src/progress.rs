@@ -68,6 +68,8 @@ pub struct SwapCounts {
     /// Swap requests being carried out: a run is not idle while one is
     /// (`--idle-exit` must not end it between a SIGHUP and its outcome).
     pub in_flight: std::sync::atomic::AtomicU32,
+    /// The group's deployment this worker runs (0: not a group worker).
+    pub deployment: AtomicU64,
 }
 
 impl SwapCounts {

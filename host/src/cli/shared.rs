@@ -198,7 +198,7 @@ impl HotSwapArgs {
             engine,
             cache: plugin_args.cache(),
             settings: settings.clone(),
-            progress,
+            progress: progress.clone(),
             shard_timeout: Duration::from_secs(60),
         };
         tokio::spawn(crate::swap::coordinate(hub.clone(), context, swap_requests, move |result| {
@@ -208,7 +208,7 @@ impl HotSwapArgs {
         // A group worker's triggers publish to the group; the follower
         // alone swaps this process, to the group's logic.
         let triggers = match group {
-            Some(group) => group.spawn(hub.clone(), swaps, results_rx, settings),
+            Some(group) => group.spawn(hub.clone(), swaps, results_rx, settings, progress),
             None => swaps,
         };
         let watcher = match self.watch {

@@ -27,6 +27,8 @@ pub struct Follower {
     /// How often the deployment item is read: a new deployment is seen
     /// within this.
     pub every: Duration,
+    /// Where the deployment in force is shown (metrics).
+    pub progress: Arc<crate::progress::Progress>,
 }
 
 /// Follows the group's logic from `current` (the one the worker started
@@ -78,6 +80,7 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
             continue;
         }
         f.hub.set_policy(super::policy(current.rules));
+        f.progress.swaps.deployment.store(current.number, std::sync::atomic::Ordering::Relaxed);
         if f.hub.current().plugin.sha256() != current.logic.sha256 {
             if let Err(reason) = f.apply(&current).await {
                 if current.change == DeploymentChange::Swap {

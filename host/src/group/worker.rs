@@ -35,6 +35,7 @@ impl GroupRun {
         coordinator: mpsc::Sender<SwapRequest>,
         results: mpsc::UnboundedReceiver<SwapResult>,
         settings: InstanceSettings,
+        progress: Arc<crate::progress::Progress>,
     ) -> mpsc::Sender<SwapRequest> {
         hub.set_policy(super::policy(self.deployment.rules));
         let follower = Follower {
@@ -44,6 +45,7 @@ impl GroupRun {
             results,
             me: self.me.clone(),
             every: self.every,
+            progress,
         };
         tokio::spawn(super::follow(follower, self.deployment, self.stop));
         let (triggers, requests) = mpsc::channel(16);
