@@ -22,7 +22,16 @@ fn sha256_of(plugin: &str) -> String {
 impl Group {
     /// `host swap` against this group with `args`.
     fn swap(&self, args: &[&str]) -> Run {
-        let mut all = vec![
+        host(&self.swap_args(args).iter().map(String::as_str).collect::<Vec<_>>(), "")
+    }
+
+    /// `host swap` against this group with `args`, in the background.
+    fn spawn_swap(&self, args: &[&str]) -> Spawned {
+        spawn_host_with(&self.swap_args(args), &[])
+    }
+
+    fn swap_args(&self, args: &[&str]) -> Vec<String> {
+        let group = [
             "swap",
             "--lease-table",
             &self.table,
@@ -35,25 +44,7 @@ impl Group {
             "--timeout",
             "60",
         ];
-        all.extend_from_slice(args);
-        host(&all, "")
-    }
-
-    /// `host swap` against this group with `args`, in the background.
-    fn spawn_swap(&self, args: &[&str]) -> Spawned {
-        let mut all = vec![
-            "swap",
-            "--lease-table",
-            &self.table,
-            "--stream",
-            &self.stream,
-            "--endpoint-url",
-            &self.kinesis,
-            "--dynamodb-endpoint-url",
-            &self.dynamo,
-        ];
-        all.extend_from_slice(args);
-        spawn_host(&all)
+        group.iter().chain(args).map(|a| a.to_string()).collect()
     }
 
     /// Output lines of worker `id` from line `from` on.
