@@ -75,13 +75,13 @@ pub struct LeaseBenchReport {
 }
 
 /// A worker process and its id.
-struct Worker {
+pub(crate) struct Worker {
     /// Its `--worker-id`.
-    id: String,
+    pub(crate) id: String,
     /// The `host run` process.
-    child: Child,
+    pub(crate) child: Child,
     /// Its stderr (status lines).
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Worker {
@@ -262,21 +262,21 @@ pub async fn run(options: &LeaseBenchOptions, progress: impl Fn(String)) -> anyh
 }
 
 /// How to start a worker of one group.
-struct Group<'a> {
+pub(crate) struct Group<'a> {
     /// The `host` binary beside `host-bench`.
-    exe: &'a Path,
+    pub(crate) exe: &'a Path,
     /// The in-process endpoint (Kinesis and DynamoDB).
-    url: &'a str,
+    pub(crate) url: &'a str,
     /// Where the workers' output goes.
-    dir: &'a Path,
-    options: &'a LeaseBenchOptions,
-    stream: &'a str,
+    pub(crate) dir: &'a Path,
+    pub(crate) options: &'a LeaseBenchOptions,
+    pub(crate) stream: &'a str,
     /// The group's lease table.
-    table: &'a str,
+    pub(crate) table: &'a str,
 }
 
 impl Group<'_> {
-    fn spawn(&self, id: &str, extra: &[&str]) -> anyhow::Result<Worker> {
+    pub(crate) fn spawn(&self, id: &str, extra: &[&str]) -> anyhow::Result<Worker> {
         let log = self.dir.join(format!("{id}.log"));
         let child = Command::new(self.exe)
             .args(["run", "--plugin"])
@@ -299,7 +299,7 @@ impl Group<'_> {
 /// Waits until every open shard is owned by one of `live`, and none holds
 /// more than its fair share: how long that took (`None`: not within
 /// `limit`), and the split then.
-async fn balance(
+pub(crate) async fn balance(
     table: &DynamoTable,
     live: &[String],
     limit: Duration,
@@ -325,7 +325,7 @@ async fn balance(
 }
 
 /// SIGTERM and wait for the clean exit.
-async fn stop(mut child: Child) -> anyhow::Result<()> {
+pub(crate) async fn stop(mut child: Child) -> anyhow::Result<()> {
     if let Some(pid) = child.id() {
         Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.context("kill -TERM")?;
     }

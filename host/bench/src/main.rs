@@ -12,6 +12,7 @@
 //! - `host-bench languages`: the counter in Rust, Python and JavaScript side
 //!   by side (speed, size, first compile, memory), beside the Rust one.
 
+mod group_bench;
 mod languages_bench;
 mod lease_bench;
 mod plugin_bench;
@@ -47,6 +48,9 @@ enum Command {
     /// endpoint: failover after kill -9 and SIGTERM, DynamoDB calls in
     /// steady state, 3 workers beside 1.
     Leases(BenchLeasesArgs),
+    /// New logic for a group of workers: `host swap --lease-table` against
+    /// a rolling restart of the same group, in one run.
+    GroupSwap(BenchGroupSwapArgs),
     /// The counter in Rust, Python and JavaScript side by side: `host test`
     /// records/s, component size, first compile, peak RSS with 16 shards,
     /// each beside the Rust counter's.
@@ -120,6 +124,34 @@ pub struct BenchLeasesArgs {
     /// How long to wait for the group to balance before reporting none.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub patience: u64,
+}
+
+/// `host-bench group-swap`.
+#[derive(Debug, Args)]
+pub struct BenchGroupSwapArgs {
+    /// The logic the group starts with.
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter.wasm")]
+    pub counter: PathBuf,
+
+    /// The logic swapped to (and back from, every other round).
+    #[arg(long, value_name = "FILE", default_value = "target/wasm32-wasip2/plugin/counter_v2.wasm")]
+    pub counter_v2: PathBuf,
+
+    /// The workers' --lease-duration, seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub lease_seconds: u64,
+
+    /// Swaps to time.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+
+    /// Shards of the stream.
+    #[arg(long, default_value_t = 8)]
+    pub shards: i32,
+
+    /// Workers in the group.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub workers: u64,
 }
 
 /// `host-bench plugin`.
@@ -213,6 +245,7 @@ fn main() -> ExitCode {
         Command::Stream(args) => runtime().and_then(|rt| rt.block_on(stream(args))),
         Command::Swap(args) => runtime().and_then(|rt| rt.block_on(swap(args))),
         Command::Leases(args) => runtime().and_then(|rt| rt.block_on(leases(args))),
+        Command::GroupSwap(args) => runtime().and_then(|rt| rt.block_on(group_swap(args))),
         Command::Languages(args) => runtime().and_then(|rt| rt.block_on(languages(args))),
     };
     match result {
@@ -301,6 +334,21 @@ async fn leases(args: BenchLeasesArgs) -> anyhow::Result<ExitCode> {
     };
     let report = lease_bench::run(&options, |line| eprintln!("{line}")).await?;
     print!("{}", lease_bench::render(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn group_swap(args: BenchGroupSwapArgs) -> anyhow::Result<ExitCode> {
+    let options = group_bench::GroupBenchOptions {
+        counter: args.counter,
+        counter_v2: args.counter_v2,
+        lease_seconds: args.lease_seconds,
+        rounds: args.rounds as usize,
+        shards: args.shards,
+        workers: args.workers as usize,
+        host: host_binary()?,
+    };
+    let report = group_bench::run(&options, |line| eprintln!("{line}")).await?;
+    print!("{}", group_bench::render(&report));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -247,7 +247,7 @@ fn reload_on_sighup(path: PathBuf, swaps: tokio::sync::mpsc::Sender<SwapRequest>
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             eprintln!("swap: SIGHUP: reloading {}", path.display());
-            let request = SwapRequest::Swap { source: PluginSource::Path(path.clone()), reply: None };
+            let request = SwapRequest::Swap { source: PluginSource::Path(path.clone()), only: None, reply: None };
             if swaps.send(request).await.is_err() {
                 return;
             }

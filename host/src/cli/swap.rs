@@ -83,6 +83,12 @@ pub struct GroupArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, help_heading = "Group")]
     pub probation_wait: f64,
 
+    /// Run the new logic on N running shards first (the busiest); the rest
+    /// of the group follows once they pass probation. A failure rolls back
+    /// those N alone.
+    #[arg(long, value_name = "N", requires = "plugin", help_heading = "Group")]
+    pub canary: Option<usize>,
+
     /// Longest wait for every running shard to switch, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 120.0, help_heading = "Group")]
     pub timeout: f64,
@@ -165,7 +171,12 @@ impl SwapArgs {
                         })
                     }
                 };
-                match crate::group::publish(&table, &Loader { engine, cache }, settings, source, rules, &me).await {
+                let canary = match args.canary {
+                    Some(n) => canary_shards(&table, n).await?,
+                    None => Vec::new(),
+                };
+                let loader = Loader { engine, cache };
+                match crate::group::publish(&table, &loader, settings, source, rules, canary, &me).await {
                     Ok(Published::Deployed(deployment)) => deployment,
                     Ok(Published::Unchanged(deployment)) => {
                         println!("unchanged: the group runs {} already ({})", path.display(), deployment.describe());
@@ -187,7 +198,16 @@ impl SwapArgs {
         if args.no_wait {
             return Ok(ExitCode::SUCCESS);
         }
-        wait_for_group(&table, &deployment, timeout, seconds(args.probation_wait, "--probation-wait")?).await
+        let probation_wait = seconds(args.probation_wait, "--probation-wait")?;
+        let waited = wait_for_group(&table, &deployment, timeout, probation_wait).await?;
+        if deployment.canary.is_empty() || waited != ExitCode::SUCCESS {
+            return Ok(waited);
+        }
+        // The canary passed: every shard follows.
+        let promoted = deployment.promoted(&me);
+        table.deploy(&promoted).await.context("cannot promote the canary (did the group move on?)")?;
+        println!("published {}", promoted.describe());
+        wait_for_group(&table, &promoted, timeout, probation_wait).await
     }
 }
 
@@ -250,6 +270,13 @@ async fn wait_for_group(
                 );
                 return Ok(ExitCode::SUCCESS);
             }
+            if at.elapsed() > probation_wait && !deployment.canary.is_empty() {
+                eprintln!(
+                    "error: {through}/{running} canary shard(s) passed probation within {probation_wait:?}; the canary \
+                     stays: run the same `host swap --plugin` again to promote it, or `--rollback`"
+                );
+                return Ok(ExitCode::from(1));
+            }
             if at.elapsed() > probation_wait {
                 println!(
                     "swapped: {through}/{running} shard(s) passed probation on {}; the others read too little within \
@@ -269,6 +296,25 @@ async fn wait_for_group(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The `n` running shards that committed most lately (likely to read
+/// records, so their probation means something), by shard id.
+async fn canary_shards(table: &dyn LeaseTable, n: usize) -> anyhow::Result<Vec<String>> {
+    if n == 0 || n > crate::lease::logic::MAX_CANARY_SHARDS {
+        anyhow::bail!("--canary takes 1 to {} shards", crate::lease::logic::MAX_CANARY_SHARDS);
+    }
+    let mut running: Vec<_> = table
+        .scan()
+        .await
+        .context("cannot read the leases")?
+        .into_iter()
+        .filter(|l| l.owner.is_some() && !l.ended())
+        .collect();
+    running.sort_by_key(|l| std::cmp::Reverse(l.updated_millis));
+    let mut picked: Vec<String> = running.into_iter().take(n).map(|l| l.key).collect();
+    picked.sort();
+    Ok(picked)
 }
 
 fn hostname() -> String {

@@ -14,8 +14,6 @@ use std::time::Instant;
 
 /// What undoing the last swap of a shard needs.
 pub(super) struct PreSwap {
-    /// The swap's generation.
-    pub generation: u64,
     /// The logic before it.
     pub plugin: Arc<Plugin>,
     /// Its state at the swap.
@@ -31,21 +29,25 @@ impl Worker {
         if generation.id <= self.generation {
             return Ok(None);
         }
-        if let Change::Rollback { of } = generation.change {
-            if self.pre_swap.as_ref().is_some_and(|p| p.generation == of) {
+        let target = generation.plugin_for(&self.shard_id).clone();
+        if let Change::Rollback { .. } = generation.change {
+            // Back to the logic this shard ran before its last swap: its
+            // pre-swap state and checkpoint (whichever swap, canary or not,
+            // brought it onto the logic undone).
+            if self.pre_swap.as_ref().is_some_and(|p| p.plugin.sha256() == target.sha256()) {
                 let resume = self.roll_back(generation.id).await?;
                 self.report(generation.id, ShardSwap::RolledBack { reason: "the swap was rolled back".into() });
                 self.announce();
                 return Ok(Some(resume));
             }
         }
-        if self.instance()?.plugin().sha256() == generation.plugin.sha256() {
+        if self.instance()?.plugin().sha256() == target.sha256() {
             // Already there (e.g. this shard rolled back on its own first).
             self.generation = generation.id;
             self.announce();
             return Ok(None);
         }
-        let outcome = self.switch(generation).await?;
+        let outcome = self.switch(generation.id, target).await?;
         self.report(generation.id, outcome);
         self.announce();
         Ok(None)
@@ -69,11 +71,11 @@ impl Worker {
     /// state, and retires the old instance. If the new logic cannot start
     /// (or rejects the state under `--on-rejected-state refuse`), the old
     /// one keeps running, untouched.
-    async fn switch(&mut self, generation: &Generation) -> anyhow::Result<ShardSwap> {
+    async fn switch(&mut self, generation: u64, plugin: Arc<Plugin>) -> anyhow::Result<ShardSwap> {
         let started = Instant::now();
         self.commit_state().await?;
         let state = self.instance()?.committed_state().cloned();
-        let (plugin, settings, handed) = (generation.plugin.clone(), self.settings.clone(), state.clone());
+        let (settings, handed) = (self.settings.clone(), state.clone());
         let on_rejected = self.shared.swaps.policy().on_rejected_state;
         let new = tokio::task::spawn_blocking(move || {
             match PluginInstance::start(plugin.clone(), settings.clone(), handed) {
@@ -90,14 +92,9 @@ impl Worker {
             Err(e) => return Ok(ShardSwap::Refused { reason: e.to_string() }),
         };
         let old = self.instance.replace(new).context("plugin instance lost after a failed call")?;
-        self.pre_swap = Some(PreSwap {
-            generation: generation.id,
-            plugin: old.plugin().clone(),
-            state,
-            committed: self.committed.clone(),
-        });
+        self.pre_swap = Some(PreSwap { plugin: old.plugin().clone(), state, committed: self.committed.clone() });
         self.probation = self.shared.swaps.policy().probation_batches;
-        self.generation = generation.id;
+        self.generation = generation;
         // The stored position and state now belong to the new logic: the
         // commit says so (a group counts the switched shards by it), and
         // the store never pairs the position with state the new logic refused.

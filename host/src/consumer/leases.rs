@@ -44,8 +44,12 @@ pub(super) async fn start_shards(
     let starts = scheduler.ready(shards, shared.store.as_ref(), |id| config.key(id), owns).await?;
     // A shard last run under other logic: the group may have moved on
     // before this worker noticed, so it looks first (a group worker only).
-    let running = shared.swaps.current().plugin.sha256().to_string();
-    if starts.iter().any(|s| s.checkpoint.as_ref().and_then(|c| c.logic.as_deref()).is_some_and(|l| l != running)) {
+    let current = shared.swaps.current();
+    let moved = |s: &super::scheduler::Start| {
+        let logic = s.checkpoint.as_ref().and_then(|c| c.logic.as_deref());
+        logic.is_some_and(|l| l != current.plugin_for(&s.shard_id).sha256())
+    };
+    if starts.iter().any(moved) {
         shared.swaps.refresh(std::time::Duration::from_secs(10)).await;
     }
     for start in starts {

@@ -48,13 +48,17 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     let mut generations = shared.swaps.subscribe();
     let generation = generations.borrow_and_update().clone();
     let Started { instance, inherited } =
-        inherit::start_instance(&shared, generation.plugin.clone(), settings.clone(), &start).await?;
+        inherit::start_instance(&shared, generation.plugin_for(&start.shard_id).clone(), settings.clone(), &start)
+            .await?;
     // Logic other than the one that wrote the checkpoint (a group that
     // moved on while the shard was elsewhere): the first commit names it.
-    let logic_moved =
-        start.checkpoint.as_ref().and_then(|c| c.logic.as_deref()).is_some_and(|l| l != generation.plugin.sha256());
+    let logic_moved = start
+        .checkpoint
+        .as_ref()
+        .and_then(|c| c.logic.as_deref())
+        .is_some_and(|l| l != generation.plugin_for(&start.shard_id).sha256());
     let Start { shard_id, mut signal, tenure, .. } = start;
-    tracing::info!(shard = %shard_id, start = ?position, plugin = %generation.plugin.sha256(), "shard worker started");
+    tracing::info!(shard = %shard_id, start = ?position, plugin = %generation.plugin_for(&shard_id).sha256(), "shard worker started");
     let mut worker = Worker {
         key: config.key(&shard_id),
         shared: shared.clone(),

@@ -9,6 +9,7 @@ use crate::lease::logic::load_component;
 use crate::lease::{Deployment, DeploymentChange, LeaseTable};
 use crate::shutdown::Shutdown;
 use crate::swap::{PluginSource, ShardSwap, SwapHub, SwapOutcome, SwapRequest, SwapResult};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -81,7 +82,7 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
         }
         f.hub.set_policy(super::policy(current.rules));
         f.progress.swaps.deployment.store(current.number, std::sync::atomic::Ordering::Relaxed);
-        if f.hub.current().plugin.sha256() != current.logic.sha256 {
+        if !f.runs(&current) {
             if let Err(reason) = f.apply(&current).await {
                 if current.change == DeploymentChange::Swap {
                     failure = Some(reason);
@@ -95,6 +96,15 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
 }
 
 impl Follower {
+    /// Whether this host runs `deployment` as it says: its logic, on the
+    /// shards it names (every shard, or its canary).
+    fn runs(&self, deployment: &Deployment) -> bool {
+        let current = self.hub.current();
+        let canary: Option<BTreeSet<String>> =
+            (!deployment.canary.is_empty()).then(|| deployment.canary.iter().cloned().collect());
+        current.plugin.sha256() == deployment.logic.sha256 && current.only.as_deref() == canary.as_ref()
+    }
+
     /// Runs `deployment`'s logic on this host: a rollback undoes the last
     /// swap where this host made it (pre-swap state and checkpoints),
     /// anything else is a swap.
@@ -109,7 +119,8 @@ impl Follower {
         }
         let bytes = load_component(self.table.as_ref(), &deployment.logic).await.map_err(|e| format!("{e:#}"))?;
         let source = PluginSource::Bytes { name: deployment.logic.name.clone(), bytes };
-        let result = self.ask(|reply| SwapRequest::Swap { source, reply: Some(reply) }).await?;
+        let only = (!deployment.canary.is_empty()).then(|| deployment.canary.iter().cloned().collect());
+        let result = self.ask(|reply| SwapRequest::Swap { source, only, reply: Some(reply) }).await?;
         match result.outcome {
             SwapOutcome::Swapped | SwapOutcome::Unchanged => Ok(()),
             SwapOutcome::Refused | SwapOutcome::RolledBack => {

@@ -157,6 +157,7 @@ pub async fn publish(
     settings: InstanceSettings,
     source: PluginSource,
     rules: Option<SwapRules>,
+    canary: Vec<String>,
     by: &str,
 ) -> Result<Published, PublishError> {
     let current = table.deployment().await.context("cannot read the group's logic")?.ok_or(PublishError::NoGroup)?;
@@ -183,11 +184,17 @@ pub async fn publish(
     let logic = store_component(table, &name, &bytes).await.context("cannot store the component in the table")?;
     let mut current = current;
     loop {
-        if current.logic.sha256 == logic.sha256 {
+        let next = if current.logic.sha256 != logic.sha256 {
+            let mut next = current.next(logic.clone(), DeploymentChange::Swap, by);
+            next.rules = rules.unwrap_or(next.rules);
+            next.canary = canary.clone();
+            next
+        } else if !current.canary.is_empty() && canary.is_empty() {
+            // The canary's logic, now for every shard.
+            current.promoted(by)
+        } else {
             return Ok(Published::Unchanged(current));
-        }
-        let mut next = current.next(logic.clone(), DeploymentChange::Swap, by);
-        next.rules = rules.unwrap_or(next.rules);
+        };
         match table.deploy(&next).await {
             Ok(()) => return Ok(Published::Deployed(next)),
             // Someone deployed meanwhile: this one goes on top of theirs.

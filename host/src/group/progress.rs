@@ -14,9 +14,11 @@ pub struct GroupProgress {
 }
 
 impl GroupProgress {
-    /// Leases a live worker runs: held, and not at their shard's end.
+    /// Leases a live worker runs (held, not at their shard's end) that
+    /// the deployment is for: every one, or its canary's.
     pub fn running(&self) -> impl Iterator<Item = &Lease> {
-        self.leases.iter().filter(|l| l.owner.is_some() && !l.ended())
+        let canary = self.deployment.as_ref().map(|d| &d.canary).filter(|c| !c.is_empty());
+        self.leases.iter().filter(move |l| l.owner.is_some() && !l.ended() && canary.is_none_or(|c| c.contains(&l.key)))
     }
 
     /// (running shards on the deployment's logic, running shards).

@@ -65,8 +65,8 @@ async fn serve_triggers(
     while let Some(request) = requests.recv().await {
         let started = Instant::now();
         let (result, reply) = match request {
-            SwapRequest::Swap { source, reply } => {
-                let published = publish(table.as_ref(), &loader, settings.clone(), source, None, &me).await;
+            SwapRequest::Swap { source, reply, .. } => {
+                let published = publish(table.as_ref(), &loader, settings.clone(), source, None, Vec::new(), &me).await;
                 (published_result(published), reply)
             }
             SwapRequest::Rollback { reply } => (requested_rollback(table.as_ref(), &me).await, reply),

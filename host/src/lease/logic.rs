@@ -20,6 +20,8 @@ pub const COMPONENT_KEY: &str = "!component";
 /// a size read from the table is checked against it before anything is
 /// allocated by it.
 pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
+/// The most canary shards a deployment names (their ids ride in the item).
+pub const MAX_CANARY_SHARDS: usize = 100;
 /// The largest plugin config a deployment item carries (items are 400 KB).
 pub const MAX_CONFIG_BYTES: usize = 64 << 10;
 
@@ -93,6 +95,9 @@ pub struct Deployment {
     pub config: String,
     /// How workers swap to it.
     pub rules: SwapRules,
+    /// The shards that run it while the rest stay on `previous` (a
+    /// canary); empty: every shard runs it.
+    pub canary: Vec<String>,
     /// Who wrote it (a worker id, or `host swap` and its machine).
     pub by: String,
     /// When, by the writer's clock (ms since the epoch): for operators only.
@@ -109,8 +114,22 @@ impl Deployment {
             change,
             config: self.config.clone(),
             rules: self.rules,
+            canary: Vec::new(),
             by: by.into(),
             at_millis: now_millis(),
+        }
+    }
+
+    /// A canary's logic for every shard: the same logic and previous logic
+    /// (a rollback still returns to what ran before the canary).
+    pub fn promoted(&self, by: &str) -> Deployment {
+        Deployment {
+            number: self.number + 1,
+            canary: Vec::new(),
+            change: DeploymentChange::Swap,
+            by: by.into(),
+            at_millis: now_millis(),
+            ..self.clone()
         }
     }
 
@@ -123,6 +142,7 @@ impl Deployment {
             change: DeploymentChange::Seeded,
             config: config.into(),
             rules,
+            canary: Vec::new(),
             by: by.into(),
             at_millis: now_millis(),
         }
@@ -138,7 +158,12 @@ impl Deployment {
             },
             DeploymentChange::Rollback { of, reason } => format!("rolled back deployment {of}: {reason}"),
         };
-        format!("deployment {}: {} ({}), {change}, by {}", self.number, self.logic.short(), self.logic.name, self.by)
+        let scope = match self.canary.len() {
+            0 => String::new(),
+            n => format!(" on {n} canary shard(s) ({})", self.canary.join(", ")),
+        };
+        let (number, short, name) = (self.number, self.logic.short(), &self.logic.name);
+        format!("deployment {number}: {short} ({name}){scope}, {change}, by {}", self.by)
     }
 }
 

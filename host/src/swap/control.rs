@@ -296,7 +296,7 @@ async fn swap(
 ) -> (StatusCode, axum::Json<serde_json::Value>) {
     let name = headers.get("x-plugin-name").and_then(|v| v.to_str().ok()).unwrap_or("uploaded.wasm").to_string();
     let source = PluginSource::Bytes { name, bytes: body.to_vec() };
-    ask(&control, |reply| SwapRequest::Swap { source, reply: Some(reply) }).await
+    ask(&control, |reply| SwapRequest::Swap { source, only: None, reply: Some(reply) }).await
 }
 
 async fn rollback(State(control): State<Control>) -> (StatusCode, axum::Json<serde_json::Value>) {

@@ -44,7 +44,7 @@ pub async fn coordinate(
                 let Some(request) = request else { return };
                 context.progress.swaps.in_flight.fetch_add(1, Ordering::Relaxed);
                 let (result, reply) = match request {
-                    SwapRequest::Swap { source, reply } => (swap(&hub, &context, &mut reports, &mut undo, source).await, reply),
+                    SwapRequest::Swap { source, only, reply } => (swap(&hub, &context, &mut reports, &mut undo, source, only).await, reply),
                     SwapRequest::Rollback { reply } => (rollback(&hub, &context, &mut reports, &mut undo, "requested").await, reply),
                 };
                 log(&result);
@@ -109,6 +109,7 @@ async fn swap(
     reports: &mut mpsc::UnboundedReceiver<ShardReport>,
     undo: &mut Option<(Arc<Plugin>, u64)>,
     source: PluginSource,
+    only: Option<std::collections::BTreeSet<String>>,
 ) -> SwapResult {
     let started = Instant::now();
     let current = hub.current();
@@ -121,11 +122,14 @@ async fn swap(
     };
     let prepare_millis = started.elapsed().as_millis() as u64;
     let name = plugin.path().display().to_string();
-    if plugin.sha256() == current.plugin.sha256() {
+    if plugin.sha256() == current.plugin.sha256() && current.only.as_deref() == only.as_ref() {
         let message = format!("{name} is the running logic ({}); nothing to do", short(plugin.sha256()));
         return SwapResult::new(SwapOutcome::Unchanged, message, plugin.sha256(), started);
     }
-    let generation = hub.publish(plugin.clone(), Change::Swap);
+    // What a rollback returns to: the logic before this swap (before the
+    // canary, when this widens one).
+    let before = current.base.clone().unwrap_or_else(|| current.plugin.clone());
+    let generation = hub.publish(plugin.clone(), Change::Swap, only);
     let shards = collect(hub, reports, generation.id, context.shard_timeout).await;
     let failed: Vec<String> = shards
         .iter()
@@ -134,7 +138,7 @@ async fn swap(
             ShardSwap::RolledBack { reason } | ShardSwap::Refused { reason } => Some(format!("{shard}: {reason}")),
         })
         .collect();
-    *undo = Some((current.plugin.clone(), generation.id));
+    *undo = Some((before.clone(), generation.id));
     if !failed.is_empty() {
         // One logic everywhere: shards that did switch go back too.
         let back = rollback(hub, context, reports, undo, &failed.join("; ")).await;
@@ -181,7 +185,7 @@ async fn rollback(
             started,
         );
     };
-    let generation = hub.publish(plugin.clone(), Change::Rollback { of });
+    let generation = hub.publish(plugin.clone(), Change::Rollback { of }, None);
     let shards = collect(hub, reports, generation.id, context.shard_timeout).await;
     let message = format!(
         "rolled back to {} ({}) on {} shard(s), replaying from the pre-swap checkpoints ({reason})",

@@ -98,7 +98,10 @@ pub fn watch(path: &Path, requests: mpsc::Sender<SwapRequest>, debounce: Debounc
                 continue; // deleted or moved away: nothing to load
             }
             tracing::info!(plugin = %path.display(), "plugin file changed; swapping");
-            if requests.send(SwapRequest::Swap { source: PluginSource::Path(path.clone()), reply: None }).await.is_err()
+            if requests
+                .send(SwapRequest::Swap { source: PluginSource::Path(path.clone()), only: None, reply: None })
+                .await
+                .is_err()
             {
                 return;
             }

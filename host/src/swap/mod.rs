@@ -20,7 +20,7 @@ pub use coordinator::{check, coordinate, SwapContext};
 
 use crate::plugin::Plugin;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,6 +71,20 @@ pub struct Generation {
     pub id: u64,
     pub plugin: Arc<Plugin>,
     pub change: Change,
+    /// A canary: only these shards run `plugin`; the others run `base`.
+    pub only: Option<Arc<BTreeSet<String>>>,
+    /// What shards outside `only` run (the logic before the canary).
+    pub base: Option<Arc<Plugin>>,
+}
+
+impl Generation {
+    /// The logic `shard_id` runs under this generation.
+    pub fn plugin_for(&self, shard_id: &str) -> &Arc<Plugin> {
+        match (&self.only, &self.base) {
+            (Some(only), Some(base)) if !only.contains(shard_id) => base,
+            _ => &self.plugin,
+        }
+    }
 }
 
 /// How one shard took (or refused) a generation.
@@ -123,7 +137,8 @@ impl std::fmt::Debug for SwapHub {
 impl SwapHub {
     /// A hub whose first generation runs `plugin`.
     pub fn new(plugin: Arc<Plugin>, policy: SwapPolicy) -> Arc<Self> {
-        let (current, _) = watch::channel(Arc::new(Generation { id: 0, plugin, change: Change::Initial }));
+        let first = Generation { id: 0, plugin, change: Change::Initial, only: None, base: None };
+        let (current, _) = watch::channel(Arc::new(first));
         let (reports, report_rx) = mpsc::unbounded_channel();
         Arc::new(SwapHub {
             current,
@@ -211,8 +226,17 @@ impl SwapHub {
         self.shards.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    pub(crate) fn publish(&self, plugin: Arc<Plugin>, change: Change) -> Arc<Generation> {
-        let generation = Arc::new(Generation { id: self.current.borrow().id + 1, plugin, change });
+    pub(crate) fn publish(
+        &self,
+        plugin: Arc<Plugin>,
+        change: Change,
+        only: Option<BTreeSet<String>>,
+    ) -> Arc<Generation> {
+        let current = self.current();
+        // Shards outside a canary keep what they ran before any canary.
+        let base = only.as_ref().map(|_| current.base.clone().unwrap_or_else(|| current.plugin.clone()));
+        let id = current.id + 1;
+        let generation = Arc::new(Generation { id, plugin, change, only: only.map(Arc::new), base });
         self.current.send_replace(generation.clone());
         generation
     }
@@ -230,8 +254,9 @@ pub enum PluginSource {
 /// What a trigger asks for.
 #[derive(Debug)]
 pub enum SwapRequest {
-    /// Run this component from the next batch on.
-    Swap { source: PluginSource, reply: Option<oneshot::Sender<SwapResult>> },
+    /// Run this component from the next batch on: on every shard, or on
+    /// `only` these (a canary; the others keep the logic they run).
+    Swap { source: PluginSource, only: Option<BTreeSet<String>>, reply: Option<oneshot::Sender<SwapResult>> },
     /// Undo the last swap.
     Rollback { reply: Option<oneshot::Sender<SwapResult>> },
 }

@@ -207,3 +207,65 @@ async fn new_logic_failing_on_one_workers_shard_rolls_the_whole_group_back_and_r
         assert_eq!(group.stop(id).await, 0, "{id} stops cleanly\n{}", group.logs());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_runs_on_one_shard_first_and_a_faulty_canary_rolls_back_that_shard_alone() {
+    let Some(mut group) = Group::on(Dynamo::Embedded, "group-canary", 4).await else { return };
+    let produce = crate::scale_out::producer(&group, 200, 25);
+    for id in ["w1", "w2"] {
+        group.start_running(id, &group.dynamo.clone(), LEASE, "counter", &["--swap-probation", "2"]);
+    }
+    group.until("the workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 2, 2)).await;
+    let (v1, v2) = (sha256_of("counter"), sha256_of("counter-v2"));
+    group.all_on(&v1, Duration::from_secs(30)).await;
+
+    // --canary 1: one shard on v2 while the others stay on v1, then all.
+    let v2_file = plugin_path("counter-v2").display().to_string();
+    let swapping = group.spawn_swap(&["--plugin", &v2_file, "--canary", "1", "--probation-wait", "20"]);
+    let start = Instant::now();
+    loop {
+        let logics: Vec<_> = group.scan().await.into_iter().filter_map(|l| l.logic).collect();
+        let on_v2 = logics.iter().filter(|l| **l == v2).count();
+        assert!(on_v2 <= 1, "the canary is one shard, then the rest follows: {logics:?}");
+        if on_v2 == 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no canary shard\n{}", group.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let swapped = wait(swapping).await;
+    assert_eq!(swapped.code, 0, "{}{}\n{}", swapped.stdout, swapped.stderr, group.logs());
+    assert!(
+        swapped.stdout.contains("on 1 canary shard(s)") && swapped.stdout.contains("published deployment 3"),
+        "{}",
+        swapped.stdout
+    );
+    group.all_on(&v2, Duration::from_secs(30)).await;
+
+    // A canary that fails (faulty cannot read the counter's state) rolls
+    // back its one shard; the others never leave v2.
+    let before: std::collections::BTreeMap<String, u64> =
+        group.scan().await.into_iter().map(|l| (l.key, l.logic_commits)).collect();
+    let faulty = plugin_path("faulty").display().to_string();
+    let failed = group.swap(&["--plugin", &faulty, "--canary", "1", "--probation-wait", "20"]);
+    assert_eq!(failed.code, 1, "{}{}\n{}", failed.stdout, failed.stderr, group.logs());
+    let rolled = group.leases.deployment().await.expect("read").expect("deployment");
+    let shard = match &rolled.change {
+        DeploymentChange::Rollback { of: 4, reason } => {
+            let shard =
+                before.keys().find(|k| reason.contains(k.as_str())).expect("the reason names the shard").clone();
+            assert!(failed.stderr.contains(&shard), "{}", failed.stderr);
+            shard
+        }
+        other => panic!("a rollback of deployment 4, not {other:?}"),
+    };
+    group.all_on(&v2, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for lease in group.scan().await.into_iter().filter(|l| l.key != shard) {
+        assert!(lease.logic_commits > before[&lease.key], "{} stayed on v2 throughout: {lease:?}", lease.key);
+    }
+    wait(produce).await;
+    for id in ["w1", "w2"] {
+        assert_eq!(group.stop(id).await, 0, "{id} stops cleanly\n{}", group.logs());
+    }
+}

@@ -77,12 +77,13 @@ impl Running {
 
     async fn swap_to(&self, plugin: &str) -> SwapResult {
         let path = plugin_path(plugin);
-        self.ask(|reply| SwapRequest::Swap { source: PluginSource::Path(path), reply: Some(reply) }).await
+        self.ask(|reply| SwapRequest::Swap { source: PluginSource::Path(path), only: None, reply: Some(reply) }).await
     }
 
     async fn swap_bytes(&self, name: &str, bytes: Vec<u8>) -> SwapResult {
         self.ask(|reply| SwapRequest::Swap {
             source: PluginSource::Bytes { name: name.into(), bytes },
+            only: None,
             reply: Some(reply),
         })
         .await

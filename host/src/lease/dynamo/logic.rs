@@ -5,10 +5,12 @@
 use super::item::{n, s};
 use super::{classify, DynamoTable, Item, FORMAT};
 use crate::lease::logic::{
-    ComponentRef, Deployment, DeploymentChange, SwapRules, LOGIC_KEY, MAX_COMPONENT_BYTES, MAX_CONFIG_BYTES,
+    ComponentRef, Deployment, DeploymentChange, SwapRules, LOGIC_KEY, MAX_CANARY_SHARDS, MAX_COMPONENT_BYTES,
+    MAX_CONFIG_BYTES,
 };
 use crate::lease::{Conflict, LeaseError};
 use anyhow::Context;
+use aws_sdk_dynamodb::types::AttributeValue;
 
 impl DynamoTable {
     pub(super) async fn read_deployment(&self) -> Result<Option<Deployment>, LeaseError> {
@@ -79,6 +81,9 @@ fn item_of(deployment: &Deployment, stream: &str) -> Item {
     item.insert("probationBatches".into(), n(u64::from(deployment.rules.probation_batches)));
     let on_rejected = if deployment.rules.fresh_on_rejected_state { "fresh" } else { "refuse" };
     item.insert("onRejectedState".into(), s(on_rejected));
+    if !deployment.canary.is_empty() {
+        item.insert("canaryShards".into(), AttributeValue::Ss(deployment.canary.clone()));
+    }
     item
 }
 
@@ -113,6 +118,11 @@ fn deployment_of(item: &Item) -> anyhow::Result<Deployment> {
         "rollback" => DeploymentChange::Rollback { of: number(item, "rollbackOf")?, reason: text("reason") },
         other => anyhow::bail!("change {other:?} is none of seeded, swap, rollback"),
     };
+    let mut canary = item.get("canaryShards").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default();
+    if canary.len() > MAX_CANARY_SHARDS || canary.iter().any(|id| id.len() > 256) {
+        anyhow::bail!("canaryShards names more than {MAX_CANARY_SHARDS} shards, or ids past 256 bytes");
+    }
+    canary.sort();
     let config = text("pluginConfig");
     if config.len() > MAX_CONFIG_BYTES {
         anyhow::bail!("pluginConfig is {} bytes, past the {MAX_CONFIG_BYTES} a deployment carries", config.len());
@@ -123,6 +133,7 @@ fn deployment_of(item: &Item) -> anyhow::Result<Deployment> {
         previous: component_of(item, "previous")?,
         change,
         config,
+        canary,
         rules: SwapRules {
             probation_batches: u32::try_from(number(item, "probationBatches")?)
                 .context("probationBatches is out of range")?,
@@ -150,7 +161,11 @@ mod tests {
     fn a_deployment_goes_to_an_item_and_back() {
         let first = Deployment::first(component('a'), "{}", SwapRules::default(), "w1");
         let next = first.next(component('b'), DeploymentChange::Rollback { of: 7, reason: "trap".into() }, "w2");
-        for deployment in [first, next] {
+        let mut canary = first.next(component('c'), DeploymentChange::Swap, "w3");
+        canary.canary = vec!["shard-1".into(), "shard-2".into()];
+        let promoted = canary.promoted("op");
+        assert_eq!((promoted.previous.as_ref(), promoted.canary.len()), (Some(&component('a')), 0));
+        for deployment in [first, next, canary, promoted] {
             assert_eq!(deployment_of(&item_of(&deployment, "s")).expect("parses"), deployment);
         }
     }
