@@ -162,7 +162,9 @@ impl Policy {
                     lo = hi;
                     continue;
                 };
-                if shard.in_probation() {
+                // New logic that crashes is a failed swap; a record it refuses
+                // (a `ProcessError`) is bad data, for the failure policy.
+                if shard.in_probation() && !matches!(failure, PluginError::Failed { .. }) {
                     return Ok(BatchVerdict::RollBack(failure));
                 }
                 // Only the plugin failing *on records* makes records poison.

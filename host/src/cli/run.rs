@@ -195,7 +195,7 @@ impl RunArgs {
                 let engine = crate::plugin::PluginEngine::new()?;
                 let loader = crate::group::Loader { engine: engine.clone(), cache: args.plugin.cache() };
                 let table = leases.table();
-                let (plugin, deployment) = crate::group::starting_logic(
+                let crate::group::Starting { plugin, base, deployment } = crate::group::starting_logic(
                     table.as_ref(),
                     &loader,
                     args.plugin.plugin.as_deref(),
@@ -215,6 +215,7 @@ impl RunArgs {
                     every: leases.scan_every(),
                     loader,
                     stop: shutdown.clone(),
+                    base,
                 };
                 (engine, plugin, config, Some(group))
             }

@@ -176,7 +176,8 @@ impl SwapArgs {
                     None => Vec::new(),
                 };
                 let loader = Loader { engine, cache };
-                match crate::group::publish(&table, &loader, settings, source, rules, canary, &me).await {
+                let request = crate::group::Publish { source, rules, canary, promote: true };
+                match crate::group::publish(&table, &loader, settings, request, &me).await {
                     Ok(Published::Deployed(deployment)) => deployment,
                     Ok(Published::Unchanged(deployment)) => {
                         println!("unchanged: the group runs {} already ({})", path.display(), deployment.describe());
@@ -256,6 +257,10 @@ async fn wait_for_group(
         let elapsed = started.elapsed().as_secs_f64();
         if on == running && switched_at.is_none() {
             switched_at = Some(Instant::now());
+            if running == 0 && !deployment.canary.is_empty() {
+                eprintln!("error: no canary shard runs now (ended or unowned): nothing to judge the canary by");
+                return Ok(ExitCode::from(1));
+            }
             if running == 0 {
                 println!("swapped: no shard runs now; workers start on {}", deployment.logic.short());
                 return Ok(ExitCode::SUCCESS);

@@ -49,9 +49,12 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
             hub.looked();
         }
         let heard = tokio::select! {
+            // A failure already reported goes first: a tick must not swap
+            // the shards back onto logic that just failed.
+            biased;
+            Some(result) = f.results.recv() => Some(result),
             _ = tick.tick() => None,
             _ = hub.look_asked() => None,
-            Some(result) = f.results.recv() => Some(result),
             _ = stopped.wait_for(|s| *s) => return,
         };
         if let Some(result) = heard {
@@ -83,16 +86,32 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
         f.hub.set_policy(super::policy(current.rules));
         f.progress.swaps.deployment.store(current.number, std::sync::atomic::Ordering::Relaxed);
         if !f.runs(&current) {
-            if let Err(reason) = f.apply(&current).await {
-                if current.change == DeploymentChange::Swap {
+            match f.apply(&current).await {
+                Ok(()) => {}
+                Err(Failed::Logic(reason)) if current.change == DeploymentChange::Swap => {
                     failure = Some(reason);
                     f.roll_back_group(&current, &mut failure).await;
-                } else {
-                    tracing::error!("cannot run the group's logic {}: {reason}", current.logic.short());
+                }
+                // Not the logic's fault (the table, a slow shard, a stop):
+                // tried again at the next look, never written as a failure.
+                Err(Failed::Logic(reason) | Failed::Transient(reason)) => {
+                    tracing::warn!(
+                        "cannot run the group's logic {} yet, trying again: {reason}",
+                        current.logic.short()
+                    );
                 }
             }
         }
     }
+}
+
+/// Why this host could not run a deployment.
+enum Failed {
+    /// The logic failed: a shard refused it or it failed its check. The
+    /// group rolls back.
+    Logic(String),
+    /// Something else (the table, a slow shard, a stop): try again.
+    Transient(String),
 }
 
 impl Follower {
@@ -108,32 +127,45 @@ impl Follower {
     /// Runs `deployment`'s logic on this host: a rollback undoes the last
     /// swap where this host made it (pre-swap state and checkpoints),
     /// anything else is a swap.
-    async fn apply(&self, deployment: &Deployment) -> Result<(), String> {
+    async fn apply(&self, deployment: &Deployment) -> Result<(), Failed> {
         if let DeploymentChange::Rollback { .. } = deployment.change {
-            let result = self.ask(|reply| SwapRequest::Rollback { reply: Some(reply) }).await?;
+            let result =
+                self.ask(|reply| SwapRequest::Rollback { reply: Some(reply) }).await.map_err(Failed::Transient)?;
             if result.outcome == SwapOutcome::RolledBack && result.sha256 == deployment.logic.sha256 {
                 return Ok(());
             }
             // This host did not make that swap (it joined later): the
             // group's logic comes as a swap, state carried over.
         }
-        let bytes = load_component(self.table.as_ref(), &deployment.logic).await.map_err(|e| format!("{e:#}"))?;
+        let bytes = load_component(self.table.as_ref(), &deployment.logic)
+            .await
+            .map_err(|e| Failed::Transient(format!("{e:#}")))?;
         let source = PluginSource::Bytes { name: deployment.logic.name.clone(), bytes };
         let only = (!deployment.canary.is_empty()).then(|| deployment.canary.iter().cloned().collect());
-        let result = self.ask(|reply| SwapRequest::Swap { source, only, reply: Some(reply) }).await?;
+        let result = self
+            .ask(|reply| SwapRequest::Swap { source, only, reply: Some(reply) })
+            .await
+            .map_err(Failed::Transient)?;
         match result.outcome {
             SwapOutcome::Swapped | SwapOutcome::Unchanged => Ok(()),
             SwapOutcome::Refused | SwapOutcome::RolledBack => {
                 // Each shard's own word is the reason; the message repeats it.
-                let failed: Vec<String> = result
-                    .shards
-                    .iter()
-                    .filter_map(|(shard, outcome)| match outcome {
-                        ShardSwap::Refused { reason } => Some(format!("{shard}: {reason}")),
-                        _ => None,
-                    })
-                    .collect();
-                Err(if failed.is_empty() { result.message } else { failed.join("; ") })
+                let (mut refused, mut late) = (Vec::new(), Vec::new());
+                for (shard, outcome) in &result.shards {
+                    match outcome {
+                        ShardSwap::Refused { reason } | ShardSwap::RolledBack { reason } => {
+                            refused.push(format!("{shard}: {reason}"))
+                        }
+                        ShardSwap::Late { reason } => late.push(format!("{shard}: {reason}")),
+                        ShardSwap::Switched { .. } => {}
+                    }
+                }
+                Err(match (refused.is_empty(), late.is_empty()) {
+                    (false, _) => Failed::Logic(refused.join("; ")),
+                    (true, false) => Failed::Transient(late.join("; ")),
+                    // The component itself was refused (its check failed here).
+                    (true, true) => Failed::Logic(result.message),
+                })
             }
         }
     }

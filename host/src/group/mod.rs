@@ -67,6 +67,15 @@ impl Loader {
     }
 }
 
+/// What a worker starts with.
+pub struct Starting {
+    /// The group's logic.
+    pub plugin: Arc<Plugin>,
+    /// During a canary: the logic before it, which the other shards run.
+    pub base: Option<Arc<Plugin>>,
+    pub deployment: Deployment,
+}
+
 /// The logic a worker starts with, and the deployment it comes from: the
 /// group's, whatever `--plugin` says (one line when they differ); a table
 /// without logic is seeded with `--plugin` and `config`.
@@ -77,7 +86,7 @@ pub async fn starting_logic(
     config: &str,
     rules: SwapRules,
     me: &str,
-) -> anyhow::Result<(Arc<Plugin>, Deployment)> {
+) -> anyhow::Result<Starting> {
     for _ in 0..3 {
         if let Some(deployment) = table.deployment().await.context("cannot read the group's logic")? {
             let running = loader.load(table, &deployment).await?;
@@ -100,7 +109,14 @@ pub async fn starting_logic(
                     deployment.config
                 );
             }
-            return Ok((running, deployment));
+            let base = match (&deployment.previous, deployment.canary.is_empty()) {
+                (Some(previous), false) => {
+                    let before = Deployment { logic: previous.clone(), ..deployment.clone() };
+                    Some(loader.load(table, &before).await?)
+                }
+                _ => None,
+            };
+            return Ok(Starting { plugin: running, base, deployment });
         }
         let Some(path) = plugin else {
             anyhow::bail!(
@@ -139,6 +155,20 @@ pub enum PublishError {
     Table(#[from] anyhow::Error),
 }
 
+/// What to publish.
+#[derive(Debug)]
+pub struct Publish {
+    /// The component.
+    pub source: PluginSource,
+    /// Its swap rules (default: the group's).
+    pub rules: Option<SwapRules>,
+    /// Shards to try it on first (empty: all).
+    pub canary: Vec<String>,
+    /// The same logic as a canary in force means: promote it (an
+    /// operator's `host swap` only; a worker's SIGHUP never promotes).
+    pub promote: bool,
+}
+
 /// What came of a publish.
 #[derive(Debug)]
 pub enum Published {
@@ -155,11 +185,10 @@ pub async fn publish(
     table: &dyn LeaseTable,
     loader: &Loader,
     settings: InstanceSettings,
-    source: PluginSource,
-    rules: Option<SwapRules>,
-    canary: Vec<String>,
+    request: Publish,
     by: &str,
 ) -> Result<Published, PublishError> {
+    let Publish { source, rules, canary, promote } = request;
     let current = table.deployment().await.context("cannot read the group's logic")?.ok_or(PublishError::NoGroup)?;
     let (name, bytes) = match source {
         PluginSource::Bytes { name, bytes } => (name, bytes),
@@ -188,8 +217,13 @@ pub async fn publish(
             let mut next = current.next(logic.clone(), DeploymentChange::Swap, by);
             next.rules = rules.unwrap_or(next.rules);
             next.canary = canary.clone();
+            if !current.canary.is_empty() {
+                // Over a canary never promoted: what most shards run (and a
+                // rollback returns to) is the logic before it.
+                next.previous = current.previous.clone();
+            }
             next
-        } else if !current.canary.is_empty() && canary.is_empty() {
+        } else if !current.canary.is_empty() && canary.is_empty() && promote {
             // The canary's logic, now for every shard.
             current.promoted(by)
         } else {

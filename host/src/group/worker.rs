@@ -24,6 +24,8 @@ pub struct GroupRun {
     pub every: Duration,
     pub loader: Loader,
     pub stop: Shutdown,
+    /// During a canary: the logic the shards outside it run.
+    pub base: Option<Arc<crate::plugin::Plugin>>,
 }
 
 impl GroupRun {
@@ -38,6 +40,9 @@ impl GroupRun {
         progress: Arc<crate::progress::Progress>,
     ) -> mpsc::Sender<SwapRequest> {
         hub.set_policy(super::policy(self.deployment.rules));
+        if let Some(base) = self.base.clone().filter(|_| !self.deployment.canary.is_empty()) {
+            hub.start_canary(self.deployment.canary.iter().cloned().collect(), base);
+        }
         let follower = Follower {
             table: self.table.clone(),
             hub,
@@ -66,7 +71,14 @@ async fn serve_triggers(
         let started = Instant::now();
         let (result, reply) = match request {
             SwapRequest::Swap { source, reply, .. } => {
-                let published = publish(table.as_ref(), &loader, settings.clone(), source, None, Vec::new(), &me).await;
+                let published = publish(
+                    table.as_ref(),
+                    &loader,
+                    settings.clone(),
+                    super::Publish { source, rules: None, canary: Vec::new(), promote: false },
+                    &me,
+                )
+                .await;
                 (published_result(published), reply)
             }
             SwapRequest::Rollback { reply } => (requested_rollback(table.as_ref(), &me).await, reply),

@@ -266,7 +266,7 @@ impl LeaseStore {
         let Some(logic) = logic else { return 0 };
         let logics = self.logics.lock();
         match logics.as_deref().ok().and_then(|l| l.get(shard)) {
-            Some((last, commits)) if last == logic => commits + 1,
+            Some((last, commits)) if last == logic => commits.saturating_add(1),
             _ => 1,
         }
     }

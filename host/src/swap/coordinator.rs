@@ -135,7 +135,9 @@ async fn swap(
         .iter()
         .filter_map(|(shard, outcome)| match outcome {
             ShardSwap::Switched { .. } => None,
-            ShardSwap::RolledBack { reason } | ShardSwap::Refused { reason } => Some(format!("{shard}: {reason}")),
+            ShardSwap::RolledBack { reason } | ShardSwap::Refused { reason } | ShardSwap::Late { reason } => {
+                Some(format!("{shard}: {reason}"))
+            }
         })
         .collect();
     *undo = Some((before.clone(), generation.id));
@@ -258,7 +260,7 @@ async fn collect(
             for shard in pending {
                 outcomes.insert(
                     shard,
-                    ShardSwap::Refused { reason: format!("did not reach a batch boundary within {timeout:?}") },
+                    ShardSwap::Late { reason: format!("did not reach a batch boundary within {timeout:?}") },
                 );
             }
             return outcomes;

@@ -98,6 +98,9 @@ pub enum ShardSwap {
     RolledBack { reason: String },
     /// Kept the logic it had.
     Refused { reason: String },
+    /// Did not reach a batch boundary in time (a slow sink, a back-off):
+    /// not the new logic's fault, but it did not switch.
+    Late { reason: String },
 }
 
 /// A worker's word on a generation.
@@ -150,6 +153,15 @@ impl SwapHub {
             look: Default::default(),
             looked: watch::channel(0).0,
         })
+    }
+
+    /// The run starts in a canary: shards in `only` run the first
+    /// generation's plugin, the others `base` (a group worker that joins
+    /// while its group tries new logic on a few shards).
+    pub fn start_canary(&self, only: BTreeSet<String>, base: Arc<Plugin>) {
+        let first = self.current();
+        let canary = Generation { only: Some(Arc::new(only)), base: Some(base), ..(*first).clone() };
+        self.current.send_replace(Arc::new(canary));
     }
 
     /// How the next swap behaves.

@@ -79,7 +79,9 @@ pub(super) fn lease_of(item: &Item) -> anyhow::Result<Lease> {
         updated_millis: item.contains_key("updatedAtMillis").then(|| number("updatedAtMillis")).transpose()?,
         nonce: number("leaseNonce")?,
         logic_commits: number("logicCommits")?,
-        logic: text("logicSha256").filter(|sha| sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())),
+        logic: text("logicSha256")
+            .filter(|sha| sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|sha| sha.to_ascii_lowercase()),
         key,
     })
 }

@@ -97,8 +97,8 @@ fn component_of(item: &Item, prefix: &str) -> anyhow::Result<Option<ComponentRef
     if len == 0 || len > MAX_COMPONENT_BYTES {
         anyhow::bail!("{prefix}Length {len} is not a component's size (1 B to {} MiB)", MAX_COMPONENT_BYTES >> 20);
     }
-    // Chunks are 350 KiB; a count past one per 4 KiB would only make reads.
-    if chunks == 0 || chunks > len.div_ceil(4096) {
+    // Written in chunks of exactly CHUNK bytes: any other count is not ours.
+    if chunks != len.div_ceil(super::CHUNK as u64) {
         anyhow::bail!("{prefix}Chunks {chunks} for {len} bytes");
     }
     let name = item.get(&format!("{prefix}Name")).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
@@ -127,8 +127,12 @@ fn deployment_of(item: &Item) -> anyhow::Result<Deployment> {
     if config.len() > MAX_CONFIG_BYTES {
         anyhow::bail!("pluginConfig is {} bytes, past the {MAX_CONFIG_BYTES} a deployment carries", config.len());
     }
+    let deployment_number = number(item, "deploymentNumber")?;
+    if deployment_number == 0 || deployment_number > 1 << 53 {
+        anyhow::bail!("deploymentNumber {deployment_number} is out of range");
+    }
     Ok(Deployment {
-        number: number(item, "deploymentNumber")?,
+        number: deployment_number,
         logic: component_of(item, "logic")?.context("logicSha256 is missing")?,
         previous: component_of(item, "previous")?,
         change,
