@@ -95,6 +95,10 @@ pub async fn run(options: &GroupBenchOptions, progress: impl Fn(String)) -> anyh
     };
 
     for round in 0..options.rounds {
+        // Swaps land anywhere in the workers' look period, not right after
+        // the last look (which the previous round's end would line up with).
+        let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos() % 1_000_000_000;
+        tokio::time::sleep(Duration::from_nanos(u64::from(jitter))).await;
         let target = if round % 2 == 0 { &options.counter_v2 } else { &options.counter };
         let sha = host::lease::logic::sha256(&std::fs::read(target)?);
         let seen: Vec<usize> = workers.iter().map(|w| log_of(w).len()).collect();
@@ -143,8 +147,9 @@ pub async fn run(options: &GroupBenchOptions, progress: impl Fn(String)) -> anyh
                     unowned.entry(lease.key).or_insert(now);
                 }
             }
-            let (done, _) = balance(&table, &ids, Duration::ZERO).await?;
+            let (done, split) = balance(&table, &ids, Duration::ZERO).await?;
             if done.is_some() && unowned.is_empty() {
+                progress(format!("balanced again over {ids:?}: {split:?}"));
                 break;
             }
             anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "the rolling restart did not settle");

@@ -212,7 +212,9 @@ impl RunArgs {
                     table,
                     deployment,
                     me: leases.worker_id().to_string(),
-                    every: leases.scan_every(),
+                    // One small read a second: a deployment reaches every
+                    // worker within a second, whatever the lease duration.
+                    every: leases.scan_every().min(Duration::from_secs(1)),
                     loader,
                     stop: shutdown.clone(),
                     base,
