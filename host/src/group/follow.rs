@@ -42,11 +42,12 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
     let mut failure: Option<String> = None;
     f.hub.followed();
     let hub = f.hub.clone();
-    let mut looked = false;
+    // The asks the look under way answers (taken when it began).
+    let mut answering: Option<u64> = None;
     loop {
-        if std::mem::take(&mut looked) {
-            // The last look is done: whoever asked for one may go on.
-            hub.looked();
+        if let Some(answered) = answering.take() {
+            // The last look is done: whoever asked before it began may go on.
+            hub.looked(answered);
         }
         let heard = tokio::select! {
             // A failure already reported goes first: a tick must not swap
@@ -66,15 +67,21 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
             }
             continue;
         }
-        looked = true;
+        let began = hub.looking();
         let latest = match f.table.deployment().await {
             Ok(Some(latest)) => latest,
-            Ok(None) => continue,
+            Ok(None) => {
+                answering = Some(began);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!("cannot read the group's logic, trying again in {:?}: {e:#}", f.every);
                 continue;
             }
         };
+        // A look that read the table answers (once applied) every ask
+        // made before it began; a failed read answers none.
+        answering = Some(began);
         if latest.number > current.number {
             eprintln!("group: {}", latest.describe());
             current = latest;

@@ -127,7 +127,10 @@ pub struct SwapHub {
     followed: std::sync::atomic::AtomicBool,
     /// A shard start asks the follower to look now.
     look: tokio::sync::Notify,
-    /// Counts the follower's looks, so an asker knows when one happened.
+    /// Numbers the asks for a look.
+    asked: std::sync::atomic::AtomicU64,
+    /// The last ask a finished look began after: an asker waits for its
+    /// own number, so a look already under way when it asked never counts.
     looked: watch::Sender<u64>,
 }
 
@@ -151,6 +154,7 @@ impl SwapHub {
             policy: Mutex::new(policy),
             followed: Default::default(),
             look: Default::default(),
+            asked: Default::default(),
             looked: watch::channel(0).0,
         })
     }
@@ -189,9 +193,9 @@ impl SwapHub {
             return;
         }
         let mut looked = self.looked.subscribe();
-        let before = *looked.borrow_and_update();
+        let ask = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.look.notify_one();
-        let _ = tokio::time::timeout(limit, looked.wait_for(|n| *n > before)).await;
+        let _ = tokio::time::timeout(limit, looked.wait_for(|n| *n >= ask)).await;
     }
 
     /// Resolves when a shard start asks the follower to look.
@@ -199,9 +203,15 @@ impl SwapHub {
         self.look.notified().await
     }
 
-    /// The follower has looked (and applied what it found).
-    pub fn looked(&self) {
-        self.looked.send_modify(|n| *n += 1);
+    /// The follower begins a look: the asks it answers.
+    pub fn looking(&self) -> u64 {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The follower has looked (and applied what it found), answering the
+    /// asks made before it began (`looking`'s number).
+    pub fn looked(&self, answered: u64) {
+        self.looked.send_modify(|n| *n = (*n).max(answered));
     }
 
     /// The generation in force.

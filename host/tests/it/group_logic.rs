@@ -69,14 +69,22 @@ impl Group {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_command_moves_a_group_to_new_logic_with_exact_counts_through_a_join_and_a_kill_9() {
+async fn one_command_moves_a_group_to_new_logic_with_exact_counts_through_a_kill_9_and_a_join() {
     let workers = ["w1", "w2", "w3"];
     let Some((mut group, produce)) = Group::balanced("group-swap", 8, &workers, (200, 14), (2, 3)).await else {
         return;
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let v2_file = plugin_path("counter-v2").display().to_string();
-    let swapped = group.swap(&["--plugin", &v2_file, "--probation-wait", "3"]);
+    let swapping = group.spawn_swap(&["--plugin", &v2_file, "--probation-wait", "3"]);
+    // kill -9 during the deployment: as soon as it is published.
+    let start = Instant::now();
+    while group.leases.deployment().await.ok().flatten().is_none_or(|d| d.number < 2) {
+        assert!(start.elapsed() < Duration::from_secs(30), "never published\n{}", group.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    group.kill("w1").await;
+    let swapped = wait(swapping).await;
     assert_eq!(swapped.code, 0, "{}\n{}\n{}", swapped.stdout, swapped.stderr, group.logs());
     eprintln!("host swap --lease-table:\n{}{}", swapped.stdout, swapped.stderr);
     assert!(swapped.stdout.contains("every running shard (8) switched"), "{}", swapped.stdout);
@@ -94,12 +102,11 @@ async fn one_command_moves_a_group_to_new_logic_with_exact_counts_through_a_join
     let v2 = sha256_of("counter-v2");
     // Whatever a worker writes from now on comes from v2.
     let seen: Vec<usize> = workers.iter().map(|id| group.lines_of(id, 0).len()).collect();
-    // A worker started with the old file runs the group's logic, and says so.
+    // A worker started with the old file runs the group's logic, and says
+    // so; the others hand it its share.
     group.start_running("w4", &group.dynamo.clone(), LEASE, "counter", &[]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    group.kill("w1").await;
     let live = ["w2", "w3", "w4"];
-    group.until("w1's shards move to the others", Duration::from_secs(30), |o| balanced(o, &live, 2, 3)).await;
+    group.until("w4 gets its share by hand-offs", Duration::from_secs(30), |o| balanced(o, &live, 2, 3)).await;
     wait(produce).await;
     group.all_on(&v2, Duration::from_secs(30)).await;
     group.settle().await;
@@ -140,9 +147,12 @@ async fn one_command_moves_a_group_to_new_logic_with_exact_counts_through_a_join
 async fn new_logic_failing_on_one_workers_shard_rolls_the_whole_group_back_and_refusals_touch_nothing() {
     let Some(mut group) = Group::on(Dynamo::Embedded, "group-trap", 4).await else { return };
     let flags = ["--swap-probation", "1000", "--retries", "0", "--on-rejected-state", "fresh"];
-    for id in ["w1", "w2"] {
-        group.start_running(id, &group.dynamo.clone(), LEASE, "echo", &flags);
-    }
+    // w1 runs a file of its own: SIGHUP after it changes publishes to the group.
+    let own = group.path("w1-plugin.wasm");
+    std::fs::copy(plugin_path("echo"), &own).expect("copy");
+    let dynamo = group.dynamo.clone();
+    group.start_running("w1", &dynamo, LEASE, &own.display().to_string(), &flags);
+    group.start_running("w2", &dynamo, LEASE, "echo", &flags);
     group.until("the workers balance", Duration::from_secs(30), |o| balanced(o, &["w1", "w2"], 2, 2)).await;
     let echo = sha256_of("echo");
     let deployment = |group: &Group| {
@@ -210,6 +220,14 @@ async fn new_logic_failing_on_one_workers_shard_rolls_the_whole_group_back_and_r
     let back = group.swap(&["--rollback"]);
     assert_eq!(back.code, 0, "{}\n{}", back.stderr, group.logs());
     group.all_on(&echo, Duration::from_secs(30)).await;
+
+    // SIGHUP on one worker publishes its file to the whole group.
+    let before = deployment(&group).await.number;
+    std::fs::copy(plugin_path("counter"), &own).expect("copy");
+    group.signal("w1", "-HUP");
+    group.all_on(&sha256_of("counter"), Duration::from_secs(30)).await;
+    let now = deployment(&group).await;
+    assert_eq!((now.number, now.by.as_str()), (before + 1, "w1"), "{}", now.describe());
     for id in ["w1", "w2"] {
         assert_eq!(group.stop(id).await, 0, "{id} stops cleanly\n{}", group.logs());
     }

@@ -147,7 +147,8 @@ impl Group {
     pub(crate) fn start_running(&mut self, id: &str, dynamo: &str, lease: u64, plugin: &str, extra: &[&str]) {
         let out = format!("file:{}", self.path(&format!("out-{id}.jsonl")).display());
         let log = std::fs::File::create(self.path(&format!("log-{id}.txt"))).expect("log file");
-        let counter = plugin_path(plugin).display().to_string();
+        // A crate name, or a path to a component file.
+        let counter = if plugin.contains('/') { plugin.to_string() } else { plugin_path(plugin).display().to_string() };
         let lease = lease.to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_host"))
             .arg("run")
