@@ -1,5 +1,5 @@
 //! A worker following the group's deployment: it reads the deployment item
-//! on the lease scans' period and hands each new logic to this host's swap
+//! once a second (or when a starting shard asks) and hands each new logic to this host's swap
 //! coordinator (which switches every shard at a batch boundary). When new
 //! logic fails here (a shard refused it, or it failed in probation), the
 //! worker writes the group's rollback; one conditional write decides it,

@@ -7,8 +7,8 @@
 //! - [`publish`]: checks a component as a swap does, stores it, and makes
 //!   it the group's (`host swap --lease-table`, and `--watch`/SIGHUP on a
 //!   worker);
-//! - [`follow`] (`follow.rs`): each worker reads the item on the lease
-//!   scans' period and hands a new deployment to its own swap coordinator,
+//! - [`follow`] (`follow.rs`): each worker reads the item once a second
+//!   (or when a shard start asks) and hands a new deployment to its own swap coordinator,
 //!   which switches every shard at a batch boundary; a failure in probation
 //!   on any worker is written back as the group's rollback;
 //! - [`progress`] (`progress.rs`): which shard runs which logic, from the
