@@ -50,13 +50,12 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     let Started { instance, inherited } =
         inherit::start_instance(&shared, generation.plugin_for(&start.shard_id).clone(), settings.clone(), &start)
             .await?;
-    // Logic other than the one that wrote the checkpoint (a group that
-    // moved on while the shard was elsewhere): the first commit names it.
-    let logic_moved = start
-        .checkpoint
-        .as_ref()
-        .and_then(|c| c.logic.as_deref())
-        .is_some_and(|l| l != generation.plugin_for(&start.shard_id).sha256());
+    // In a group, a shard whose store does not name the logic that runs it
+    // (the group moved on while the shard was elsewhere, or the shard never
+    // committed: an idle one) commits at once, so the group sees it.
+    let running = generation.plugin_for(&start.shard_id).sha256();
+    let stored = start.checkpoint.as_ref().and_then(|c| c.logic.as_deref());
+    let logic_moved = shared.swaps.is_followed() && stored != Some(running);
     let Start { shard_id, mut signal, tenure, .. } = start;
     tracing::info!(shard = %shard_id, start = ?position, plugin = %generation.plugin_for(&shard_id).sha256(), "shard worker started");
     let mut worker = Worker {

@@ -39,6 +39,8 @@ impl GroupRun {
         settings: InstanceSettings,
         progress: Arc<crate::progress::Progress>,
     ) -> mpsc::Sender<SwapRequest> {
+        // Before any shard starts: each start must commit its logic's name.
+        hub.followed();
         hub.set_policy(super::policy(self.deployment.rules));
         if let Some(base) = self.base.clone().filter(|_| !self.deployment.canary.is_empty()) {
             hub.start_canary(self.deployment.canary.iter().cloned().collect(), base);

@@ -185,6 +185,12 @@ impl SwapHub {
         self.followed.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether a group's follower keeps this host's logic (so each shard's
+    /// stored logic must name what runs it).
+    pub fn is_followed(&self) -> bool {
+        self.followed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Has the follower (if any) look at the group's logic now, and waits
     /// until it has (at most `limit`): a shard taken from another worker
     /// must not start under logic the group has left.
