@@ -474,12 +474,23 @@ async fn the_control_endpoint_answers_on_a_unix_socket_one_swap_at_a_time() {
         "POST /swap HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {secret}\r\nContent-Length: 1000\r\n\r\n0asm"
     );
     tokio::io::AsyncWriteExt::write_all(&mut slow, head.as_bytes()).await.expect("writes");
+    // Give the server time to take the slow request in before the probes
+    // (a probe served first would make the slow one the refused one).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let busy = "another swap or rollback is in progress";
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (_, answer) = call(&addr, &token, nope()).await.expect("call");
         if answer["message"].as_str().unwrap_or_default().contains(busy) {
             break;
+        }
+        // The slow request was answered (refused behind a probe): start it again.
+        let mut got = [0u8; 512];
+        if slow.try_read(&mut got).is_ok() {
+            slow = tokio::net::UnixStream::connect(&socket).await.expect("connects");
+            tokio::io::AsyncWriteExt::write_all(&mut slow, head.as_bytes()).await.expect("writes");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
         }
         if std::time::Instant::now() > deadline {
             // Whatever the slow request got back says why it held nothing.
