@@ -13,7 +13,7 @@ mod sqlite;
 pub use sqlite::SqliteStore;
 
 /// Where a shard stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
     /// Last sequence number fully processed.
     pub sequence_number: Option<String>,
@@ -26,6 +26,27 @@ pub struct Checkpoint {
     /// SHA-256 of the logic whose position and state these are, where the
     /// store keeps it (a lease table: group logic); `None` when unknown.
     pub logic: Option<String>,
+    /// Commits in a row under `logic` (a group's probation shows in them).
+    pub logic_commits: u64,
+    /// Where the shard stood before the swap that brought it onto `logic`,
+    /// where the store keeps it (a lease table): a rollback on whichever
+    /// worker holds the shard then replays from there.
+    pub pre_swap: Option<std::sync::Arc<PreSwapPoint>>,
+}
+
+/// A shard's position, state and logic just before a swap: what a
+/// rollback returns to. Kept until the next swap or rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreSwapPoint {
+    /// Names this point for the store (which writes its state once).
+    pub id: u64,
+    /// SHA-256 of the logic before the swap.
+    pub logic: String,
+    /// The checkpoint then; `None` when the shard had processed nothing.
+    pub sequence_number: Option<String>,
+    pub sub_sequence_number: u64,
+    /// That logic's state then, with its layout version.
+    pub state: Option<(u32, Vec<u8>)>,
 }
 
 /// Names one shard's checkpoint: several applications may read one stream,

@@ -82,7 +82,7 @@ impl SqliteStore {
                     sub_sequence_number: row.get::<_, i64>(1)? as u64,
                     shard_end: row.get::<_, i64>(2)? != 0,
                     state: version.zip(state),
-                    logic: None,
+                    ..Checkpoint::default()
                 })
             },
         )
@@ -154,7 +154,7 @@ impl SqliteStore {
                     sub_sequence_number: row.get::<_, i64>(2)? as u64,
                     shard_end: row.get::<_, i64>(3)? != 0,
                     state: version.zip(state),
-                    logic: None,
+                    ..Checkpoint::default()
                 },
             ))
         })?;
@@ -208,7 +208,7 @@ mod tests {
             sub_sequence_number: 0,
             shard_end: false,
             state: Some((1, b"state".to_vec())),
-            logic: None,
+            ..Checkpoint::default()
         };
         store.commit("app", "s", "shard-1", &first).expect("commit");
         let cleared = Checkpoint { sequence_number: Some("50".into()), state: None, ..first.clone() };

@@ -4,6 +4,7 @@
 //! is `crate::swap`.
 
 use super::worker::Worker;
+use crate::checkpoint::PreSwapPoint;
 use crate::plugin::bindings::{ShutdownReason, State};
 use crate::plugin::{Plugin, PluginError, PluginInstance};
 use crate::source::{Position, StartPosition};
@@ -16,10 +17,32 @@ use std::time::Instant;
 pub(super) struct PreSwap {
     /// The logic before it.
     pub plugin: Arc<Plugin>,
-    /// Its state at the swap.
-    pub state: Option<State>,
-    /// The checkpoint position at the swap.
-    pub committed: Option<Position>,
+    /// Its state and checkpoint at the swap (also kept in a lease table,
+    /// so another worker that takes the shard can undo the swap too).
+    pub point: Arc<PreSwapPoint>,
+}
+
+impl PreSwap {
+    /// Where the shard stood: `plugin`'s state and checkpoint at the swap.
+    pub fn new(plugin: Arc<Plugin>, state: Option<State>, committed: Option<&Position>) -> Self {
+        let point = PreSwapPoint {
+            id: rand::random(),
+            logic: plugin.sha256().to_string(),
+            sequence_number: committed.map(|p| p.sequence_number.clone()),
+            sub_sequence_number: committed.map_or(0, |p| p.sub_sequence_number),
+            state: state.map(|s| (s.version, s.bytes)),
+        };
+        PreSwap { plugin, point: Arc::new(point) }
+    }
+
+    fn state(&self) -> Option<State> {
+        self.point.state.clone().map(|(version, bytes)| State { version, bytes })
+    }
+
+    fn committed(&self) -> Option<Position> {
+        let sequence_number = self.point.sequence_number.clone()?;
+        Some(Position { sequence_number, sub_sequence_number: self.point.sub_sequence_number })
+    }
 }
 
 impl Worker {
@@ -47,7 +70,7 @@ impl Worker {
             self.announce();
             return Ok(None);
         }
-        let outcome = self.switch(generation.id, target).await?;
+        let outcome = self.switch(generation, target).await?;
         self.report(generation.id, outcome);
         self.announce();
         Ok(None)
@@ -64,14 +87,18 @@ impl Worker {
     }
 
     fn report(&self, generation: u64, outcome: ShardSwap) {
-        self.shared.swaps.report(ShardReport { shard_id: self.shard_id.clone(), generation, outcome });
+        let back_to = match outcome {
+            ShardSwap::RolledBack { .. } => self.instance.as_ref().map(|i| i.plugin().clone()),
+            _ => None,
+        };
+        self.shared.swaps.report(ShardReport { shard_id: self.shard_id.clone(), generation, outcome, back_to });
     }
 
     /// Commits the exact position and state, starts the new logic from that
     /// state, and retires the old instance. If the new logic cannot start
     /// (or rejects the state under `--on-rejected-state refuse`), the old
     /// one keeps running, untouched.
-    async fn switch(&mut self, generation: u64, plugin: Arc<Plugin>) -> anyhow::Result<ShardSwap> {
+    async fn switch(&mut self, generation: &Generation, plugin: Arc<Plugin>) -> anyhow::Result<ShardSwap> {
         let started = Instant::now();
         self.commit_state().await?;
         let state = self.instance()?.committed_state().cloned();
@@ -92,9 +119,17 @@ impl Worker {
             Err(e) => return Ok(ShardSwap::Refused { reason: e.to_string() }),
         };
         let old = self.instance.replace(new).context("plugin instance lost after a failed call")?;
-        self.pre_swap = Some(PreSwap { plugin: old.plugin().clone(), state, committed: self.committed.clone() });
+        // A rollback of this swap returns to `returns_to`. A shard that
+        // runs other logic now (a canary the swap goes over) keeps the
+        // pre-swap point it has of that logic: the rollback goes back there.
+        let returns_to = generation.returns_to.as_deref();
+        let chained = self.pre_swap.as_ref().is_some_and(|p| Some(p.plugin.sha256()) == returns_to)
+            && Some(old.plugin().sha256()) != returns_to;
+        if !chained {
+            self.pre_swap = Some(PreSwap::new(old.plugin().clone(), state, self.committed.as_ref()));
+        }
         self.probation = self.shared.swaps.policy().probation_batches;
-        self.generation = generation;
+        self.generation = generation.id;
         // The stored position and state now belong to the new logic: the
         // commit says so (a group counts the switched shards by it), and
         // the store never pairs the position with state the new logic refused.
@@ -109,7 +144,7 @@ impl Worker {
     /// checkpoint to the pre-swap one and returns where to replay from.
     async fn roll_back(&mut self, generation: u64) -> anyhow::Result<StartPosition> {
         let pre = self.pre_swap.take().context("no swap to roll back")?;
-        let (plugin, settings, state) = (pre.plugin.clone(), self.settings.clone(), pre.state.clone());
+        let (plugin, settings, state) = (pre.plugin.clone(), self.settings.clone(), pre.state());
         let instance = tokio::task::spawn_blocking(move || PluginInstance::start(plugin, settings, state))
             .await
             .context("restarting the previous plugin panicked")?
@@ -117,10 +152,12 @@ impl Worker {
         // The failed or unwanted logic gets no last call: it is being undone.
         self.instance = Some(instance);
         crate::policy::PolicyShard::forget_uncommitted(self);
-        self.committed = pre.committed;
-        self.store_checkpoint(false, pre.state.map(|s| (s.version, s.bytes))).await?;
+        self.committed = pre.committed();
+        self.store_checkpoint(false, pre.point.state.clone()).await?;
         self.probation = 0;
         self.generation = generation;
-        Ok(self.resume_position())
+        let resume = self.resume_position();
+        tracing::info!(shard = %self.shard_id, plugin = %pre.plugin.sha256(), from = ?resume, "back on the logic before the swap, replaying from its pre-swap checkpoint");
+        Ok(resume)
     }
 }

@@ -42,16 +42,6 @@ pub(super) async fn start_shards(
     let (config, ownership) = (&shared.config, shared.ownership.clone());
     let owns = |id: &str| ownership.owns(id);
     let starts = scheduler.ready(shards, shared.store.as_ref(), |id| config.key(id), owns).await?;
-    // A shard last run under other logic: the group may have moved on
-    // before this worker noticed, so it looks first (a group worker only).
-    let current = shared.swaps.current();
-    let moved = |s: &super::scheduler::Start| {
-        let logic = s.checkpoint.as_ref().and_then(|c| c.logic.as_deref());
-        logic.is_some_and(|l| l != current.plugin_for(&s.shard_id).sha256())
-    };
-    if starts.iter().any(moved) {
-        shared.swaps.refresh(std::time::Duration::from_secs(10)).await;
-    }
     for start in starts {
         let (shared, id) = (shared.clone(), start.shard_id.clone());
         workers.spawn(async move { (id, shard::run(shared, start).await) });

@@ -3,9 +3,10 @@
 //! fires the plugin's timer, and stops on request, at the shard's end, or
 //! when another worker has taken the shard (a commit fenced by its lease).
 
+use super::handover::PreSwap;
 use super::inherit::{self, Started};
 use super::scheduler::{ShardSignal, Start};
-use super::worker::Worker;
+use super::worker::{state_of, Worker};
 use super::{ShardExit, Shared};
 use crate::checkpoint::{is_lease_lost, CommitError};
 use crate::plugin::bindings::ShutdownReason;
@@ -34,30 +35,34 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
         let sequence_number = c.sequence_number.clone()?;
         Some(Position { sequence_number, sub_sequence_number: c.sub_sequence_number })
     });
+    // A child of a reshard is read from its first record, or records
+    // between the parent's end and "now" would be lost.
+    let origin = if start.has_parent { StartPosition::TrimHorizon } else { config.start.clone() };
     let position = match committed.clone() {
         Some(position) => StartPosition::After(position),
-        // A child of a reshard is read from its first record, or records
-        // between the parent's end and "now" would be lost.
-        None if start.has_parent => StartPosition::TrimHorizon,
-        None => config.start.clone(),
+        None => origin.clone(),
     };
+    let mut signal = start.signal.clone();
+    if let Some(exit) = look_first(&shared, &start, &mut signal).await? {
+        return Ok(exit);
+    }
     let mut settings = config.instance_settings(&start.shard_id);
     inherit::describe(&mut settings, &start.info);
     // Subscribing before reading the current generation: a swap published
     // in between is seen as a change, never missed.
     let mut generations = shared.swaps.subscribe();
     let generation = generations.borrow_and_update().clone();
+    let running = generation.plugin_for(&start.shard_id).clone();
     let Started { instance, inherited } =
-        inherit::start_instance(&shared, generation.plugin_for(&start.shard_id).clone(), settings.clone(), &start)
-            .await?;
+        inherit::start_instance(&shared, running.clone(), settings.clone(), &start).await?;
     // In a group, a shard whose store does not name the logic that runs it
     // (the group moved on while the shard was elsewhere, or the shard never
     // committed: an idle one) commits at once, so the group sees it.
-    let running = generation.plugin_for(&start.shard_id).sha256();
     let stored = start.checkpoint.as_ref().and_then(|c| c.logic.as_deref());
-    let logic_moved = shared.swaps.is_followed() && stored != Some(running);
-    let Start { shard_id, mut signal, tenure, .. } = start;
-    tracing::info!(shard = %shard_id, start = ?position, plugin = %generation.plugin_for(&shard_id).sha256(), "shard worker started");
+    let logic_moved = shared.swaps.is_followed() && stored != Some(running.sha256());
+    let (pre_swap, probation) = adopt_pre_swap(&shared, start.checkpoint.as_ref(), committed.as_ref(), &running);
+    let Start { shard_id, tenure, .. } = start;
+    tracing::info!(shard = %shard_id, start = ?position, plugin = %running.sha256(), probation, "shard worker started");
     let mut worker = Worker {
         key: config.key(&shard_id),
         shared: shared.clone(),
@@ -68,9 +73,9 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
         position: None,
         uncommitted: Default::default(),
         generation: generation.id,
-        pre_swap: None,
-        probation: 0,
-        start: position,
+        pre_swap,
+        probation,
+        start: origin,
         tenure,
     };
     worker.announce();
@@ -81,7 +86,7 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
         } else if logic_moved {
             worker.commit_state().await?;
         }
-        drive(&mut worker, &mut generations, &mut signal).await
+        drive(&mut worker, position, &mut generations, &mut signal).await
     };
     match run.await {
         Err(e) if is_lease_lost(&e) => {
@@ -92,16 +97,83 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     }
 }
 
+/// A group worker starting a shard last run under other logic first looks
+/// at the group's (the group may have moved on before this worker noticed):
+/// it never starts the shard under logic the group has left. Waits as long
+/// as the table cannot be read; `Some` when the shard was stopped meanwhile.
+async fn look_first(
+    shared: &Shared,
+    start: &Start,
+    signal: &mut tokio::sync::watch::Receiver<ShardSignal>,
+) -> anyhow::Result<Option<ShardExit>> {
+    let stored = start.checkpoint.as_ref().and_then(|c| c.logic.as_deref());
+    let current = shared.swaps.current();
+    if stored.is_none_or(|l| l == current.plugin_for(&start.shard_id).sha256()) {
+        return Ok(None);
+    }
+    let mut waited = 0;
+    while !shared.swaps.refresh(std::time::Duration::from_secs(10)).await {
+        waited += 10;
+        match *signal.borrow() {
+            ShardSignal::Drop => {
+                let reason = "another worker took the lease while it waited to start".to_string();
+                return Err(CommitError::LeaseLost { shard_id: start.shard_id.clone(), reason }.into());
+            }
+            ShardSignal::Run if !shared.shutdown.is_triggered() => {}
+            _ => return Ok(Some(ShardExit::Stopped)),
+        }
+        tracing::warn!(
+            shard = %start.shard_id,
+            "not started yet: it last ran other logic, and the group's logic could not be read for {waited} s"
+        );
+    }
+    Ok(None)
+}
+
+/// In a group, what undoing the swap that brought a taken shard onto the
+/// logic it runs needs, and how much of its probation is left: the
+/// pre-swap point its last owner kept in the lease; or, when the group
+/// moved on while the shard was elsewhere, the shard's checkpoint itself
+/// (starting it is the swap). Probation counts commits here: a commit
+/// covers one or more batches.
+fn adopt_pre_swap(
+    shared: &Shared,
+    checkpoint: Option<&crate::checkpoint::Checkpoint>,
+    committed: Option<&Position>,
+    running: &crate::plugin::Plugin,
+) -> (Option<PreSwap>, u32) {
+    let Some(checkpoint) = checkpoint.filter(|_| shared.swaps.is_followed()) else { return (None, 0) };
+    let probation = shared.swaps.policy().probation_batches;
+    match checkpoint.logic.as_deref() {
+        Some(logic) if logic == running.sha256() => {
+            let Some(point) = checkpoint.pre_swap.clone() else { return (None, 0) };
+            let Some(plugin) = shared.swaps.known(&point.logic) else {
+                tracing::debug!(logic = %point.logic, "its pre-swap logic is not at hand; a rollback carries its state over");
+                return (None, 0);
+            };
+            // The switch's own commit is the first under the logic.
+            let left = u64::from(probation).saturating_add(1).saturating_sub(checkpoint.logic_commits);
+            (Some(PreSwap { plugin, point }), u32::try_from(left).unwrap_or(probation))
+        }
+        Some(logic) => match shared.swaps.known(logic) {
+            Some(plugin) => (Some(PreSwap::new(plugin, state_of(Some(checkpoint)), committed)), probation),
+            None => (None, 0),
+        },
+        None => (None, 0),
+    }
+}
+
 /// The loop proper; a lost lease surfaces as an error from a commit.
 async fn drive(
     worker: &mut Worker,
+    position: StartPosition,
     generations: &mut tokio::sync::watch::Receiver<Arc<Generation>>,
     signal: &mut tokio::sync::watch::Receiver<ShardSignal>,
 ) -> anyhow::Result<ShardExit> {
     let shared = worker.shared.clone();
     let config = &shared.config;
     let mut policy = Policy::new(config.failure.clone(), config.checkpoint_every);
-    let mut feed = open(&shared, &worker.shard_id, worker.start.clone()).await?;
+    let mut feed = open(&shared, &worker.shard_id, position).await?;
     let mut stop = shared.shutdown.subscribe();
     let mut next_timer = Instant::now() + config.timer_interval;
     loop {

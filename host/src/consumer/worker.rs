@@ -54,8 +54,8 @@ pub(super) struct Worker {
     /// Batches the new logic has yet to get through before a failure is
     /// an ordinary failure instead of a reason to roll back.
     pub probation: u32,
-    /// Where the shard began reading in this run (a rollback to before any
-    /// checkpoint replays from there).
+    /// Where the shard is read from when nothing is committed (a rollback
+    /// to before any checkpoint replays from there).
     pub start: StartPosition,
     /// The take this task runs under: it writes output and commits only
     /// while this host holds the shard under it.
@@ -153,6 +153,8 @@ impl Worker {
             shard_end,
             state,
             logic: self.instance.as_ref().map(|i| i.plugin().sha256().to_string()),
+            logic_commits: 0,
+            pre_swap: self.pre_swap.as_ref().map(|p| p.point.clone()),
         };
         let (store, key, tenure) = (self.shared.store.clone(), self.key.clone(), self.tenure);
         async move { Ok(store.commit(&key, tenure, &checkpoint).await?) }

@@ -30,6 +30,8 @@ pub struct Follower {
     pub every: Duration,
     /// Where the deployment in force is shown (metrics).
     pub progress: Arc<crate::progress::Progress>,
+    /// Loads the logic a rollback may return to.
+    pub loader: super::Loader,
 }
 
 /// Follows the group's logic from `current` (the one the worker started
@@ -92,6 +94,7 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
         }
         f.hub.set_policy(super::policy(current.rules));
         f.progress.swaps.deployment.store(current.number, std::sync::atomic::Ordering::Relaxed);
+        f.keep_previous(&current).await;
         if !f.runs(&current) {
             match f.apply(&current).await {
                 Ok(()) => {}
@@ -131,18 +134,42 @@ impl Follower {
         current.plugin.sha256() == deployment.logic.sha256 && current.only.as_deref() == canary.as_ref()
     }
 
+    /// Keeps the logic before a swap at hand (this host may not have run
+    /// it): a shard taken in probation rolls back to it.
+    async fn keep_previous(&self, deployment: &Deployment) {
+        let Some(previous) = deployment.previous.as_ref().filter(|_| deployment.change == DeploymentChange::Swap)
+        else {
+            return;
+        };
+        if self.hub.known(&previous.sha256).is_some() {
+            return;
+        }
+        let before = Deployment { logic: previous.clone(), ..deployment.clone() };
+        match self.loader.load(self.table.as_ref(), &before).await {
+            Ok(plugin) => self.hub.remember(plugin),
+            Err(e) => tracing::warn!("cannot load the logic before the group's swap (tried again later): {e:#}"),
+        }
+    }
+
     /// Runs `deployment`'s logic on this host: a rollback undoes the last
     /// swap where this host made it (pre-swap state and checkpoints),
     /// anything else is a swap.
     async fn apply(&self, deployment: &Deployment) -> Result<(), Failed> {
         if let DeploymentChange::Rollback { .. } = deployment.change {
-            let result =
-                self.ask(|reply| SwapRequest::Rollback { reply: Some(reply) }).await.map_err(Failed::Transient)?;
+            // A host that did not make that swap (it joined later) is
+            // given the logic: shards it took with a pre-swap point of it
+            // replay from there, the others carry their state over.
+            let bytes = load_component(self.table.as_ref(), &deployment.logic)
+                .await
+                .map_err(|e| Failed::Transient(format!("{e:#}")))?;
+            let to = PluginSource::Bytes { name: deployment.logic.name.clone(), bytes };
+            let result = self
+                .ask(|reply| SwapRequest::Rollback { to: Some(to), reply: Some(reply) })
+                .await
+                .map_err(Failed::Transient)?;
             if result.outcome == SwapOutcome::RolledBack && result.sha256 == deployment.logic.sha256 {
                 return Ok(());
             }
-            // This host did not make that swap (it joined later): the
-            // group's logic comes as a swap, state carried over.
         }
         let bytes = load_component(self.table.as_ref(), &deployment.logic)
             .await

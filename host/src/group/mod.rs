@@ -71,7 +71,8 @@ impl Loader {
 pub struct Starting {
     /// The group's logic.
     pub plugin: Arc<Plugin>,
-    /// During a canary: the logic before it, which the other shards run.
+    /// After a swap: the logic before it (during a canary, the other
+    /// shards run it).
     pub base: Option<Arc<Plugin>>,
     pub deployment: Deployment,
 }
@@ -109,8 +110,11 @@ pub async fn starting_logic(
                     deployment.config
                 );
             }
-            let base = match (&deployment.previous, deployment.canary.is_empty()) {
-                (Some(previous), false) => {
+            // The logic before a swap: a rollback returns to it (shards
+            // taken in probation replay from their pre-swap points of it),
+            // and during a canary the other shards run it.
+            let base = match &deployment.previous {
+                Some(previous) if deployment.change == DeploymentChange::Swap || !deployment.canary.is_empty() => {
                     let before = Deployment { logic: previous.clone(), ..deployment.clone() };
                     Some(loader.load(table, &before).await?)
                 }

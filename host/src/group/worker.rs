@@ -24,7 +24,8 @@ pub struct GroupRun {
     pub every: Duration,
     pub loader: Loader,
     pub stop: Shutdown,
-    /// During a canary: the logic the shards outside it run.
+    /// After a swap: the logic before it (a rollback's; during a canary,
+    /// what the shards outside it run).
     pub base: Option<Arc<crate::plugin::Plugin>>,
 }
 
@@ -42,8 +43,11 @@ impl GroupRun {
         // Before any shard starts: each start must commit its logic's name.
         hub.followed();
         hub.set_policy(super::policy(self.deployment.rules));
-        if let Some(base) = self.base.clone().filter(|_| !self.deployment.canary.is_empty()) {
-            hub.start_canary(self.deployment.canary.iter().cloned().collect(), base);
+        if let Some(base) = self.base.clone() {
+            hub.remember(base.clone());
+            if !self.deployment.canary.is_empty() {
+                hub.start_canary(self.deployment.canary.iter().cloned().collect(), base);
+            }
         }
         let follower = Follower {
             table: self.table.clone(),
@@ -53,6 +57,7 @@ impl GroupRun {
             me: self.me.clone(),
             every: self.every,
             progress,
+            loader: self.loader.clone(),
         };
         tokio::spawn(super::follow(follower, self.deployment, self.stop));
         let (triggers, requests) = mpsc::channel(16);
@@ -83,7 +88,7 @@ async fn serve_triggers(
                 .await;
                 (published_result(published), reply)
             }
-            SwapRequest::Rollback { reply } => (requested_rollback(table.as_ref(), &me).await, reply),
+            SwapRequest::Rollback { reply, .. } => (requested_rollback(table.as_ref(), &me).await, reply),
         };
         let result = SwapResult { total_millis: started.elapsed().as_millis() as u64, ..result };
         eprintln!("swap: {}: {}", result.outcome, result.message);

@@ -3,10 +3,9 @@
 //! UpdateItem; big plugin states as immutable chunks in a second table
 //! (`<name>-state`), pointed to from the lease.
 
-use super::{Commit, Conflict, Deployment, Lease, LeaseError, LeaseTable, StateRef, StateWrite};
+use super::{Commit, Conflict, Deployment, Lease, LeaseError, LeaseTable, PreSwapWrite, StateRef, StateWrite};
 use anyhow::Context;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
@@ -103,6 +102,20 @@ impl DynamoTable {
     }
 
     /// A conditional update of one lease; a failed condition is a [`Conflict`].
+    /// One item of the lease table (a lease, or the group's logic), read consistently.
+    async fn item(&self, key: &str) -> Result<Option<Item>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.table))?;
+        Ok(out.item().cloned())
+    }
+
     async fn update(
         &self,
         key: &str,
@@ -189,16 +202,7 @@ impl LeaseTable for DynamoTable {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("leaseKey", s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk(e, &self.table))?;
-        Ok(out.item().map(lease_of).transpose()?)
+        Ok(self.item(key).await?.as_ref().map(lease_of).transpose()?)
     }
 
     async fn take(&self, key: &str, counter: u64, me: &str, nonce: u64) -> Result<Lease, LeaseError> {
@@ -227,50 +231,43 @@ impl LeaseTable for DynamoTable {
         nonce: u64,
         commit: &Commit,
     ) -> Result<Lease, LeaseError> {
-        let mut set = vec![
-            "leaseCounter = :next",
-            "checkpointSubSequenceNumber = :sub",
-            "stateVersion = :sv",
-            "ownerSwitchesSinceCheckpoint = :zero",
-        ];
+        let mut set: Vec<String> = ["leaseCounter = :next", "checkpointSubSequenceNumber = :sub", "stateVersion = :sv"]
+            .map(String::from)
+            .into();
+        set.push("ownerSwitchesSinceCheckpoint = :zero".into());
         let mut values =
             vec![(":me", s(me)), (":sub", n(commit.sub_sequence)), (":sv", n(commit.state_version)), (":zero", n(0))];
         if let Some(checkpoint) = &commit.checkpoint {
-            set.push("checkpoint = :cp");
+            set.push("checkpoint = :cp".into());
             values.push((":cp", s(checkpoint)));
         }
         if let Some(logic) = &commit.logic {
-            set.extend(["logicSha256 = :logic", "logicCommits = :lc"]);
+            set.extend(["logicSha256 = :logic".into(), "logicCommits = :lc".into()]);
             values.extend([(":logic", s(logic)), (":lc", n(commit.logic_commits))]);
+            if commit.logic_commits == 1 {
+                set.push("logicSinceMillis = :now".into());
+            }
         }
         let mut remove = Vec::new();
         match &commit.state {
             StateWrite::Keep => {}
             StateWrite::Clear => remove.extend(STATE_ATTRIBUTES),
-            StateWrite::Set(StateRef::Inline { layout, bytes }) => {
-                set.extend(["stateLayout = :layout", "stateInline = :inline"]);
-                values.extend([
-                    (":layout", n(u64::from(*layout))),
-                    (":inline", AttributeValue::B(Blob::new(bytes.clone()))),
-                ]);
-                remove.extend(["stateChunkTag", "stateChunks", "stateLength", "stateSha256"]);
+            StateWrite::Set(state) => {
+                let attributes = item::state_attributes(state);
+                let written: Vec<&str> = attributes.iter().map(|(name, _, _)| *name).collect();
+                remove.extend(STATE_ATTRIBUTES.into_iter().filter(|a| !written.contains(a)));
+                for (name, placeholder, value) in attributes {
+                    set.push(format!("{name} = {placeholder}"));
+                    values.push((placeholder, value));
+                }
             }
-            StateWrite::Set(StateRef::Chunked { layout, tag, chunks, len, sha256 }) => {
-                set.extend([
-                    "stateLayout = :layout",
-                    "stateChunkTag = :tag",
-                    "stateChunks = :chunks",
-                    "stateLength = :len",
-                    "stateSha256 = :sha",
-                ]);
-                values.extend([
-                    (":layout", n(u64::from(*layout))),
-                    (":tag", s(tag)),
-                    (":chunks", n(u64::from(*chunks))),
-                    (":len", n(*len)),
-                    (":sha", s(sha256)),
-                ]);
-                remove.push("stateInline");
+        }
+        match &commit.pre_swap {
+            PreSwapWrite::Keep => {}
+            PreSwapWrite::Clear => remove.push("preSwap"),
+            PreSwapWrite::Set(pre) => {
+                set.push("preSwap = :pre".into());
+                values.push((":pre", item::pre_swap_map(pre)));
             }
         }
         let mut update = format!("SET {}", set.join(", "));

@@ -2,7 +2,8 @@
 //! for the protocol's tests.
 
 use super::{
-    sha256_hex, superseded, Commit, Conflict, Deployment, Lease, LeaseError, LeaseTable, StateRef, StateWrite,
+    sha256_hex, superseded, Commit, Conflict, Deployment, Lease, LeaseError, LeaseTable, PreSwapWrite, StateRef,
+    StateWrite,
 };
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -115,6 +116,15 @@ impl LeaseTable for InMemoryTable {
                 if commit.logic.is_some() {
                     lease.logic = commit.logic.clone();
                     lease.logic_commits = commit.logic_commits;
+                    if commit.logic_commits == 1 {
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                        lease.logic_since_millis = now.ok().map(|d| d.as_millis() as u64);
+                    }
+                }
+                match &commit.pre_swap {
+                    PreSwapWrite::Keep => {}
+                    PreSwapWrite::Clear => lease.pre_swap = None,
+                    PreSwapWrite::Set(pre) => lease.pre_swap = Some(pre.clone()),
                 }
             },
         )

@@ -73,6 +73,24 @@ pub struct Lease {
     /// Commits in a row under that logic: past a deployment's probation,
     /// the shard has passed it.
     pub logic_commits: u64,
+    /// When the first of them was written (ms since the epoch, the
+    /// writer's clock): for the operator only.
+    pub logic_since_millis: Option<u64>,
+    /// Where the shard stood before the swap onto `logic`: a rollback on
+    /// whichever worker holds the shard then replays from there.
+    pub pre_swap: Option<PreSwapRef>,
+}
+
+/// A lease's pre-swap point: position, state and logic before the last
+/// swap. Its state chunks live under a tag of their own (`<take>.p0` or
+/// `.p1`), which the take's later commits never overwrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreSwapRef {
+    /// SHA-256 of the logic before the swap.
+    pub logic: String,
+    pub checkpoint: Option<String>,
+    pub sub_sequence: u64,
+    pub state: Option<StateRef>,
 }
 
 impl Lease {
@@ -116,6 +134,19 @@ pub struct Commit {
     pub logic: Option<String>,
     /// Commits in a row under that logic, this one included.
     pub logic_commits: u64,
+    /// What happens to the pre-swap point.
+    pub pre_swap: PreSwapWrite,
+}
+
+/// What a commit does to the lease's pre-swap point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreSwapWrite {
+    /// Leaves it (this take wrote it already).
+    Keep,
+    /// Removes it (no swap to undo: none yet, or it was rolled back).
+    Clear,
+    /// Replaces it (a swap, or a take's first commit after one).
+    Set(PreSwapRef),
 }
 
 /// What a commit does to the lease's state.
@@ -140,6 +171,7 @@ impl Commit {
             state: StateWrite::Keep,
             logic: None,
             logic_commits: 0,
+            pre_swap: PreSwapWrite::Keep,
         }
     }
 }

@@ -5,8 +5,8 @@
 //! scans (takes, hand-off requests, cleanup) and expiry.
 
 use super::keeper::{bounded, CommitFailed, LeaseKeeper};
-use super::{take_prefix, Commit, LeaseError, LeaseTable, StateRef, StateWrite, SHARD_END};
-use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, ShardKey, Tenure};
+use super::{Commit, LeaseError, LeaseTable, PreSwapRef, StateRef, StateWrite, SHARD_END};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, PreSwapPoint, ShardKey, Tenure};
 use crate::ownership::{Changes, Listing, Ownership};
 use crate::progress::LeaseCounts;
 use crate::shutdown::Shutdown;
@@ -41,26 +41,11 @@ pub struct LeaseStore {
     /// commits in a row it has made (a group's probation shows in them).
     logics: Mutex<BTreeMap<String, (String, u64)>>,
     /// Per shard: where its current take writes its state.
-    slots: Mutex<BTreeMap<String, Slots>>,
+    slots: Mutex<BTreeMap<String, slots::Slots>>,
     /// "dynamodb table NAME", for the operator.
     location: String,
     /// This worker's id (also inside the keeper, which is often locked).
     worker_id: String,
-}
-
-/// One take's two state slots: each commit writes the one its lease does
-/// not point to, so a commit costs one state write and no delete.
-#[derive(Debug)]
-struct Slots {
-    /// The take they belong to.
-    tenure: Tenure,
-    /// `<first commit's version>.<random>`: see [`take_prefix`].
-    prefix: String,
-    /// The slot the next commit writes.
-    next: u8,
-    /// Earlier takes' chunks were deleted (once per take, after its first
-    /// commit that replaced or cleared the state).
-    cleaned: bool,
 }
 
 impl std::fmt::Debug for LeaseStore {
@@ -165,22 +150,6 @@ impl LeaseStore {
         Ok(())
     }
 
-    /// The tag the next state of `shard` under `tenure` goes to (a take's
-    /// first commit, of state version `version`, names the take's slots).
-    fn slot(&self, shard: &str, tenure: Tenure, version: u64) -> String {
-        let Ok(mut slots) = self.slots.lock() else { return format!("{}.0", take_prefix(version)) };
-        let slots = slots.entry(shard.to_string()).or_insert_with(|| Slots {
-            tenure,
-            prefix: take_prefix(version),
-            next: 0,
-            cleaned: false,
-        });
-        if slots.tenure != tenure {
-            *slots = Slots { tenure, prefix: take_prefix(version), next: 0, cleaned: false };
-        }
-        format!("{}.{}", slots.prefix, slots.next)
-    }
-
     /// Commits for the take `tenure`, riding out table errors while the
     /// take lasts. A write whose answer was lost is found by its nonce.
     async fn commit_fenced(&self, shard: &str, tenure: Tenure, commit: &Commit) -> Result<(), CommitError> {
@@ -271,6 +240,29 @@ impl LeaseStore {
         }
     }
 
+    /// A lease's pre-swap point with its state. One that cannot be read is
+    /// left out (with a warning): the checkpoint stands without it, and a
+    /// rollback then carries the state over instead of replaying.
+    async fn load_pre_swap(&self, shard: &str, pre: &PreSwapRef) -> Option<Arc<PreSwapPoint>> {
+        let state = match &pre.state {
+            None => None,
+            Some(state) => match self.table.get_state(shard, state).await {
+                Ok(bytes) => Some((layout_of(state), bytes)),
+                Err(e) => {
+                    tracing::warn!(shard, "cannot read its pre-swap state; a rollback will not replay: {e}");
+                    return None;
+                }
+            },
+        };
+        Some(Arc::new(PreSwapPoint {
+            id: rand::random(),
+            logic: pre.logic.clone(),
+            sequence_number: pre.checkpoint.clone(),
+            sub_sequence_number: pre.sub_sequence,
+            state,
+        }))
+    }
+
     /// The table (the group's logic lives there too).
     pub fn table(&self) -> Arc<dyn LeaseTable> {
         self.table.clone()
@@ -303,12 +295,11 @@ impl CheckpointStore for LeaseStore {
         }
         let state = match &lease.state {
             None => None,
-            Some(state) => {
-                let layout = match state {
-                    StateRef::Inline { layout, .. } | StateRef::Chunked { layout, .. } => *layout,
-                };
-                Some((layout, self.table.get_state(&key.shard_id, state).await?))
-            }
+            Some(state) => Some((layout_of(state), self.table.get_state(&key.shard_id, state).await?)),
+        };
+        let pre_swap = match &lease.pre_swap {
+            None => None,
+            Some(pre) => self.load_pre_swap(&key.shard_id, pre).await,
         };
         let shard_end = lease.ended();
         Ok(Some(Checkpoint {
@@ -317,6 +308,8 @@ impl CheckpointStore for LeaseStore {
             shard_end,
             state,
             logic: lease.logic,
+            logic_commits: lease.logic_commits,
+            pre_swap,
         }))
     }
 
@@ -340,6 +333,7 @@ impl CheckpointStore for LeaseStore {
                 Some(self.put_state(shard, tenure, (&tag, *layout, bytes)).await?)
             }
         };
+        let pre_swap = self.pre_swap_write(shard, tenure, version, checkpoint.pre_swap.as_ref()).await?;
         let position =
             if checkpoint.shard_end { Some(SHARD_END.to_string()) } else { checkpoint.sequence_number.clone() };
         let write = match (&state, checkpoint.shard_end) {
@@ -355,6 +349,7 @@ impl CheckpointStore for LeaseStore {
             state: write,
             logic: checkpoint.logic.clone(),
             logic_commits: self.logic_commits(shard, checkpoint.logic.as_deref()),
+            pre_swap,
         };
         self.commit_fenced(shard, tenure, &commit).await?;
         if let Ok(mut versions) = self.versions.lock() {
@@ -363,25 +358,8 @@ impl CheckpointStore for LeaseStore {
         if let (Some(logic), Ok(mut logics)) = (&commit.logic, self.logics.lock()) {
             logics.insert(shard.to_string(), (logic.clone(), commit.logic_commits));
         }
-        // The next commit writes the other slot. The first commit of a take
-        // that replaced or cleared the state lets earlier takes' chunks go
-        // (in the background; a failure leaves them to the next take).
-        let cleanup = match self.slots.lock() {
-            Ok(mut slots) => slots.get_mut(shard).filter(|s| s.tenure == tenure).and_then(|slots| {
-                slots.next ^= u8::from(state.is_some());
-                let replaced = state.is_some() || !checkpoint.shard_end;
-                (replaced && !std::mem::replace(&mut slots.cleaned, true)).then(|| slots.prefix.clone())
-            }),
-            Err(_) => None,
-        };
-        if let Some(keep) = cleanup {
-            let (table, shard) = (self.table.clone(), shard.to_string());
-            tokio::spawn(async move {
-                if let Err(e) = table.drop_states(&shard, &keep).await {
-                    tracing::debug!(shard, "cleaning up earlier states failed (left to the next take): {e}");
-                }
-            });
-        }
+        let pre = checkpoint.pre_swap.as_ref().map(|p| p.id);
+        self.committed(shard, tenure, state.is_some(), checkpoint.shard_end, pre);
         Ok(())
     }
 
@@ -446,7 +424,15 @@ impl Ownership for LeaseStore {
     }
 }
 
+/// A state's layout version.
+fn layout_of(state: &StateRef) -> u32 {
+    match state {
+        StateRef::Inline { layout, .. } | StateRef::Chunked { layout, .. } => *layout,
+    }
+}
+
 mod keeping;
+mod slots;
 
 #[cfg(test)]
 mod tests;

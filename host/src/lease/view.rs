@@ -4,11 +4,11 @@ use super::{Deployment, Lease, StateRef};
 use std::fmt::Write;
 
 /// The group's deployment, then one line per lease: shard, owner, the
-/// logic of its checkpoint, checkpoint, counter, state size and version,
-/// and how long ago it last changed.
+/// logic of its checkpoint and since when, checkpoint, counter, state size
+/// and version, and how long ago it last changed.
 pub fn render_table(leases: &[Lease], deployment: Option<&Deployment>) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let rows: Vec<[String; 7]> = leases
+    let rows: Vec<[String; 8]> = leases
         .iter()
         .map(|l| {
             let state = match &l.state {
@@ -18,9 +18,8 @@ pub fn render_table(leases: &[Lease], deployment: Option<&Deployment>) -> String
                     format!("{len} B in {chunks} chunk(s), v{}", l.state_version)
                 }
             };
-            let changed = l
-                .updated_millis
-                .map_or("-".to_string(), |t| format!("{:.1} s ago", now.saturating_sub(t) as f64 / 1000.0));
+            let ago = |t: Option<u64>| t.map_or("-".to_string(), |t| format!("{} ago", since(now.saturating_sub(t))));
+            let changed = ago(l.updated_millis);
             let owner = match (&l.owner, &l.hand_off_to) {
                 (Some(owner), Some(to)) => format!("{owner} (asked by {to})"),
                 (None, Some(to)) => format!("- (for {to})"),
@@ -34,10 +33,12 @@ pub fn render_table(leases: &[Lease], deployment: Option<&Deployment>) -> String
                 }
                 (Some(sha), _) => super::logic::short(sha).to_string(),
             };
+            let on_logic = if l.logic.is_some() { ago(l.logic_since_millis) } else { "-".into() };
             [
                 l.key.clone(),
                 owner,
                 logic,
+                on_logic,
                 l.checkpoint.clone().unwrap_or_else(|| "-".into()),
                 l.counter.to_string(),
                 state,
@@ -45,9 +46,9 @@ pub fn render_table(leases: &[Lease], deployment: Option<&Deployment>) -> String
             ]
         })
         .collect();
-    let header = ["SHARD", "OWNER", "LOGIC", "CHECKPOINT", "COUNTER", "STATE", "CHANGED"];
+    let header = ["SHARD", "OWNER", "LOGIC", "SINCE", "CHECKPOINT", "COUNTER", "STATE", "CHANGED"];
     let widths: Vec<usize> =
-        (0..7).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+        (0..8).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
     let mut out = match deployment {
         Some(d) => format!("group logic: {}\n", d.describe()),
         None => "group logic: none yet (the first worker's --plugin seeds it)\n".to_string(),
@@ -57,4 +58,14 @@ pub fn render_table(leases: &[Lease], deployment: Option<&Deployment>) -> String
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
     out
+}
+
+/// A duration for the operator: `4.2 s`, `3m 05s`, `2h 10m`.
+fn since(millis: u64) -> String {
+    let seconds = millis / 1000;
+    match seconds {
+        0..60 => format!("{:.1} s", millis as f64 / 1000.0),
+        60..3600 => format!("{}m {:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
 }

@@ -300,7 +300,7 @@ async fn swap(
 }
 
 async fn rollback(State(control): State<Control>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    ask(&control, |reply| SwapRequest::Rollback { reply: Some(reply) }).await
+    ask(&control, |reply| SwapRequest::Rollback { to: None, reply: Some(reply) }).await
 }
 
 async fn status(State(control): State<Control>) -> axum::Json<serde_json::Value> {

@@ -45,7 +45,19 @@ pub async fn coordinate(
                 context.progress.swaps.in_flight.fetch_add(1, Ordering::Relaxed);
                 let (result, reply) = match request {
                     SwapRequest::Swap { source, only, reply } => (swap(&hub, &context, &mut reports, &mut undo, source, only).await, reply),
-                    SwapRequest::Rollback { reply } => (rollback(&hub, &context, &mut reports, &mut undo, "requested").await, reply),
+                    SwapRequest::Rollback { to, reply } => {
+                        if let Some(to) = to {
+                            // Back to `to`, whether this host made the swap or not.
+                            match prepare(&context, to).await {
+                                Ok(plugin) if undo.as_ref().is_none_or(|(p, _)| p.sha256() != plugin.sha256()) => {
+                                    undo = Some((plugin, hub.current().id));
+                                }
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!("cannot load the logic to roll back to: {e}"),
+                            }
+                        }
+                        (rollback(&hub, &context, &mut reports, &mut undo, "requested").await, reply)
+                    }
                 };
                 log(&result);
                 announce(&result);
@@ -58,6 +70,15 @@ pub async fn coordinate(
             Some(report) = reports.recv() => {
                 // Outside a request, only a probation failure speaks up.
                 if let ShardSwap::RolledBack { reason } = &report.outcome {
+                    // A shard this host took in probation (from a worker
+                    // that made the swap) names the logic it went back to.
+                    if undo.as_ref().is_none_or(|(_, id)| *id != report.generation)
+                        && report.generation == hub.current().id
+                    {
+                        if let Some(back_to) = report.back_to.clone() {
+                            undo = Some((back_to, report.generation));
+                        }
+                    }
                     if undo.as_ref().is_some_and(|(_, id)| *id == report.generation) {
                         let reason = format!("shard {} failed on the new logic: {reason}", report.shard_id);
                         let mut result = rollback(&hub, &context, &mut reports, &mut undo, &reason).await;
@@ -129,6 +150,7 @@ async fn swap(
     // What a rollback returns to: the logic before this swap (before the
     // canary, when this widens one).
     let before = current.base.clone().unwrap_or_else(|| current.plugin.clone());
+    hub.remember(before.clone());
     let generation = hub.publish(plugin.clone(), Change::Swap, only);
     let shards = collect(hub, reports, generation.id, context.shard_timeout).await;
     let failed: Vec<String> = shards

@@ -75,6 +75,8 @@ pub struct Generation {
     pub only: Option<Arc<BTreeSet<String>>>,
     /// What shards outside `only` run (the logic before the canary).
     pub base: Option<Arc<Plugin>>,
+    /// SHA-256 of the logic a rollback of this swap returns to.
+    pub returns_to: Option<String>,
 }
 
 impl Generation {
@@ -109,6 +111,8 @@ pub struct ShardReport {
     pub shard_id: String,
     pub generation: u64,
     pub outcome: ShardSwap,
+    /// After a rollback in probation: the logic the shard went back to.
+    pub back_to: Option<Arc<Plugin>>,
 }
 
 /// Where the running logic is published and where workers answer.
@@ -132,7 +136,14 @@ pub struct SwapHub {
     /// The last ask a finished look began after: an asker waits for its
     /// own number, so a look already under way when it asked never counts.
     looked: watch::Sender<u64>,
+    /// Logic this host ran or may roll back to: a shard taken in the
+    /// middle of a deployment finds its pre-swap logic here.
+    library: Mutex<Vec<Arc<Plugin>>>,
 }
+
+/// The most components a hub keeps for rollbacks (each holds its compiled
+/// code; a rollback needs the logic before the last swap).
+const LIBRARY: usize = 4;
 
 impl std::fmt::Debug for SwapHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,7 +154,7 @@ impl std::fmt::Debug for SwapHub {
 impl SwapHub {
     /// A hub whose first generation runs `plugin`.
     pub fn new(plugin: Arc<Plugin>, policy: SwapPolicy) -> Arc<Self> {
-        let first = Generation { id: 0, plugin, change: Change::Initial, only: None, base: None };
+        let first = Generation { id: 0, plugin, change: Change::Initial, only: None, base: None, returns_to: None };
         let (current, _) = watch::channel(Arc::new(first));
         let (reports, report_rx) = mpsc::unbounded_channel();
         Arc::new(SwapHub {
@@ -156,7 +167,28 @@ impl SwapHub {
             look: Default::default(),
             asked: Default::default(),
             looked: watch::channel(0).0,
+            library: Mutex::default(),
         })
+    }
+
+    /// Keeps `plugin` at hand for a rollback to it.
+    pub fn remember(&self, plugin: Arc<Plugin>) {
+        if let Ok(mut library) = self.library.lock() {
+            library.retain(|p| p.sha256() != plugin.sha256());
+            library.push(plugin);
+            let over = library.len().saturating_sub(LIBRARY);
+            library.drain(..over);
+        }
+    }
+
+    /// The logic with this SHA-256, if this host runs it or keeps it.
+    pub fn known(&self, sha256: &str) -> Option<Arc<Plugin>> {
+        let current = self.current();
+        let running = [Some(&current.plugin), current.base.as_ref()].into_iter().flatten();
+        if let Some(plugin) = running.into_iter().find(|p| p.sha256() == sha256) {
+            return Some(plugin.clone());
+        }
+        self.library.lock().ok()?.iter().find(|p| p.sha256() == sha256).cloned()
     }
 
     /// The run starts in a canary: shards in `only` run the first
@@ -194,14 +226,16 @@ impl SwapHub {
     /// Has the follower (if any) look at the group's logic now, and waits
     /// until it has (at most `limit`): a shard taken from another worker
     /// must not start under logic the group has left.
-    pub async fn refresh(&self, limit: std::time::Duration) {
+    /// False when it had not looked by then.
+    pub async fn refresh(&self, limit: std::time::Duration) -> bool {
         if !self.followed.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
+            return true;
         }
         let mut looked = self.looked.subscribe();
         let ask = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.look.notify_one();
-        let _ = tokio::time::timeout(limit, looked.wait_for(|n| *n >= ask)).await;
+        let answered = tokio::time::timeout(limit, looked.wait_for(|n| *n >= ask)).await;
+        matches!(answered, Ok(Ok(_)))
     }
 
     /// Resolves when a shard start asks the follower to look.
@@ -263,8 +297,10 @@ impl SwapHub {
         let current = self.current();
         // Shards outside a canary keep what they ran before any canary.
         let base = only.as_ref().map(|_| current.base.clone().unwrap_or_else(|| current.plugin.clone()));
+        let before = current.base.as_ref().unwrap_or(&current.plugin);
+        let returns_to = (change == Change::Swap).then(|| before.sha256().to_string());
         let id = current.id + 1;
-        let generation = Arc::new(Generation { id, plugin, change, only: only.map(Arc::new), base });
+        let generation = Arc::new(Generation { id, plugin, change, only: only.map(Arc::new), base, returns_to });
         self.current.send_replace(generation.clone());
         generation
     }
@@ -285,8 +321,10 @@ pub enum SwapRequest {
     /// Run this component from the next batch on: on every shard, or on
     /// `only` these (a canary; the others keep the logic they run).
     Swap { source: PluginSource, only: Option<BTreeSet<String>>, reply: Option<oneshot::Sender<SwapResult>> },
-    /// Undo the last swap.
-    Rollback { reply: Option<oneshot::Sender<SwapResult>> },
+    /// Undo the last swap; `to` names the logic to go back to when this
+    /// host did not make that swap (a group's rollback on a worker that
+    /// joined after it: shards with a pre-swap point of `to` replay from it).
+    Rollback { to: Option<PluginSource>, reply: Option<oneshot::Sender<SwapResult>> },
 }
 
 /// What came of a request.

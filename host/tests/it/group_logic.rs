@@ -53,6 +53,18 @@ impl Group {
         json_lines(&text).into_iter().skip(from).collect()
     }
 
+    /// Every per-key, per-window count of the workers equals a single host's.
+    async fn assert_counts_exact(&self) {
+        let counts = final_counts(&self.outputs());
+        let reference = self.reference().await;
+        let off: Vec<_> = reference
+            .iter()
+            .filter(|(k, v)| counts.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k:?}: {v} expected, {:?} counted", counts.get(k)))
+            .collect();
+        assert!(off.is_empty() && counts.len() == reference.len(), "counts off: {off:?}\n{}", self.logs());
+    }
+
     /// Waits until every lease not at its end names `sha` as its logic.
     async fn all_on(&self, sha: &str, limit: Duration) {
         let start = Instant::now();
@@ -123,14 +135,7 @@ async fn one_command_moves_a_group_to_new_logic_with_exact_counts_through_a_kill
             old.first()
         );
     }
-    let counts = final_counts(&group.outputs());
-    let reference = group.reference().await;
-    let off: Vec<_> = reference
-        .iter()
-        .filter(|(k, v)| counts.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k:?}: {v} expected, {:?} counted", counts.get(k)))
-        .collect();
-    assert!(off.is_empty() && counts.len() == reference.len(), "counts off: {off:?}\n{}", group.logs());
+    group.assert_counts_exact().await;
     let listed = host(
         &["leases", "--lease-table", &group.table, "--stream", &group.stream, "--dynamodb-endpoint-url", &group.dynamo],
         "",
@@ -213,6 +218,12 @@ async fn new_logic_failing_on_one_workers_shard_rolls_the_whole_group_back_and_r
     group.all_on(&echo, Duration::from_secs(30)).await;
     let status = group.swap(&["--status"]);
     assert!(status.stdout.contains("rolled back deployment 2") && status.stdout.contains("trap"), "{}", status.stdout);
+    // Per shard: its logic, its worker, and since when it runs that logic.
+    let rows: Vec<&str> = status.stdout.lines().filter(|l| l.starts_with("shardId-")).collect();
+    assert!(status.stdout.contains("SINCE") && rows.len() == 4, "{}", status.stdout);
+    for row in rows {
+        assert!(row.contains(&echo[..12]) && row.contains(" ago") && row.contains(" w"), "{row}");
+    }
 
     // An operator's rollback of a good swap.
     assert_eq!(group.swap(&["--plugin", &faulty, "--no-wait"]).code, 0);
@@ -307,4 +318,75 @@ async fn a_canary_runs_on_one_shard_first_and_a_faulty_canary_rolls_back_that_sh
     for id in ["w1", "w2"] {
         assert_eq!(group.stop(id).await, 0, "{id} stops cleanly\n{}", group.logs());
     }
+}
+
+/// A partition key (`v2-trap-N`) that lands on `shard` of `stream`.
+async fn trap_key_on(client: &aws_sdk_kinesis::Client, stream: &str, shard: &str) -> String {
+    use md5::{Digest, Md5};
+    let listed = client.list_shards().stream_name(stream).send().await.expect("list shards");
+    let range = listed.shards().iter().find(|s| s.shard_id() == shard).and_then(|s| s.hash_key_range()).expect("range");
+    let (low, high): (u128, u128) =
+        (range.starting_hash_key().parse().expect("number"), range.ending_hash_key().parse().expect("number"));
+    (0..)
+        .map(|i| format!("v2-trap-{i}"))
+        .find(|key| (low..=high).contains(&u128::from_be_bytes(Md5::digest(key.as_bytes()).into())))
+        .expect("some key lands on every shard")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_taken_during_probation_rolls_back_on_its_new_owner_from_its_pre_swap_point() {
+    let workers = ["w1", "w2"];
+    let Some((mut group, produce)) = Group::balanced("group-moved", 4, &workers, (200, 16), (2, 2)).await else {
+        return;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (v1, v2) = (sha256_of("counter"), sha256_of("counter-v2"));
+    // A long probation: the shards are still in it when they move.
+    let v2_file = plugin_path("counter-v2").display().to_string();
+    let swapped = group.swap(&["--plugin", &v2_file, "--swap-probation", "1000", "--no-wait"]);
+    assert_eq!(swapped.code, 0, "{}{}", swapped.stdout, swapped.stderr);
+    group.all_on(&v2, Duration::from_secs(30)).await;
+    // v2 counts on every shard for a while, then w1 dies and w2 takes its
+    // shards, with their pre-swap points in the leases.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let owners = group.owners().await;
+    let moved: Vec<String> =
+        owners.iter().filter(|(_, o)| o.as_deref() == Some("w1")).map(|(shard, _)| shard.clone()).collect();
+    assert_eq!(moved.len(), 2, "{owners:?}");
+    group.kill("w1").await;
+    group.until("w2 takes w1's shards", Duration::from_secs(30), |o| balanced(o, &["w2"], 4, 4)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // v2's bug shows on a shard w2 took: in probation there too, so the
+    // group rolls back, and every shard replays from where it stood at the swap.
+    let client = host::kinesis::connect(&host::aws::AwsOptions {
+        endpoint_url: Some(group.kinesis.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("client");
+    let key = trap_key_on(&client, &group.stream, &moved[0]).await;
+    put_all(&client, &group.stream, &[Outgoing { partition_key: key, data: b"boom".to_vec() }]).await.expect("put");
+    let start = Instant::now();
+    while group.leases.deployment().await.expect("read").is_none_or(|d| d.number < 3) {
+        assert!(start.elapsed() < Duration::from_secs(30), "no group rollback\n{}", group.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rolled = group.leases.deployment().await.expect("read").expect("deployment");
+    match &rolled.change {
+        DeploymentChange::Rollback { of: 2, reason } => {
+            assert!(reason.contains(&moved[0]) && reason.contains("trap"), "{reason}")
+        }
+        other => panic!("a rollback of deployment 2, not {other:?}"),
+    }
+    group.all_on(&v1, Duration::from_secs(30)).await;
+    wait(produce).await;
+    group.settle().await;
+    assert_eq!(group.stop("w2").await, 0, "w2 stops cleanly\n{}", group.logs());
+    let log = group.log("w2");
+    for shard in &moved {
+        let replayed =
+            log.lines().any(|l| l.contains("back on the logic before the swap") && l.contains(shard.as_str()));
+        assert!(replayed, "{shard}, taken from w1 in probation, replayed from its pre-swap point on w2\n{log}");
+    }
+    group.assert_counts_exact().await;
 }

@@ -722,7 +722,7 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
             sub_sequence_number: 0,
             shard_end: false,
             state: Some((2, state.clone())),
-            logic: None,
+            ..Checkpoint::default()
         };
         owner.commit(&key, tenure, &checkpoint).await.expect("commit");
         owner.release_all().await.expect("release");
@@ -761,7 +761,7 @@ async fn one_and_four_megabyte_states_move_between_workers_intact_through_dynamo
         sub_sequence_number: 0,
         shard_end: false,
         state: Some((2, state)),
-        logic: None,
+        ..Checkpoint::default()
     };
     owner.cycle(&shards).await.expect("cycle");
     owner.commit(&key, owner.owns("shard-0").expect("held"), &checkpoint).await.expect("commit");
@@ -875,7 +875,7 @@ async fn the_lease_of_an_ended_shard_that_aged_out_is_deleted_from_dynamodb() {
         sub_sequence_number: 0,
         shard_end: true,
         state: None,
-        logic: None,
+        ..Checkpoint::default()
     };
     let tenure = store.owns("old").expect("held");
     store.commit(&ShardKey::new("app", "s", "old"), tenure, &end).await.expect("shard end");

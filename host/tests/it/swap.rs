@@ -90,7 +90,7 @@ impl Running {
     }
 
     async fn rollback(&self) -> SwapResult {
-        self.ask(|reply| SwapRequest::Rollback { reply: Some(reply) }).await
+        self.ask(|reply| SwapRequest::Rollback { to: None, reply: Some(reply) }).await
     }
 
     /// Stops producing, lets the consumer drain (it stops when idle) and
@@ -442,6 +442,55 @@ async fn rollback_on_demand_restores_the_pre_swap_state_and_replays() {
     f.stop().await;
 }
 
+/// The counter's last count of each key and window in its own lines, in order.
+fn last_counts_of(f: &Fixture, plugin: &str) -> BTreeMap<(String, String), u64> {
+    let lines = json_lines(&std::fs::read_to_string(f.out_path()).expect("output"));
+    let mut last = BTreeMap::new();
+    for line in lines.iter().filter(|l| l["plugin"] == plugin) {
+        let count: serde_json::Value = serde_json::from_str(line["data"].as_str().unwrap_or("{}")).expect("json");
+        let text = |f: &str| count[f].as_str().unwrap_or_default().to_string();
+        last.insert((text("key"), text("window_start")), count["count"].as_u64().unwrap_or_default());
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_of_a_swap_over_an_unpromoted_canary_takes_the_canary_back_to_before_it() {
+    let f = fixture(LocalOptions::default()).await;
+    f.stream("chain", 2).await;
+    let policy = SwapPolicy { on_rejected_state: OnRejectedState::Fresh, ..SwapPolicy::default() };
+    let running = Running::start(&f, "chain", "counter", "{}", policy).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let shards: Vec<String> = running.hub.shards().into_keys().collect();
+    assert_eq!(shards.len(), 2);
+    // A canary of v2 on one shard, never promoted; then echo for every shard over it.
+    let canary: BTreeSet<String> = [shards[0].clone()].into();
+    let path = plugin_path("counter-v2");
+    let tried = running
+        .ask(|reply| SwapRequest::Swap { source: PluginSource::Path(path), only: Some(canary), reply: Some(reply) })
+        .await;
+    assert_eq!(tried.outcome, SwapOutcome::Swapped, "{tried:#?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let over = running.swap_to("echo").await;
+    assert_eq!(over.outcome, SwapOutcome::Swapped, "{}", over.message);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Its rollback returns every shard to the counter from before the
+    // canary, the canary shard too: from its pre-canary point.
+    let back = running.rollback().await;
+    assert_eq!(back.outcome, SwapOutcome::RolledBack, "{back:?}");
+    for shard in &shards {
+        assert!(
+            matches!(back.shards.get(shard), Some(host::swap::ShardSwap::RolledBack { .. })),
+            "{shard} replayed from its pre-swap point: {back:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (produced, _) = running.finish().await;
+    let last = last_counts_of(&f, &short(&sha256_of("counter")));
+    assert_eq!(last.values().sum::<u64>(), produced, "the counter's counts cover every record exactly once");
+    f.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_endpoint_answers_on_a_unix_socket_one_swap_at_a_time() {
     use host::swap::control::{call, serve, ControlAddr, ControlCall};
@@ -522,4 +571,23 @@ async fn the_control_endpoint_answers_on_a_unix_socket_one_swap_at_a_time() {
     assert!(!token.exists(), "the token goes with the endpoint");
     running.finish().await;
     f.stop().await;
+}
+
+#[tokio::test]
+async fn a_shard_start_waits_for_the_followers_own_look_and_hears_when_none_came() {
+    let hub = SwapHub::new(load(&host::plugin::PluginEngine::new().expect("engine"), "echo"), SwapPolicy::default());
+    assert!(hub.refresh(Duration::from_millis(10)).await, "nothing follows a single host: no wait");
+    hub.followed();
+    assert!(!hub.refresh(Duration::from_millis(50)).await, "no follower looked: the start must not go on");
+    // A look already under way when the start asks does not answer it.
+    let begun = hub.looking();
+    let follower = hub.clone();
+    let looks = tokio::spawn(async move {
+        follower.looked(begun);
+        follower.look_asked().await;
+        let answering = follower.looking();
+        follower.looked(answering);
+    });
+    assert!(hub.refresh(Duration::from_secs(5)).await, "the follower's next look answers");
+    looks.await.expect("follower");
 }

@@ -14,17 +14,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 impl DynamoTable {
     pub(super) async fn read_deployment(&self) -> Result<Option<Deployment>, LeaseError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("leaseKey", s(LOGIC_KEY))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify(e, &self.table))?;
-        let Some(item) = out.item() else { return Ok(None) };
-        deployment_of(item)
+        let Some(item) = self.item(LOGIC_KEY).await? else { return Ok(None) };
+        deployment_of(&item)
             .with_context(|| format!("the group's logic item `{LOGIC_KEY}` in `{}` is corrupt", self.table))
             .map(Some)
             .map_err(LeaseError::Denied)

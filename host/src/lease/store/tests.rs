@@ -27,7 +27,7 @@ fn checkpoint(seq: &str, state: Vec<u8>) -> Checkpoint {
         sub_sequence_number: 0,
         shard_end: false,
         state: Some((3, state)),
-        logic: None,
+        ..Checkpoint::default()
     }
 }
 
@@ -67,7 +67,13 @@ async fn an_ended_lease_of_a_shard_gone_from_the_stream_is_deleted_with_its_stat
     a.cycle(&[shard("old"), shard("new")]).await.expect("cycle");
     let key = ShardKey::new("app", "s", "old");
     commit(&a, &key, &checkpoint("5", vec![7; 100_000])).await.expect("a big state");
-    let end = Checkpoint { sequence_number: None, sub_sequence_number: 0, shard_end: true, state: None, logic: None };
+    let end = Checkpoint {
+        sequence_number: None,
+        sub_sequence_number: 0,
+        shard_end: true,
+        state: None,
+        ..Checkpoint::default()
+    };
     commit(&a, &key, &end).await.expect("shard end");
     a.release("old", a.owns("old").expect("held")).await.expect("released at its end, as a run does");
     a.cycle(&[shard("old"), shard("new")]).await.expect("still listed: kept");
@@ -89,7 +95,7 @@ async fn a_commit_without_state_clears_it_but_a_shard_end_keeps_the_last_one() {
         sub_sequence_number: 0,
         shard_end,
         state: None,
-        logic: None,
+        ..Checkpoint::default()
     };
     commit(&a, &key, &checkpoint("1", vec![5; 10])).await.expect("commit");
     commit(&a, &key, &bare("2", false)).await.expect("a rollback to before any state");
@@ -159,4 +165,51 @@ async fn a_commit_the_table_refuses_for_good_fails_the_shard_at_once_with_the_re
     let commit = a.commit(&key, tenure, &Checkpoint { state: None, ..checkpoint("1", Vec::new()) }).await;
     assert!(matches!(&commit, Err(CommitError::Store(e)) if e.to_string().contains("AccessDenied")), "{commit:?}");
     assert!(started.elapsed() < Duration::from_millis(500), "not retried: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_pre_swap_point_moves_with_the_lease_and_outlives_the_takers_cleanup() {
+    let table = Arc::new(InMemoryTable::default());
+    let (a, b) = (store(&table, "a"), store(&table, "b"));
+    let key = ShardKey::new("app", "s", "s0");
+    a.cycle(&[shard("s0")]).await.expect("cycle");
+    let before = vec![1u8; 500_000];
+    commit(&a, &key, &checkpoint("10", before.clone())).await.expect("commit");
+    let (old, new) = ("a".repeat(64), "b".repeat(64));
+    let point = Arc::new(PreSwapPoint {
+        id: 7,
+        logic: old.clone(),
+        sequence_number: Some("10".into()),
+        sub_sequence_number: 0,
+        state: Some((3, before.clone())),
+    });
+    let swapped = |seq: &str, point: &Arc<PreSwapPoint>| Checkpoint {
+        logic: Some(new.clone()),
+        pre_swap: Some(point.clone()),
+        ..checkpoint(seq, vec![2; 10])
+    };
+    for seq in ["11", "12", "13", "14"] {
+        commit(&a, &key, &swapped(seq, &point)).await.expect("commit");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(table.stored_states(), 3, "the take's two slots and the pre-swap point, written once");
+    a.release_all().await.expect("release");
+    b.cycle(&[shard("s0")]).await.expect("cycle");
+    let loaded = b.load(&key).await.expect("load").expect("checkpoint");
+    assert_eq!((loaded.logic.as_deref(), loaded.logic_commits), (Some(new.as_str()), 4));
+    let pre = loaded.pre_swap.expect("the pre-swap point came with the lease");
+    assert_eq!(
+        (&pre.logic, pre.sequence_number.as_deref(), &pre.state),
+        (&old, Some("10"), &Some((3, before.clone())))
+    );
+    // The taker's first commit writes the point under its own take: its
+    // cleanup of the last take's chunks leaves the point readable.
+    commit(&b, &key, &swapped("15", &pre)).await.expect("commit");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(table.stored_states(), 2, "b's slot and b's copy of the point");
+    let again = b.load(&key).await.expect("load").and_then(|c| c.pre_swap).expect("still there");
+    assert_eq!(again.state, Some((3, before.clone())));
+    // A rollback's commit (no point) clears it.
+    commit(&b, &key, &checkpoint("10", before)).await.expect("commit");
+    assert_eq!(b.load(&key).await.expect("load").and_then(|c| c.pre_swap), None);
 }
