@@ -15,19 +15,20 @@ use std::time::Instant;
 
 /// What undoing the last swap of a shard needs.
 pub(super) struct PreSwap {
-    /// The logic before it.
-    pub plugin: Arc<Plugin>,
+    /// The logic before it, when this host has it at hand (a shard taken
+    /// from another worker may name logic this one has yet to load).
+    pub plugin: Option<Arc<Plugin>>,
     /// Its state and checkpoint at the swap (also kept in a lease table,
     /// so another worker that takes the shard can undo the swap too).
     pub point: Arc<PreSwapPoint>,
 }
 
 impl PreSwap {
-    /// Where the shard stood: `plugin`'s state and checkpoint at the swap.
-    pub fn new(plugin: Arc<Plugin>, state: Option<State>, committed: Option<&Position>) -> Self {
+    /// Where the shard stood: the state and checkpoint of `logic` at the swap.
+    pub fn new(logic: &str, plugin: Option<Arc<Plugin>>, state: Option<State>, committed: Option<&Position>) -> Self {
         let point = PreSwapPoint {
             id: rand::random(),
-            logic: plugin.sha256().to_string(),
+            logic: logic.to_string(),
             sequence_number: committed.map(|p| p.sequence_number.clone()),
             sub_sequence_number: committed.map_or(0, |p| p.sub_sequence_number),
             state: state.map(|s| (s.version, s.bytes)),
@@ -43,6 +44,11 @@ impl PreSwap {
         let sequence_number = self.point.sequence_number.clone()?;
         Some(Position { sequence_number, sub_sequence_number: self.point.sub_sequence_number })
     }
+
+    /// The logic before the swap, if this host has it now.
+    pub fn plugin(&self, swaps: &crate::swap::SwapHub) -> Option<Arc<Plugin>> {
+        self.plugin.clone().or_else(|| swaps.known(&self.point.logic))
+    }
 }
 
 impl Worker {
@@ -57,8 +63,8 @@ impl Worker {
             // Back to the logic this shard ran before its last swap: its
             // pre-swap state and checkpoint (whichever swap, canary or not,
             // brought it onto the logic undone).
-            if self.pre_swap.as_ref().is_some_and(|p| p.plugin.sha256() == target.sha256()) {
-                let resume = self.roll_back(generation.id).await?;
+            if self.pre_swap.as_ref().is_some_and(|p| p.point.logic == target.sha256()) {
+                let resume = self.roll_back(generation.id, target).await?;
                 self.report(generation.id, ShardSwap::RolledBack { reason: "the swap was rolled back".into() });
                 self.announce();
                 return Ok(Some(resume));
@@ -81,7 +87,9 @@ impl Worker {
     pub async fn roll_back_failed(&mut self, failure: PluginError) -> anyhow::Result<StartPosition> {
         let generation = self.generation;
         tracing::warn!(shard = %self.shard_id, "the new logic failed on its first batches: {failure}; rolling back");
-        let resume = self.roll_back(generation).await?;
+        // In probation only while the logic before is at hand.
+        let before = self.pre_swap.as_ref().and_then(|p| p.plugin(&self.shared.swaps));
+        let resume = self.roll_back(generation, before.context("the logic before the swap is not at hand")?).await?;
         self.report(generation, ShardSwap::RolledBack { reason: failure.to_string() });
         Ok(resume)
     }
@@ -123,12 +131,21 @@ impl Worker {
         // runs other logic now (a canary the swap goes over) keeps the
         // pre-swap point it has of that logic: the rollback goes back there.
         let returns_to = generation.returns_to.as_deref();
-        let chained = self.pre_swap.as_ref().is_some_and(|p| Some(p.plugin.sha256()) == returns_to)
+        let chained = self.pre_swap.as_ref().is_some_and(|p| Some(p.point.logic.as_str()) == returns_to)
             && Some(old.plugin().sha256()) != returns_to;
-        if !chained {
-            self.pre_swap = Some(PreSwap::new(old.plugin().clone(), state, self.committed.as_ref()));
+        if let Change::Rollback { .. } = generation.change {
+            // Back to earlier logic with the state carried (this shard had
+            // no point of it): nothing to undo, no probation.
+            self.pre_swap = None;
+            self.probation = 0;
+        } else {
+            if !chained {
+                let before = old.plugin();
+                self.pre_swap =
+                    Some(PreSwap::new(before.sha256(), Some(before.clone()), state, self.committed.as_ref()));
+            }
+            self.probation = self.shared.swaps.policy().probation_batches;
         }
-        self.probation = self.shared.swaps.policy().probation_batches;
         self.generation = generation.id;
         // The stored position and state now belong to the new logic: the
         // commit says so (a group counts the switched shards by it), and
@@ -142,9 +159,9 @@ impl Worker {
 
     /// Back to the logic and state before the last swap; rewinds the stored
     /// checkpoint to the pre-swap one and returns where to replay from.
-    async fn roll_back(&mut self, generation: u64) -> anyhow::Result<StartPosition> {
+    async fn roll_back(&mut self, generation: u64, plugin: Arc<Plugin>) -> anyhow::Result<StartPosition> {
         let pre = self.pre_swap.take().context("no swap to roll back")?;
-        let (plugin, settings, state) = (pre.plugin.clone(), self.settings.clone(), pre.state());
+        let (settings, state) = (self.settings.clone(), pre.state());
         let instance = tokio::task::spawn_blocking(move || PluginInstance::start(plugin, settings, state))
             .await
             .context("restarting the previous plugin panicked")?
@@ -157,7 +174,7 @@ impl Worker {
         self.probation = 0;
         self.generation = generation;
         let resume = self.resume_position();
-        tracing::info!(shard = %self.shard_id, plugin = %pre.plugin.sha256(), from = ?resume, "back on the logic before the swap, replaying from its pre-swap checkpoint");
+        tracing::info!(shard = %self.shard_id, plugin = %pre.point.logic, from = ?resume, "back on the logic before the swap, replaying from its pre-swap checkpoint");
         Ok(resume)
     }
 }

@@ -8,7 +8,7 @@ use super::inherit::{self, Started};
 use super::scheduler::{ShardSignal, Start};
 use super::worker::{state_of, Worker};
 use super::{ShardExit, Shared};
-use crate::checkpoint::{is_lease_lost, CommitError};
+use crate::checkpoint::{is_lease_lost, Checkpoint, CommitError};
 use crate::plugin::bindings::ShutdownReason;
 use crate::policy::{BatchVerdict, Policy};
 use crate::progress::Progress;
@@ -29,8 +29,20 @@ enum Event {
 }
 
 /// Runs the shard until it stops, ends, is poisoned or is lost.
-pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<ShardExit> {
+pub(crate) async fn run(shared: Arc<Shared>, mut start: Start) -> anyhow::Result<ShardExit> {
     let config = &shared.config;
+    let mut signal = start.signal.clone();
+    if let Some(exit) = look_first(&shared, &start, &mut signal).await {
+        return Ok(exit);
+    }
+    let mut settings = config.instance_settings(&start.shard_id);
+    inherit::describe(&mut settings, &start.info);
+    // Subscribing before reading the current generation: a swap published
+    // in between is seen as a change, never missed.
+    let mut generations = shared.swaps.subscribe();
+    let generation = generations.borrow_and_update().clone();
+    let running = generation.plugin_for(&start.shard_id).clone();
+    rewind_to_pre_swap(&shared, &mut start, running.sha256());
     let committed = start.checkpoint.as_ref().and_then(|c| {
         let sequence_number = c.sequence_number.clone()?;
         Some(Position { sequence_number, sub_sequence_number: c.sub_sequence_number })
@@ -42,17 +54,6 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
         Some(position) => StartPosition::After(position),
         None => origin.clone(),
     };
-    let mut signal = start.signal.clone();
-    if let Some(exit) = look_first(&shared, &start, &mut signal).await? {
-        return Ok(exit);
-    }
-    let mut settings = config.instance_settings(&start.shard_id);
-    inherit::describe(&mut settings, &start.info);
-    // Subscribing before reading the current generation: a swap published
-    // in between is seen as a change, never missed.
-    let mut generations = shared.swaps.subscribe();
-    let generation = generations.borrow_and_update().clone();
-    let running = generation.plugin_for(&start.shard_id).clone();
     let Started { instance, inherited } =
         inherit::start_instance(&shared, running.clone(), settings.clone(), &start).await?;
     // In a group, a shard whose store does not name the logic that runs it
@@ -60,7 +61,9 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
     // committed: an idle one) commits at once, so the group sees it.
     let stored = start.checkpoint.as_ref().and_then(|c| c.logic.as_deref());
     let logic_moved = shared.swaps.is_followed() && stored != Some(running.sha256());
-    let (pre_swap, probation) = adopt_pre_swap(&shared, start.checkpoint.as_ref(), committed.as_ref(), &running);
+    let returns_to = generation.returns_to.as_deref();
+    let (pre_swap, probation) =
+        adopt_pre_swap(&shared, start.checkpoint.as_ref(), committed.as_ref(), running.sha256(), returns_to);
     let Start { shard_id, tenure, .. } = start;
     tracing::info!(shard = %shard_id, start = ?position, plugin = %running.sha256(), probation, "shard worker started");
     let mut worker = Worker {
@@ -100,66 +103,89 @@ pub(crate) async fn run(shared: Arc<Shared>, start: Start) -> anyhow::Result<Sha
 /// A group worker starting a shard last run under other logic first looks
 /// at the group's (the group may have moved on before this worker noticed):
 /// it never starts the shard under logic the group has left. Waits as long
-/// as the table cannot be read; `Some` when the shard was stopped meanwhile.
+/// as the table cannot be read; `Some` when the shard stopped meanwhile.
 async fn look_first(
     shared: &Shared,
     start: &Start,
     signal: &mut tokio::sync::watch::Receiver<ShardSignal>,
-) -> anyhow::Result<Option<ShardExit>> {
+) -> Option<ShardExit> {
     let stored = start.checkpoint.as_ref().and_then(|c| c.logic.as_deref());
     let current = shared.swaps.current();
     if stored.is_none_or(|l| l == current.plugin_for(&start.shard_id).sha256()) {
-        return Ok(None);
+        return None;
     }
     let mut waited = 0;
     while !shared.swaps.refresh(std::time::Duration::from_secs(10)).await {
         waited += 10;
         match *signal.borrow() {
             ShardSignal::Drop => {
-                let reason = "another worker took the lease while it waited to start".to_string();
-                return Err(CommitError::LeaseLost { shard_id: start.shard_id.clone(), reason }.into());
+                return Some(ShardExit::LeaseLost("another worker took the lease while it waited to start".into()));
             }
             ShardSignal::Run if !shared.shutdown.is_triggered() => {}
-            _ => return Ok(Some(ShardExit::Stopped)),
+            _ => return Some(ShardExit::Stopped),
         }
         tracing::warn!(
             shard = %start.shard_id,
-            "not started yet: it last ran other logic, and the group's logic could not be read for {waited} s"
+            "not started yet: it last ran other logic, and this worker could not bring in the group's for {waited} s"
         );
     }
-    Ok(None)
+    None
+}
+
+/// The group rolled back while nobody held the shard: its lease names the
+/// logic undone and keeps a pre-swap point of the logic that runs now. The
+/// shard starts from that point (its state, replaying from its checkpoint),
+/// as it would have on the worker that made the swap; the start's commit
+/// says so.
+fn rewind_to_pre_swap(shared: &Shared, start: &mut Start, running: &str) {
+    let Some(checkpoint) = start.checkpoint.as_mut().filter(|_| shared.swaps.is_followed()) else { return };
+    let Some(point) = checkpoint.pre_swap.clone() else { return };
+    if point.logic != running || checkpoint.logic.as_deref().is_none_or(|l| l == running) {
+        return;
+    }
+    tracing::info!(
+        shard = %start.shard_id,
+        "the group rolled back while no worker held it: back to its pre-swap point (replaying from {:?})",
+        point.sequence_number
+    );
+    *checkpoint = Checkpoint {
+        sequence_number: point.sequence_number.clone(),
+        sub_sequence_number: point.sub_sequence_number,
+        state: point.state.clone(),
+        ..Checkpoint::default()
+    };
 }
 
 /// In a group, what undoing the swap that brought a taken shard onto the
 /// logic it runs needs, and how much of its probation is left: the
 /// pre-swap point its last owner kept in the lease; or, when the group
 /// moved on while the shard was elsewhere, the shard's checkpoint itself
-/// (starting it is the swap). Probation counts commits here: a commit
-/// covers one or more batches.
+/// (starting it is the swap). Only a point of the logic a rollback returns
+/// to (`returns_to`) counts. Probation counts commits here: a commit covers
+/// one or more batches.
 fn adopt_pre_swap(
     shared: &Shared,
-    checkpoint: Option<&crate::checkpoint::Checkpoint>,
+    checkpoint: Option<&Checkpoint>,
     committed: Option<&Position>,
-    running: &crate::plugin::Plugin,
+    running: &str,
+    returns_to: Option<&str>,
 ) -> (Option<PreSwap>, u32) {
     let Some(checkpoint) = checkpoint.filter(|_| shared.swaps.is_followed()) else { return (None, 0) };
+    let Some(returns_to) = returns_to else { return (None, 0) };
     let probation = shared.swaps.policy().probation_batches;
     match checkpoint.logic.as_deref() {
-        Some(logic) if logic == running.sha256() => {
-            let Some(point) = checkpoint.pre_swap.clone() else { return (None, 0) };
-            let Some(plugin) = shared.swaps.known(&point.logic) else {
-                tracing::debug!(logic = %point.logic, "its pre-swap logic is not at hand; a rollback carries its state over");
-                return (None, 0);
-            };
+        Some(logic) if logic == running => {
+            let Some(point) = checkpoint.pre_swap.clone().filter(|p| p.logic == returns_to) else { return (None, 0) };
             // The switch's own commit is the first under the logic.
             let left = u64::from(probation).saturating_add(1).saturating_sub(checkpoint.logic_commits);
+            let plugin = shared.swaps.known(&point.logic);
             (Some(PreSwap { plugin, point }), u32::try_from(left).unwrap_or(probation))
         }
-        Some(logic) => match shared.swaps.known(logic) {
-            Some(plugin) => (Some(PreSwap::new(plugin, state_of(Some(checkpoint)), committed)), probation),
-            None => (None, 0),
-        },
-        None => (None, 0),
+        Some(logic) if logic == returns_to => {
+            let plugin = shared.swaps.known(logic);
+            (Some(PreSwap::new(logic, plugin, state_of(Some(checkpoint)), committed)), probation)
+        }
+        _ => (None, 0),
     }
 }
 

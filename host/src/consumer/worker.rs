@@ -271,7 +271,9 @@ impl PolicyShard for Worker {
     }
 
     fn in_probation(&self) -> bool {
-        self.probation > 0 && self.pre_swap.is_some()
+        // A rollback needs the logic before at hand; without it a failure
+        // goes to the failure policy (a group rollback still replays).
+        self.probation > 0 && self.pre_swap.as_ref().is_some_and(|p| p.plugin(&self.shared.swaps).is_some())
     }
 
     fn uncommitted(&mut self) -> &mut Uncommitted {

@@ -81,9 +81,6 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
                 continue;
             }
         };
-        // A look that read the table answers (once applied) every ask
-        // made before it began; a failed read answers none.
-        answering = Some(began);
         if latest.number > current.number {
             eprintln!("group: {}", latest.describe());
             current = latest;
@@ -95,9 +92,13 @@ pub async fn follow(mut f: Follower, mut current: Deployment, stop: Shutdown) {
         f.hub.set_policy(super::policy(current.rules));
         f.progress.swaps.deployment.store(current.number, std::sync::atomic::Ordering::Relaxed);
         f.keep_previous(&current).await;
-        if !f.runs(&current) {
+        // A look that read the table and brought its logic here answers
+        // every ask made before it began; one that could not answers none.
+        if f.runs(&current) {
+            answering = Some(began);
+        } else {
             match f.apply(&current).await {
-                Ok(()) => {}
+                Ok(()) => answering = Some(began),
                 Err(Failed::Logic(reason)) if current.change == DeploymentChange::Swap => {
                     failure = Some(reason);
                     f.roll_back_group(&current, &mut failure).await;

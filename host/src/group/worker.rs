@@ -45,6 +45,7 @@ impl GroupRun {
         hub.set_policy(super::policy(self.deployment.rules));
         if let Some(base) = self.base.clone() {
             hub.remember(base.clone());
+            hub.start_after_swap(base.sha256());
             if !self.deployment.canary.is_empty() {
                 hub.start_canary(self.deployment.canary.iter().cloned().collect(), base);
             }

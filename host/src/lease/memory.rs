@@ -171,7 +171,7 @@ impl LeaseTable for InMemoryTable {
             StateRef::Chunked { tag, .. } => locked(&self.states)?
                 .get(&(key.to_string(), tag.clone()))
                 .cloned()
-                .ok_or_else(|| anyhow::anyhow!("state {tag} of {key} is missing").into()),
+                .ok_or_else(|| LeaseError::Denied(anyhow::anyhow!("state {tag} of {key} is missing"))),
         }
     }
 

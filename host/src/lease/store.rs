@@ -240,27 +240,29 @@ impl LeaseStore {
         }
     }
 
-    /// A lease's pre-swap point with its state. One that cannot be read is
-    /// left out (with a warning): the checkpoint stands without it, and a
-    /// rollback then carries the state over instead of replaying.
-    async fn load_pre_swap(&self, shard: &str, pre: &PreSwapRef) -> Option<Arc<PreSwapPoint>> {
+    /// A lease's pre-swap point with its state. A passing error fails the
+    /// load (tried again, as for the state itself); one whose chunks are
+    /// gone or corrupt is left out with a warning: the checkpoint stands
+    /// without it, and a rollback then carries the state over.
+    async fn load_pre_swap(&self, shard: &str, pre: &PreSwapRef) -> Result<Option<Arc<PreSwapPoint>>, LeaseError> {
         let state = match &pre.state {
             None => None,
             Some(state) => match self.table.get_state(shard, state).await {
                 Ok(bytes) => Some((layout_of(state), bytes)),
-                Err(e) => {
-                    tracing::warn!(shard, "cannot read its pre-swap state; a rollback will not replay: {e}");
-                    return None;
+                Err(LeaseError::Denied(e)) => {
+                    tracing::warn!(shard, "its pre-swap state is unreadable; a rollback will not replay it: {e:#}");
+                    return Ok(None);
                 }
+                Err(e) => return Err(e),
             },
         };
-        Some(Arc::new(PreSwapPoint {
+        Ok(Some(Arc::new(PreSwapPoint {
             id: rand::random(),
             logic: pre.logic.clone(),
             sequence_number: pre.checkpoint.clone(),
             sub_sequence_number: pre.sub_sequence,
             state,
-        }))
+        })))
     }
 
     /// The table (the group's logic lives there too).
@@ -299,7 +301,7 @@ impl CheckpointStore for LeaseStore {
         };
         let pre_swap = match &lease.pre_swap {
             None => None,
-            Some(pre) => self.load_pre_swap(&key.shard_id, pre).await,
+            Some(pre) => self.load_pre_swap(&key.shard_id, pre).await?,
         };
         let shard_end = lease.ended();
         Ok(Some(Checkpoint {

@@ -71,12 +71,14 @@ pub async fn coordinate(
                 // Outside a request, only a probation failure speaks up.
                 if let ShardSwap::RolledBack { reason } = &report.outcome {
                     // A shard this host took in probation (from a worker
-                    // that made the swap) names the logic it went back to.
-                    if undo.as_ref().is_none_or(|(_, id)| *id != report.generation)
-                        && report.generation == hub.current().id
-                    {
+                    // that made the swap) names the logic it went back to:
+                    // the swap's own, or it is not followed.
+                    let current = hub.current();
+                    if undo.as_ref().is_none_or(|(_, id)| *id != report.generation) && report.generation == current.id {
                         if let Some(back_to) = report.back_to.clone() {
-                            undo = Some((back_to, report.generation));
+                            if current.returns_to.as_deref() == Some(back_to.sha256()) {
+                                undo = Some((back_to, report.generation));
+                            }
                         }
                     }
                     if undo.as_ref().is_some_and(|(_, id)| *id == report.generation) {

@@ -200,6 +200,14 @@ impl SwapHub {
         self.current.send_replace(Arc::new(canary));
     }
 
+    /// The run starts in the middle of a swap whose rollback returns to
+    /// `sha256` (a group worker joining during a deployment).
+    pub fn start_after_swap(&self, sha256: &str) {
+        let first = self.current();
+        let after = Generation { returns_to: Some(sha256.to_string()), ..(*first).clone() };
+        self.current.send_replace(Arc::new(after));
+    }
+
     /// How the next swap behaves.
     pub fn policy(&self) -> SwapPolicy {
         self.policy.lock().map(|p| *p).unwrap_or_default()

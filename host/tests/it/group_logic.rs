@@ -335,36 +335,59 @@ async fn trap_key_on(client: &aws_sdk_kinesis::Client, stream: &str, shard: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_taken_during_probation_rolls_back_on_its_new_owner_from_its_pre_swap_point() {
+    moved_during_probation("group-moved", Trap::OnATakenShard).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_while_no_worker_holds_a_shard_replays_it_from_its_pre_swap_point_when_taken() {
+    moved_during_probation("group-orphan", Trap::BeforeTheTakes).await;
+}
+
+/// When v2's bug shows in `moved_during_probation`.
+#[derive(PartialEq)]
+enum Trap {
+    /// On a shard w2 took from w1 (in probation there too).
+    OnATakenShard,
+    /// On one of w2's own, while w1's shards have no live owner.
+    BeforeTheTakes,
+}
+
+/// Two workers swap to v2 with a long probation; w1 dies with its shards
+/// in probation; v2 traps; the group rolls back; every shard replays from
+/// where it stood at the swap, whoever holds it, and the counts are exact.
+async fn moved_during_probation(name: &str, trap: Trap) {
     let workers = ["w1", "w2"];
-    let Some((mut group, produce)) = Group::balanced("group-moved", 4, &workers, (200, 16), (2, 2)).await else {
+    let Some((mut group, produce)) = Group::balanced(name, 4, &workers, (200, 16), (2, 2)).await else {
         return;
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (v1, v2) = (sha256_of("counter"), sha256_of("counter-v2"));
-    // A long probation: the shards are still in it when they move.
     let v2_file = plugin_path("counter-v2").display().to_string();
     let swapped = group.swap(&["--plugin", &v2_file, "--swap-probation", "1000", "--no-wait"]);
     assert_eq!(swapped.code, 0, "{}{}", swapped.stdout, swapped.stderr);
     group.all_on(&v2, Duration::from_secs(30)).await;
-    // v2 counts on every shard for a while, then w1 dies and w2 takes its
-    // shards, with their pre-swap points in the leases.
+    // v2 counts on every shard for a while, then w1 dies: its shards'
+    // pre-swap points are in their leases.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let owners = group.owners().await;
-    let moved: Vec<String> =
-        owners.iter().filter(|(_, o)| o.as_deref() == Some("w1")).map(|(shard, _)| shard.clone()).collect();
-    assert_eq!(moved.len(), 2, "{owners:?}");
+    let of = |id: &str| -> Vec<String> {
+        owners.iter().filter(|(_, o)| o.as_deref() == Some(id)).map(|(shard, _)| shard.clone()).collect()
+    };
+    let (moved, kept) = (of("w1"), of("w2"));
+    assert_eq!((moved.len(), kept.len()), (2, 2), "{owners:?}");
     group.kill("w1").await;
-    group.until("w2 takes w1's shards", Duration::from_secs(30), |o| balanced(o, &["w2"], 4, 4)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // v2's bug shows on a shard w2 took: in probation there too, so the
-    // group rolls back, and every shard replays from where it stood at the swap.
+    if trap == Trap::OnATakenShard {
+        group.until("w2 takes w1's shards", Duration::from_secs(30), |o| balanced(o, &["w2"], 4, 4)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
     let client = host::kinesis::connect(&host::aws::AwsOptions {
         endpoint_url: Some(group.kinesis.clone()),
         ..Default::default()
     })
     .await
     .expect("client");
-    let key = trap_key_on(&client, &group.stream, &moved[0]).await;
+    let on = if trap == Trap::OnATakenShard { &moved[0] } else { &kept[0] };
+    let key = trap_key_on(&client, &group.stream, on).await;
     put_all(&client, &group.stream, &[Outgoing { partition_key: key, data: b"boom".to_vec() }]).await.expect("put");
     let start = Instant::now();
     while group.leases.deployment().await.expect("read").is_none_or(|d| d.number < 3) {
@@ -374,18 +397,23 @@ async fn a_shard_taken_during_probation_rolls_back_on_its_new_owner_from_its_pre
     let rolled = group.leases.deployment().await.expect("read").expect("deployment");
     match &rolled.change {
         DeploymentChange::Rollback { of: 2, reason } => {
-            assert!(reason.contains(&moved[0]) && reason.contains("trap"), "{reason}")
+            assert!(reason.contains(on) && reason.contains("trap"), "{reason}")
         }
         other => panic!("a rollback of deployment 2, not {other:?}"),
     }
+    group.until("w2 holds every shard", Duration::from_secs(30), |o| balanced(o, &["w2"], 4, 4)).await;
     group.all_on(&v1, Duration::from_secs(30)).await;
     wait(produce).await;
     group.settle().await;
     assert_eq!(group.stop("w2").await, 0, "w2 stops cleanly\n{}", group.logs());
     let log = group.log("w2");
     for shard in &moved {
-        let replayed =
-            log.lines().any(|l| l.contains("back on the logic before the swap") && l.contains(shard.as_str()));
+        // Rolled back by w2 after it took the shard, or taken after the
+        // group's rollback: either way, from the point w1 kept in the lease.
+        let replayed = log.lines().any(|l| {
+            l.contains(shard.as_str())
+                && (l.contains("back on the logic before the swap") || l.contains("while no worker held it"))
+        });
         assert!(replayed, "{shard}, taken from w1 in probation, replayed from its pre-swap point on w2\n{log}");
     }
     group.assert_counts_exact().await;

@@ -685,7 +685,7 @@ async fn a_single_hosts_checkpoints_move_into_a_lease_table_and_the_group_goes_o
     assert!(listed.stdout.starts_with("group logic: none yet"), "{}", listed.stdout);
     let lines: Vec<&str> = listed.stdout.lines().skip(1).collect();
     assert!(lines[0].starts_with("SHARD") && lines[0].contains("CHECKPOINT") && lines.len() == 3, "{}", listed.stdout);
-    let checkpoints: Vec<&str> = lines[1..].iter().filter_map(|l| l.split_whitespace().nth(3)).collect();
+    let checkpoints: Vec<&str> = lines[1..].iter().filter_map(|l| l.split_whitespace().nth(4)).collect();
     assert!(checkpoints.iter().all(|c| c.len() > 20), "sequence numbers: {}", listed.stdout);
     assert!(lines[1..].iter().all(|l| l.contains("B in 1 chunk(s), v1")), "{}", listed.stdout);
     // Importing again changes nothing: the table's checkpoints win.

@@ -50,10 +50,11 @@ pub(super) fn lease_of(item: &Item) -> anyhow::Result<Lease> {
         updated_millis: item.contains_key("updatedAtMillis").then(|| fields.number("updatedAtMillis")).transpose()?,
         nonce: fields.number("leaseNonce")?,
         logic_commits: fields.number("logicCommits")?,
+        // For the operator only: a bad one is as good as none.
         logic_since_millis: item
             .contains_key("logicSinceMillis")
-            .then(|| fields.number("logicSinceMillis"))
-            .transpose()?,
+            .then(|| fields.number("logicSinceMillis").ok())
+            .flatten(),
         logic: fields.sha("logicSha256"),
         pre_swap,
         key,

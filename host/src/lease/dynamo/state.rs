@@ -101,24 +101,29 @@ impl DynamoTable {
                 .send()
                 .await
                 .map_err(|e| sdk(e, &self.state_table))?;
-            let data = out.item().and_then(|item| item.get("data")).and_then(|d| d.as_b().ok()).with_context(|| {
-                format!("chunk {i} of state {tag} of shard {key} is missing from {}", self.state_table)
-            })?;
+            // A missing or corrupt chunk is for good (Denied), not a
+            // passing error to retry.
+            let data = out
+                .item()
+                .and_then(|item| item.get("data"))
+                .and_then(|d| d.as_b().ok())
+                .with_context(|| {
+                    format!("chunk {i} of state {tag} of shard {key} is missing from {}", self.state_table)
+                })
+                .map_err(LeaseError::Denied)?;
             if (bytes.len() + data.as_ref().len()) as u64 > len {
-                return Err(anyhow::anyhow!(
+                return Err(LeaseError::Denied(anyhow::anyhow!(
                     "state {tag} of shard {key} in {} is longer than its stateLength {len}: refusing to restore it",
                     self.state_table
-                )
-                .into());
+                )));
             }
             bytes.extend_from_slice(data.as_ref());
         }
         if bytes.len() as u64 != len || &sha256_hex(&bytes) != sha256 {
-            return Err(anyhow::anyhow!(
+            return Err(LeaseError::Denied(anyhow::anyhow!(
                 "state {tag} of shard {key} in {} does not match its hash: refusing to restore it",
                 self.state_table
-            )
-            .into());
+            )));
         }
         Ok(bytes)
     }
