@@ -88,7 +88,7 @@ async fn one_command_moves_a_group_to_new_logic_with_exact_counts_through_a_kill
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let v2_file = plugin_path("counter-v2").display().to_string();
-    let swapping = group.spawn_swap(&["--plugin", &v2_file, "--probation-wait", "3"]);
+    let swapping = group.spawn_swap(&["--plugin", &v2_file, "--probation-wait", "6"]);
     // kill -9 during the deployment: as soon as it is published.
     let start = Instant::now();
     while group.leases.deployment().await.ok().flatten().is_none_or(|d| d.number < 2) {
