@@ -164,7 +164,11 @@ impl DeadLetterSink {
                 }
                 let mut file = file.lock().map_err(|_| anyhow::anyhow!("dead-letter lock poisoned"))?;
                 file.write_all(&lines)
-                    .and_then(|_| file.sync_data())
+                    .and_then(|_| match file.sync_data() {
+                        // A device or pipe (`/dev/null`) has nothing to make durable.
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+                        synced => synced,
+                    })
                     .with_context(|| format!("cannot write the dead-letter file {}", path.display()))
             }
             DeadLetterSink::Stream { client, stream } => {

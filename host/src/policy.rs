@@ -32,11 +32,18 @@ pub struct FailurePolicy {
     pub dead_letter: Option<Arc<DeadLetterSink>>,
     /// Records older than this when read go to the dead-letter sink unprocessed.
     pub max_record_age: Option<Duration>,
+    /// The logic crashing on this many records in a row is a bug, not bad
+    /// data: the shard stops instead of dead-lettering the stream (0: no
+    /// limit). A record the logic refuses (a `ProcessError`) never counts.
+    pub crash_limit: u32,
 }
+
+/// The default `--crash-limit`.
+pub const CRASH_LIMIT: u32 = 3;
 
 impl Default for FailurePolicy {
     fn default() -> Self {
-        FailurePolicy { retries: 3, dead_letter: None, max_record_age: None }
+        FailurePolicy { retries: 3, dead_letter: None, max_record_age: None, crash_limit: CRASH_LIMIT }
     }
 }
 
@@ -126,12 +133,14 @@ pub struct Policy {
     /// After a `Replay`: records to go during which every batch is
     /// checkpointed, so the failing batch is met with nothing uncommitted.
     careful_records: u64,
+    /// Records in a row the logic crashed on (each one alone, so poison).
+    crashes: u32,
 }
 
 impl Policy {
     /// The policy for a shard that checkpoints every `checkpoint_every` batches.
     pub fn new(config: FailurePolicy, checkpoint_every: u32) -> Self {
-        Policy { config, checkpoint_every: checkpoint_every.max(1), careful_records: 0 }
+        Policy { config, checkpoint_every: checkpoint_every.max(1), careful_records: 0, crashes: 0 }
     }
 
     /// Runs one batch through the plugin under the policy.
@@ -206,7 +215,12 @@ impl Policy {
                     continue;
                 }
                 if index.is_some() || hi - lo == 1 {
-                    // Record `lo` fails on its own.
+                    // Record `lo` fails on its own. Crashes on record after
+                    // record are the logic's bug: the shard stops here.
+                    self.crashes = if matches!(failure, PluginError::Trapped { .. }) { self.crashes + 1 } else { 0 };
+                    if self.config.crash_limit > 0 && self.crashes >= self.config.crash_limit {
+                        return Ok(BatchVerdict::Stopped(self.broken(&batch, lo, &failure)?));
+                    }
                     if let Some(stop) = self.poison(shard, &batch, lo, &failure, attempts).await? {
                         return Ok(BatchVerdict::Stopped(stop));
                     }
@@ -231,7 +245,7 @@ impl Policy {
     }
 
     async fn accept<S: PolicyShard>(
-        &self,
+        &mut self,
         shard: &mut S,
         slice: &PackedBatch,
         count: usize,
@@ -239,7 +253,25 @@ impl Policy {
     ) -> anyhow::Result<()> {
         shard.accept(slice, count, output).await?;
         shard.uncommitted().records += count as u64;
+        if count > 0 {
+            self.crashes = 0;
+        }
         Ok(())
+    }
+
+    /// The stop message of logic that crashed on `crash_limit` records in a row.
+    fn broken(&self, batch: &PackedBatch, index: usize, failure: &PluginError) -> anyhow::Result<String> {
+        let view = batch.view();
+        let Some(record) = view.get(index) else { anyhow::bail!("record index {index} out of the batch") };
+        Ok(format!(
+            "the logic looks broken: it crashed on {} records in a row (a bug, not bad data), the last one record {} \
+             (partition key {:?}): {failure}. The shard stopped right before it instead of dead-lettering the stream: fix \
+             the plugin (a `ProcessError` refuses a bad record), and a restart resumes at this record \
+             (--crash-limit N sets how many crashes in a row mean broken; 0 never stops)",
+            self.crashes,
+            record.sequence_number(),
+            String::from_utf8_lossy(record.partition_key_bytes())
+        ))
     }
 
     /// A record the plugin fails on by itself. With a dead-letter sink it

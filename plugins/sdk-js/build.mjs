@@ -2,9 +2,9 @@
 //   node plugins/sdk-js/build.mjs APP.js OUT.wasm
 // Bundles APP.js with the SDK (esbuild), then componentize-js (0.23.0)
 // makes the component, without HTTP (the sandbox has none). Skipped when
-// OUT.wasm was built from the same sources (hash in OUT.wasm.src).
+// OUT.wasm was built from the same bundle (hash in OUT.wasm.src).
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -14,14 +14,7 @@ if (!app || !out) {
   process.exit(2);
 }
 const sdk = dirname(fileURLToPath(import.meta.url));
-const sources = [resolve(app), ...readdirSync(join(sdk, 'src')).map((f) => join(sdk, 'src', f)), join(sdk, 'wit', 'processor.wit'), join(sdk, 'package.json')];
-const hash = createHash('sha256');
-for (const f of sources) hash.update(readFileSync(f));
-const digest = hash.digest('hex');
-if (existsSync(out) && existsSync(`${out}.src`) && readFileSync(`${out}.src`, 'utf8') === digest) process.exit(0);
-
 const esbuild = await import('esbuild');
-const { componentize } = await import('@bytecodealliance/componentize-js');
 const bundled = await esbuild.build({
   entryPoints: [resolve(app)],
   bundle: true,
@@ -38,6 +31,17 @@ const bundled = await esbuild.build({
     },
   }],
 });
+// The bundle holds every file the app imports: it, the WIT and the pinned
+// tools name the component.
+const hash = createHash('sha256');
+hash.update(bundled.outputFiles[0].text);
+for (const f of [join(sdk, 'wit', 'processor.wit'), join(sdk, 'package.json')]) hash.update(readFileSync(f));
+const digest = hash.digest('hex');
+if (existsSync(out) && existsSync(`${out}.src`) && readFileSync(`${out}.src`, 'utf8') === digest) {
+  console.error(`${out} is up to date (no source changed since it was built)`);
+  process.exit(0);
+}
+const { componentize } = await import('@bytecodealliance/componentize-js');
 // componentize-js reads one module from a file; it is kept beside the
 // component, since an error's place (`process@echo.bundle.js:362:9`) is a
 // line of it.

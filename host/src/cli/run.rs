@@ -118,6 +118,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SINK", help_heading = "Failure policy")]
     pub dead_letter: Option<String>,
 
+    /// The logic crashing on this many records in a row is a bug, not bad
+    /// data: the shard stops there instead of dead-lettering the stream (0:
+    /// never). Records the logic refuses with a `ProcessError` never count.
+    #[arg(long, value_name = "N", default_value_t = crate::policy::CRASH_LIMIT, help_heading = "Failure policy")]
+    pub crash_limit: u32,
+
     /// Send records older than this many seconds (by arrival time) to the
     /// dead-letter sink unprocessed.
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, help_heading = "Failure policy")]
@@ -244,7 +250,12 @@ impl RunArgs {
             },
             plugin_config: config,
             limits,
-            failure: FailurePolicy { retries: args.retries, dead_letter, max_record_age },
+            failure: FailurePolicy {
+                retries: args.retries,
+                dead_letter,
+                max_record_age,
+                crash_limit: args.crash_limit,
+            },
         };
         let progress = Arc::new(Progress::default());
         if let Some(addr) = args.metrics_addr {

@@ -5,7 +5,7 @@ use super::shared::PluginArgs;
 use crate::dead_letter::DeadLetterSink;
 use crate::plugin::bindings::ShutdownReason;
 use crate::policy::FailurePolicy;
-use crate::replay::{read_input, replay, ReplayOptions};
+use crate::replay::{read_input, read_lines, replay, LineKey, ReplayOptions};
 use crate::sink::{Destination, OutputFormat, WriterSink};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -13,6 +13,15 @@ use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+/// How `host test` reads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// One JSON record object per line (`partitionKey`, `data`, …).
+    Json,
+    /// One record per line: the line is the data.
+    Lines,
+}
 
 /// How the replayed shard ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,6 +49,21 @@ pub struct TestArgs {
     #[arg(long, value_name = "FILE", default_value = "-")]
     pub input: PathBuf,
 
+    /// How `--input` is read: `json` (one record object per line, above),
+    /// or `lines` (each line is one record's data, as it is).
+    #[arg(long, value_enum, default_value_t = InputFormat::Json)]
+    pub input_format: InputFormat,
+
+    /// With `--input-format lines`: every record's partition key, or
+    /// `field:NAME` to take it from field NAME of each line (JSON).
+    #[arg(long, value_name = "KEY", default_value = "line")]
+    pub partition_key: String,
+
+    /// What the replay must print (as with `--output plain` unless
+    /// `--output` says otherwise): exit 1 with a diff when it differs.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+
     /// Records per `process` call.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub batch_size: usize,
@@ -62,7 +86,8 @@ pub struct TestArgs {
     pub end: EndReason,
 
     /// Every N batches, snapshot the plugin, drop it and restore a fresh
-    /// instance: output must be the same as without.
+    /// instance: the output must be the same as without (the replay runs
+    /// twice and compares; exit 1 with a diff when it differs).
     #[arg(long, value_name = "N")]
     pub restart_every: Option<usize>,
 
@@ -70,6 +95,12 @@ pub struct TestArgs {
     /// (as `host run`; no back-off wait, replay time is virtual).
     #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Failure policy")]
     pub retries: u32,
+
+    /// The logic crashing on this many records in a row is a bug, not bad
+    /// data: the replay stops there, exit 1 (0: never). Records refused with
+    /// a `ProcessError` never count.
+    #[arg(long, value_name = "N", default_value_t = crate::policy::CRASH_LIMIT, help_heading = "Failure policy")]
+    pub crash_limit: u32,
 
     /// Where records the plugin cannot process go (file:PATH, JSON lines),
     /// so the replay moves on. Without it, such a record stops the shard
@@ -87,14 +118,13 @@ impl TestArgs {
             Some(destination) => Some(Arc::new(DeadLetterSink::open(&destination, None)?)),
             None => None,
         };
-        let now = crate::plugin::Clock::System.now_millis();
-        let input = if args.input.as_os_str() == "-" {
-            read_input(std::io::stdin().lock(), "stdin", now)?
-        } else {
-            let file = std::fs::File::open(&args.input)
-                .with_context(|| format!("cannot open --input {}", args.input.display()))?;
-            read_input(BufReader::new(file), &args.input.display().to_string(), now)?
+        let expected = match &args.expect {
+            Some(path) => Some(
+                std::fs::read_to_string(path).with_context(|| format!("cannot read --expect {}", path.display()))?,
+            ),
+            None => None,
         };
+        let input = args.read_input()?;
         let (_engine, plugin) = args.plugin.load()?;
         let options = ReplayOptions {
             config,
@@ -107,13 +137,41 @@ impl TestArgs {
                 EndReason::Requested => ShutdownReason::Requested,
             },
             restart_every: args.restart_every,
-            failure: FailurePolicy { retries: args.retries, dead_letter, max_record_age: None },
+            failure: FailurePolicy {
+                retries: args.retries,
+                dead_letter: dead_letter.clone(),
+                max_record_age: None,
+                crash_limit: args.crash_limit,
+            },
         };
-        let stdout = std::io::stdout();
-        let mut sink = WriterSink::new(std::io::LineWriter::new(stdout.lock()), args.output);
+        // What restarts must not change: the same replay without them (its
+        // dead letters go nowhere; the run below writes them).
+        let unrestarted = match args.restart_every {
+            Some(n) if n > 0 => {
+                let quiet = ReplayOptions {
+                    restart_every: None,
+                    failure: FailurePolicy {
+                        dead_letter: dead_letter.as_ref().map(|_| discard()).transpose()?,
+                        ..options.failure.clone()
+                    },
+                    ..options.clone()
+                };
+                let mut sink = WriterSink::new(Vec::new(), args.output);
+                crate::replay::run_to_end(replay(plugin.clone(), &input, &quiet, &mut sink, &mut |_| {}))?;
+                Some(String::from_utf8_lossy(&sink.into_inner()).into_owned())
+            }
+            _ => None,
+        };
+        // Printed as it comes (unless it is only compared), kept when compared.
+        let out = Tee {
+            print: expected.is_none().then(|| std::io::LineWriter::new(std::io::stdout())),
+            keep: (expected.is_some() || unrestarted.is_some()).then(Vec::new),
+        };
+        let mut sink = WriterSink::new(out, args.output);
         let report = crate::replay::run_to_end(replay(plugin, &input, &options, &mut sink, &mut |line| {
             eprintln!("error: {line}")
         }))?;
+        let printed = String::from_utf8_lossy(&sink.into_inner().keep.unwrap_or_default()).into_owned();
         for line in &report.dropped_states {
             eprintln!("warning: {line}");
         }
@@ -132,10 +190,92 @@ impl TestArgs {
             report.dead_letters,
             report.failures.len()
         );
+        if report.dead_letters > 0 {
+            eprintln!(
+                "warning: {} of {} records went to the dead-letter sink ({}), not through the logic: look at them before you ship",
+                report.dead_letters,
+                report.records,
+                args.dead_letter.as_deref().unwrap_or_default()
+            );
+        }
+        let mut failed = !report.failures.is_empty();
         if let Some((shard, reason)) = &report.stopped {
             eprintln!("error: shard {shard} stopped: {reason}");
-            return Ok(ExitCode::from(1));
+            failed = true;
         }
-        Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        if let Some(without) = &unrestarted {
+            if *without != printed {
+                eprintln!(
+                    "error: the output with a restart every {} batch(es) differs from the output without: does \
+                     `snapshot` keep everything `restore` needs?\n{}",
+                    args.restart_every.unwrap_or_default(),
+                    diff(without, &printed, "without restarts", "with restarts")
+                );
+                failed = true;
+            }
+        }
+        if let (Some(expected), Some(path)) = (&expected, &args.expect) {
+            if *expected == printed {
+                eprintln!("the output matches {} ({} lines)", path.display(), printed.lines().count());
+            } else {
+                let name = path.display().to_string();
+                eprintln!("error: the output differs from {name}:\n{}", diff(expected, &printed, &name, "output"));
+                failed = true;
+            }
+        }
+        Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    }
+
+    /// The records to replay, as `--input-format` says.
+    fn read_input(&self) -> anyhow::Result<crate::replay::ReplayInput> {
+        let now = crate::plugin::Clock::System.now_millis();
+        let (reader, name): (Box<dyn std::io::BufRead>, String) = if self.input.as_os_str() == "-" {
+            (Box::new(BufReader::new(std::io::stdin())), "stdin".into())
+        } else {
+            let file = std::fs::File::open(&self.input)
+                .with_context(|| format!("cannot open --input {}", self.input.display()))?;
+            (Box::new(BufReader::new(file)), self.input.display().to_string())
+        };
+        match self.input_format {
+            InputFormat::Json => read_input(reader, &name, now),
+            InputFormat::Lines => read_lines(reader, &name, now, &LineKey::parse(&self.partition_key)),
+        }
+    }
+}
+
+/// Output printed, kept, or both.
+struct Tee {
+    print: Option<std::io::LineWriter<std::io::Stdout>>,
+    keep: Option<Vec<u8>>,
+}
+
+impl std::io::Write for Tee {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Some(print) = &mut self.print {
+            print.write_all(bytes)?;
+        }
+        if let Some(keep) = &mut self.keep {
+            keep.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.print.as_mut().map_or(Ok(()), |p| p.flush())
+    }
+}
+
+/// A dead-letter sink that keeps nothing (a replay run only to compare).
+fn discard() -> anyhow::Result<Arc<DeadLetterSink>> {
+    Ok(Arc::new(DeadLetterSink::file(std::path::Path::new("/dev/null"))?))
+}
+
+/// A unified diff of `want` against `got`, at most 200 lines of it.
+fn diff(want: &str, got: &str, want_name: &str, got_name: &str) -> String {
+    let text = similar::TextDiff::from_lines(want, got).unified_diff().header(want_name, got_name).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    match lines.len() {
+        0..=200 => text,
+        n => format!("{}\n… {} more lines of diff", lines[..200].join("\n"), n - 200),
     }
 }

@@ -287,3 +287,29 @@ async fn records_past_the_age_limit_are_set_aside_unprocessed() {
     assert_eq!(fake.accepted, seqs(1..=2, &[]));
     assert_eq!(letters.read(), [("3".to_string(), "expired".to_string()), ("4".into(), "expired".into())]);
 }
+
+#[tokio::test]
+async fn crashes_on_record_after_record_stop_the_shard_as_a_bug_while_refused_records_are_bad_data() {
+    let (letters, sink) = Letters::new();
+    let mut fake = Fake::default();
+    let policy = FailurePolicy { dead_letter: Some(sink), ..FailurePolicy::default() };
+    // A crash, then an ok record: not in a row. A refusal (`fail`) is bad
+    // data and breaks a run of crashes; the third crash in a row stops.
+    let data = ["ok", "crash", "ok", "crash", "fail", "crash", "crash", "crash", "ok"];
+    let verdict = Policy::new(policy, 1).handle(&mut fake, batch(&data)).await.expect("runs");
+    let BatchVerdict::Stopped(reason) = verdict else { panic!("stops: {verdict:?}") };
+    assert!(reason.contains("looks broken") && reason.contains("3 records in a row"), "{reason}");
+    assert!(reason.contains("record 8") && reason.contains("--crash-limit"), "{reason}");
+    let set_aside: Vec<String> = letters.read().into_iter().map(|(seq, _)| seq).collect();
+    assert_eq!(set_aside, ["2", "4", "5", "6", "7"]);
+    assert_eq!(fake.accepted, seqs(1..=3, &[2]));
+    assert_eq!(fake.commits.last(), Some(&Some("7".to_string())), "the shard stops right before record 8");
+
+    // --crash-limit 0: every crashing record is set aside.
+    let (letters, sink) = Letters::new();
+    let mut fake = Fake::default();
+    let policy = FailurePolicy { dead_letter: Some(sink), crash_limit: 0, ..FailurePolicy::default() };
+    let verdict = Policy::new(policy, 1).handle(&mut fake, batch(&["crash"; 5])).await.expect("runs");
+    assert!(matches!(verdict, BatchVerdict::Done), "{verdict:?}");
+    assert_eq!(letters.read().len(), 5);
+}

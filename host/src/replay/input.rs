@@ -72,12 +72,33 @@ impl ReshardLine {
 struct ReplayLine {
     partition_key: String,
     /// Text, or any JSON value (written out compactly as the data).
-    data: Option<serde_json::Value>,
+    data: Option<Box<serde_json::value::RawValue>>,
     data_base64: Option<String>,
     #[serde(alias = "arrival")]
     approximate_arrival_timestamp: Option<TimeValue>,
     sequence_number: Option<String>,
     sub_sequence_number: Option<u64>,
+}
+
+/// JSON text without the whitespace between its tokens (strings untouched).
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A time as epoch milliseconds or ISO-8601 text.
@@ -115,8 +136,11 @@ pub fn read_input(reader: impl BufRead, source: &str, start_millis: i64) -> anyh
                 format!("{}: not a record (expected {{\"partitionKey\": …, \"data\": …}}) or a reshard ({{\"reshard\": \"split\"}})", at())
             })?;
         let data = match (parsed.data, parsed.data_base64) {
-            (Some(serde_json::Value::String(text)), None) => text.into_bytes(),
-            (Some(value), None) => value.to_string().into_bytes(),
+            (Some(raw), None) => match serde_json::from_str::<String>(raw.get()) {
+                Ok(text) => text.into_bytes(),
+                // Any other JSON, as written (key order kept), compact.
+                Err(_) => compact(raw.get()).into_bytes(),
+            },
             (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
                 .decode(encoded.trim())
                 .with_context(|| format!("{}: `dataBase64` is not valid base64", at()))?,
@@ -140,6 +164,61 @@ pub fn read_input(reader: impl BufRead, source: &str, start_millis: i64) -> anyh
         });
     }
     Ok(ReplayInput { records, reshards })
+}
+
+/// Where a raw line's partition key comes from (`--input-format lines`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineKey {
+    /// The same key for every line.
+    Fixed(String),
+    /// A field of the line, read as a JSON object (a string or a number).
+    Field(String),
+}
+
+impl LineKey {
+    /// `field:NAME` takes field NAME of each line; anything else is the key itself.
+    pub fn parse(text: &str) -> Self {
+        match text.strip_prefix("field:") {
+            Some(name) => LineKey::Field(name.to_string()),
+            None => LineKey::Fixed(text.to_string()),
+        }
+    }
+}
+
+/// Reads raw lines, each one record's data (as it is, without its line
+/// end), all arriving at `start_millis`. Errors name the line.
+pub fn read_lines(reader: impl BufRead, source: &str, start_millis: i64, key: &LineKey) -> anyhow::Result<ReplayInput> {
+    let mut records = Vec::new();
+    for (index, line) in reader.split(b'\n').enumerate() {
+        let at = || format!("{source}:{}", index + 1);
+        let mut line = line.with_context(at)?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let partition_key = match key {
+            LineKey::Fixed(key) => key.clone(),
+            LineKey::Field(name) => {
+                let value: serde_json::Value = serde_json::from_slice(&line)
+                    .with_context(|| format!("{}: not a JSON object, so it has no field `{name}` to key by", at()))?;
+                match value.get(name) {
+                    Some(serde_json::Value::String(text)) if !text.is_empty() => text.clone(),
+                    Some(number @ serde_json::Value::Number(_)) => number.to_string(),
+                    _ => bail!("{}: no text or number in field `{name}` to key the record by", at()),
+                }
+            }
+        };
+        records.push(InputRecord {
+            partition_key,
+            data: line,
+            sequence_number: format!("49{:054}", records.len() + 1),
+            sub_sequence_number: 0,
+            arrival_millis: start_millis,
+        });
+    }
+    Ok(ReplayInput { records, reshards: Vec::new() })
 }
 
 /// Reads records only (a reshard line is an error): for callers that
@@ -171,6 +250,23 @@ mod tests {
         assert_eq!(records[2].data, vec![0xff]);
         assert_eq!(records[2].sequence_number, "42");
         assert!(records[0].sequence_number < records[1].sequence_number);
+    }
+
+    #[test]
+    fn json_data_keeps_its_key_order_and_raw_lines_are_records() {
+        let input = r#"{"partitionKey": "k", "data": {"b": 1, "a": [2, "x y"], "c": "\" }"}}"#;
+        let records = read_records(input.as_bytes(), "in.jsonl", 0).expect("valid");
+        assert_eq!(records[0].data, br#"{"b":1,"a":[2,"x y"],"c":"\" }"}"#);
+        let lines = "GET /a 500\r\n\nGET /b 200\n";
+        let got = read_lines(lines.as_bytes(), "log", 7, &LineKey::parse("web")).expect("valid");
+        let data: Vec<&[u8]> = got.records.iter().map(|r| r.data.as_slice()).collect();
+        assert_eq!(data, [b"GET /a 500".as_slice(), b"GET /b 200"]);
+        assert!(got.records.iter().all(|r| r.partition_key == "web" && r.arrival_millis == 7));
+        let keyed = "{\"ip\": \"1.2.3.4\"}\n{\"ip\": 7}\n";
+        let got = read_lines(keyed.as_bytes(), "log", 0, &LineKey::parse("field:ip")).expect("valid");
+        assert_eq!(got.records[1].partition_key, "7");
+        let err = read_lines("{}\nnot json".as_bytes(), "log", 0, &LineKey::parse("field:ip")).expect_err("no key");
+        assert!(format!("{err:#}").contains("log:1: no text or number in field `ip`"), "{err:#}");
     }
 
     #[test]

@@ -87,7 +87,7 @@ async fn a_restart_inside_an_aggregate_resumes_after_the_last_user_record_commit
     config.failure = FailurePolicy {
         retries: 0,
         dead_letter: Some(Arc::new(DeadLetterSink::file(&letters).expect("sink"))),
-        max_record_age: None,
+        ..FailurePolicy::default()
     };
     let report = f.run("faulty", config).await.expect("runs");
     assert!(report.shards_stopped.is_empty(), "{report:?}");

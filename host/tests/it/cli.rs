@@ -179,3 +179,76 @@ fn files_that_hold_payloads_or_state_are_the_users_alone() {
     }
     drop((store, sink, letters));
 }
+
+/// A new author's logic that crashes on every record is a bug, not bad
+/// data: the replay stops after a few crashes in a row (exit 1) instead of
+/// dead-lettering its whole input, and dead letters are hard to miss.
+#[test]
+fn logic_that_crashes_record_after_record_stops_instead_of_dead_lettering_everything() {
+    let faulty = plugin_path("faulty").display().to_string();
+    let line = |data: &str| format!("{{\"partitionKey\": \"k\", \"data\": \"{data}\"}}\n");
+    let input: String = std::iter::once(line("fine")).chain((0..50).map(|_| line("trap"))).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dl = dir.path().join("dl.jsonl");
+    let dead_letter = format!("file:{}", dl.display());
+    let run = host(&["test", "--plugin", &faulty, "--dead-letter", &dead_letter, "--retries", "0"], &input);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "fine\n");
+    assert!(run.stderr.contains("the logic looks broken: it crashed on 3 records in a row"), "{}", run.stderr);
+    assert_eq!(json_lines(&std::fs::read_to_string(&dl).unwrap_or_default()).len(), 2, "not the whole input");
+    assert!(run.stderr.contains("warning: 2 of 51 records went to the dead-letter sink"), "{}", run.stderr);
+    // --crash-limit 0 sets every one aside; /dev/null takes them.
+    let all = host(
+        &["test", "--plugin", &faulty, "--dead-letter", "file:/dev/null", "--retries", "0", "--crash-limit", "0"],
+        &input,
+    );
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    assert!(all.stderr.contains("warning: 50 of 51 records went to the dead-letter sink"), "{}", all.stderr);
+}
+
+/// `--expect FILE` compares what the replay prints; `--restart-every N`
+/// compares it with a run without restarts; raw lines are records too, and
+/// JSON data keeps its key order.
+#[test]
+fn host_test_checks_output_against_expectations_and_restarts() {
+    let faulty = plugin_path("faulty").display().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expected = dir.path().join("expected.txt");
+    let input =
+        "{\"partitionKey\": \"k\", \"data\": {\"b\": 1, \"a\": 2}}\n{\"partitionKey\": \"k\", \"data\": \"x\"}\n";
+    std::fs::write(&expected, "{\"b\":1,\"a\":2}\nx\n").expect("write");
+    let expect = expected.display().to_string();
+    let run = host(&["test", "--plugin", &faulty, "--expect", &expect], input);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("the output matches") && run.stdout.is_empty(), "{}", run.stderr);
+    std::fs::write(&expected, "{\"b\":1,\"a\":2}\ny\n").expect("write");
+    let run = host(&["test", "--plugin", &faulty, "--expect", &expect], input);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("the output differs from") && run.stderr.contains("\n-y\n+x\n"), "{}", run.stderr);
+
+    // A `snapshot` that leaves the count out: restarts change the output.
+    let counts =
+        "{\"partitionKey\": \"k\", \"data\": \"a\"}\n".repeat(3) + "{\"partitionKey\": \"k\", \"data\": \"count\"}\n";
+    let restarts = ["test", "--plugin", &faulty, "--batch-size", "1", "--restart-every", "1"];
+    let good = host(&restarts, &counts);
+    assert_eq!(good.code, 0, "{}", good.stderr);
+    assert!(good.stdout.ends_with("3\n"), "{}", good.stdout);
+    let forgetful = [&restarts[..], &["--config", r#"{"forget_state": true}"#]].concat();
+    let bad = host(&forgetful, &counts);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(bad.stderr.contains("differs from the output without"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("\n-3\n+0\n"), "{}", bad.stderr);
+
+    // Raw lines, keyed by a field of each.
+    let lines = "{\"ip\": \"1.2.3.4\", \"status\": 500}\n\n{\"ip\": \"5.6.7.8\", \"status\": 200}\n";
+    let raw =
+        ["test", "--plugin", &faulty, "--input-format", "lines", "--partition-key", "field:ip", "--output", "json"];
+    let run = host(&raw, lines);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = json_lines(&run.stdout);
+    assert_eq!((out.len(), out[1]["key"].as_str()), (2, Some("5.6.7.8")), "{}", run.stdout);
+    assert_eq!(out[0]["data"], "{\"ip\": \"1.2.3.4\", \"status\": 500}");
+    let run = host(&raw, "not json\n");
+    assert_eq!(run.code, 2);
+    assert!(one_error_line(&run).contains("stdin:1: not a JSON object"), "{}", run.stderr);
+}

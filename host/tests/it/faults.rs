@@ -50,7 +50,7 @@ fn dead_letters_path(f: &Fixture) -> PathBuf {
 
 fn with_dead_letters(f: &Fixture, mut config: ConsumerConfig) -> ConsumerConfig {
     let sink = DeadLetterSink::file(&dead_letters_path(f)).expect("dead-letter sink");
-    config.failure = FailurePolicy { retries: 1, dead_letter: Some(Arc::new(sink)), max_record_age: None };
+    config.failure = FailurePolicy { retries: 1, dead_letter: Some(Arc::new(sink)), ..FailurePolicy::default() };
     config
 }
 

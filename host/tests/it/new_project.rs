@@ -14,16 +14,7 @@ fn new_builds_and_passes_host_test(lang: &str, env: &[(&str, String)]) -> (tempf
     let made = host(&["new", &format!("my-{lang}"), "--lang", lang, "--dir", &project.display().to_string()], "");
     assert_eq!(made.code, 0, "{}", made.stderr);
     assert!(made.stderr.contains("./build.sh"), "says what to do next: {}", made.stderr);
-    let mut build = Command::new(project.join("build.sh"));
-    // As in an author's shell: nothing of this test run's build or runner.
-    build.current_dir(&project);
-    for var in ["CARGO_TARGET_DIR", "COMPONENTIZE_PY", "RUSTC_BOOTSTRAP", "RUSTC_WORKSPACE_WRAPPER", "CLIPPY_ARGS"] {
-        build.env_remove(var);
-    }
-    for (k, v) in env {
-        build.env(k, v);
-    }
-    let built = build.output().expect("build.sh runs");
+    let built = build(&project, env);
     assert!(built.status.success(), "{lang}: {}", String::from_utf8_lossy(&built.stderr));
     let wasm = project.join(format!("my-{lang}.wasm"));
     assert!(wasm.is_file(), "{lang}: no {}", wasm.display());
@@ -32,11 +23,61 @@ fn new_builds_and_passes_host_test(lang: &str, env: &[(&str, String)]) -> (tempf
     assert_eq!(run.code, 0, "{}", run.stderr);
     let expected = std::fs::read_to_string(project.join("expected.txt")).expect("expected.txt");
     assert_eq!(run.stdout, expected, "{lang}");
+    let expect = project.join("expected.txt").display().to_string();
+    let checked =
+        host(&["test", "--plugin", &wasm.display().to_string(), "--input", &records, "--expect", &expect], "");
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
     // A second `host new` into it is refused, naming the folder.
     let again = host(&["new", "my-x", "--dir", &project.display().to_string()], "");
     assert_eq!(again.code, 2);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     (dir, project)
+}
+
+/// Runs the project's `./build.sh` as in an author's shell: nothing of
+/// this test run's build or runner.
+fn build(project: &Path, env: &[(&str, String)]) -> std::process::Output {
+    let mut build = Command::new(project.join("build.sh"));
+    build.current_dir(project);
+    for var in ["CARGO_TARGET_DIR", "COMPONENTIZE_PY", "RUSTC_BOOTSTRAP", "RUSTC_WORKSPACE_WRAPPER", "CLIPPY_ARGS"] {
+        build.env_remove(var);
+    }
+    for (k, v) in env {
+        build.env(k, v);
+    }
+    build.output().expect("build.sh runs")
+}
+
+/// An author's mistakes, each shown by `./build.sh` where it is: a failing
+/// test by its name, file and line; a syntax error by its file and line.
+/// Undone, the build is up to date again without building.
+fn mistakes_are_shown_where_they_are(
+    project: &Path,
+    env: &[(&str, String)],
+    (test_file, failing_test, test_name): (&str, &str, &str),
+    (source, broken_line, place): (&str, &str, &str),
+) {
+    let again = build(project, env);
+    let said = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(again.status.success() && said.contains("up to date"), "nothing changed: {said}");
+    for (file, added, needles) in
+        [(test_file, failing_test, [test_name, test_file]), (source, broken_line, [place, source])]
+    {
+        let path = project.join(file);
+        let before = std::fs::read_to_string(&path).expect("source");
+        std::fs::write(&path, format!("{before}{added}")).expect("write");
+        let broken = build(project, env);
+        let said = String::from_utf8_lossy(&broken.stderr).into_owned();
+        assert_eq!(broken.status.code(), Some(1), "{file}: {said}");
+        for needle in needles {
+            assert!(said.contains(needle), "{file}: `{needle}` not shown: {said}");
+        }
+        assert!(said.contains("was not built"), "{said}");
+        std::fs::write(&path, before).expect("write");
+    }
+    let back = build(project, env);
+    let said = String::from_utf8_lossy(&back.stderr).into_owned();
+    assert!(back.status.success() && said.contains("up to date"), "undone: {said}");
 }
 
 #[test]
@@ -55,8 +96,19 @@ fn a_new_python_project_builds_and_passes_host_test() {
     }
     let path = std::env::var("PATH").unwrap_or_default();
     let path: Vec<&str> = path.split(':').filter(|dir| !Path::new(dir).join("componentize-py").exists()).collect();
-    let (_dir, project) = new_builds_and_passes_host_test("python", &[("PATH", path.join(":"))]);
+    let env = [("PATH", path.join(":"))];
+    let (_dir, project) = new_builds_and_passes_host_test("python", &env);
     assert!(project.join(".venv/bin/componentize-py").is_file(), "build.sh installed componentize-py in the project");
+    mistakes_are_shown_where_they_are(
+        &project,
+        &env,
+        (
+            "test_app.py",
+            "\n\nclass Broken(unittest.TestCase):\n    def test_two_is_three(self):\n        self.assertEqual(2, 3)\n",
+            "test_two_is_three",
+        ),
+        ("app.py", "\ndef oops(:\n", "SyntaxError"),
+    );
 }
 
 #[test]
@@ -65,7 +117,13 @@ fn a_new_javascript_project_builds_and_passes_host_test() {
         skip("", "node and npm are needed (apt-get install nodejs npm)");
         return;
     }
-    let _ = new_builds_and_passes_host_test("js", &[]);
+    let (_dir, project) = new_builds_and_passes_host_test("js", &[]);
+    mistakes_are_shown_where_they_are(
+        &project,
+        &[],
+        ("processor.test.js", "\ntest('two is three', () => assert.equal(2, 3));\n", "two is three"),
+        ("processor.js", "\nexport const oops = (;\n", "SyntaxError"),
+    );
 }
 
 #[test]

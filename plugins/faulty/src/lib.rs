@@ -6,10 +6,12 @@
 //! 10 ms at a time without end, `poll` waits 30 s on a clock through
 //! `wasi:io/poll.poll` (as Python's `time.sleep` does), `fail` returns a non-retryable error naming that record,
 //! `retry` a retryable one, `bad-index` names a record index past the batch,
-//! `probe-sandbox` reports what env, args, files and network it can reach.
+//! `probe-sandbox` reports what env, args, files and network it can reach,
+//! `count` emits how many records it passed so far (its state).
 //! Config `{"panic_in_init": true}` panics in `init`; `{"fail_init": true}`
 //! returns an init error; `{"corrupt_snapshot": true}` writes state its
-//! `restore` rejects.
+//! `restore` rejects; `{"forget_state": true}` snapshots a count of 0 (the
+//! bug of a `snapshot` that leaves something out).
 
 use kinesis_processor_sdk::{export_processor, log, Batch, LogLevel, Output, ProcessError, Processor, ShardContext};
 use serde::Deserialize;
@@ -23,6 +25,8 @@ struct FaultyConfig {
     fail_init: bool,
     #[serde(default)]
     corrupt_snapshot: bool,
+    #[serde(default)]
+    forget_state: bool,
 }
 
 /// Counts records it passed, so state round-trips can be checked.
@@ -116,6 +120,7 @@ impl Processor for Faulty {
                 [0xF3, 0x89, 0x9A, 0xC2, ..] => {
                     return Err(ProcessError::fatal("faulty: a KPL aggregate reached me whole").at_record(index));
                 }
+                b"count" => out.emit(record.partition_key(), self.seen.to_string().as_bytes()),
                 data => out.emit(record.partition_key(), data),
             }
             self.seen += 1;
@@ -127,6 +132,9 @@ impl Processor for Faulty {
         if self.config.corrupt_snapshot {
             // Not 8 bytes, so `restore` cannot read it as a count.
             return b"\xffbad".to_vec();
+        }
+        if self.config.forget_state {
+            return 0u64.to_le_bytes().to_vec();
         }
         self.seen.to_le_bytes().to_vec()
     }

@@ -7,6 +7,14 @@ if [ ! -d vendor/kinesis-processor/node_modules/@bytecodealliance/componentize-j
     (cd vendor/kinesis-processor && npm ci --no-audit --no-fund --loglevel=error)
 fi
 [ -d node_modules/kinesis-processor ] || npm install --no-audit --no-fund --loglevel=error
-node --test 2>&1 | grep -E '^# (pass|fail)' >&2
+# A failing test shows whole: its name, the file and line, the message (a
+# syntax error too).
+if ! tests=$(node --test 2>&1); then
+    printf '%s\n' "$tests" >&2
+    echo "build.sh: the unit tests failed (above); {{name}}.wasm was not built" >&2
+    exit 1
+fi
+printf '%s\n' "$tests" | grep -E '^# (pass|fail)' >&2 || true
+# Skipped when the bundle of app.js and everything it imports is unchanged.
 node vendor/kinesis-processor/build.mjs app.js {{name}}.wasm
-echo "built {{name}}.wasm; try: host test --plugin {{name}}.wasm --input records.jsonl" >&2
+echo "{{name}}.wasm is ready; try: host test --plugin {{name}}.wasm --input records.jsonl --expect expected.txt" >&2

@@ -13,6 +13,21 @@ if [ -z "${COMPONENTIZE_PY:-}" ] && ! cmp -s requirements-build.txt .venv/requir
         || { echo "build.sh: pip could not install requirements-build.txt into .venv (is PyPI reachable?)" >&2; exit 2; }
     cp requirements-build.txt .venv/requirements-build.txt
 fi
-"$python" -m unittest --quiet test_app 2>&1 | tail -1 >&2
+# A failing test shows whole: its name, the file and line, the message (a
+# syntax error or a missing module too).
+if ! tests=$("$python" -m unittest test_app 2>&1); then
+    printf '%s\n' "$tests" >&2
+    echo "build.sh: the unit tests failed (above); {{name}}.wasm was not built" >&2
+    exit 1
+fi
+printf '%s\n' "$tests" | tail -1 >&2
+# No source changed since the last build: the component is up to date.
+stamp=$(find . -path ./.venv -prune -o -type f \( -name '*.py' -o -name '*.wit' -o -name 'requirements-build.txt' \) -print0 \
+    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+if [ -f {{name}}.wasm ] && [ "$(cat .build-stamp 2>/dev/null)" = "$stamp" ]; then
+    echo "build.sh: {{name}}.wasm is up to date (no source changed since it was built)" >&2
+    exit 0
+fi
 "$cpy" -d kinesis_processor/wit -w merging-processor-world componentize app -p . -o {{name}}.wasm >/dev/null
-echo "built {{name}}.wasm; try: host test --plugin {{name}}.wasm --input records.jsonl" >&2
+echo "$stamp" > .build-stamp
+echo "built {{name}}.wasm; try: host test --plugin {{name}}.wasm --input records.jsonl --expect expected.txt" >&2
