@@ -4,8 +4,10 @@
 use super::shared::{seconds, stop_on_signals, HotSwapArgs, PluginArgs};
 use crate::checkpoint::SqliteStore;
 use crate::consumer::Consumer;
+use crate::dead_letter::DeadLetterSink;
 use crate::kinesis::producer::{produce, ProducePlan, Source};
 use crate::lease::{DynamoTable, LeaseStore, TableSetup};
+use crate::policy::FailurePolicy;
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 use crate::sink::{OutputFormat, Sink};
@@ -39,6 +41,34 @@ pub struct DevArgs {
     /// 000's late, out-of-order records).
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub lag: f64,
+
+    /// Put these records into the stream (once, in order) instead of
+    /// running seed 000's producers: `host test`'s input format, or raw
+    /// lines with `--input-format lines`.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<std::path::PathBuf>,
+
+    /// How `--input` is read: `json` or `lines` (each line one record's data).
+    #[arg(long, value_enum, default_value_t = super::test::InputFormat::Json, requires = "input")]
+    pub input_format: super::test::InputFormat,
+
+    /// With `--input-format lines`: every record's partition key, or
+    /// `field:NAME` to take it from field NAME of each (JSON) line.
+    #[arg(long, value_name = "KEY", default_value = "line", requires = "input")]
+    pub partition_key: String,
+
+    /// Where records the plugin cannot process go (file:PATH), as in `host
+    /// run`; without it such a record stops its shard.
+    #[arg(long, value_name = "SINK", help_heading = "Failure policy")]
+    pub dead_letter: Option<String>,
+
+    /// Extra attempts at a batch after a retryable plugin error or a trap.
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Failure policy")]
+    pub retries: u32,
+
+    /// Crashes on this many records in a row stop the shard as a bug (0: never).
+    #[arg(long, value_name = "N", default_value_t = crate::policy::CRASH_LIMIT, help_heading = "Failure policy")]
+    pub crash_limit: u32,
 
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_name = "SECONDS")]
@@ -84,12 +114,18 @@ impl DevArgs {
             Source { ip: "8.8.8.8".into(), interval: Duration::from_secs(2), lag: Duration::ZERO },
             Source { ip: "8.8.8.9".into(), interval: Duration::from_secs(5), lag },
         ];
+        let producing = match &args.input {
+            Some(file) => format!("putting the records of {}", file.display()),
+            None => format!(
+                "producing 8.8.8.8 every 2 s and 8.8.8.9 every 5 s{}",
+                if lag.is_zero() { String::new() } else { format!(" ({} s late)", lag.as_secs_f64()) }
+            ),
+        };
         eprintln!(
         "dev: Kinesis on {url} (stream `{}`, {} shard(s); the AWS CLI, boto3 and `host run --endpoint-url {url}` can join); \
-         producing 8.8.8.8 every 2 s and 8.8.8.9 every 5 s{}; consuming with {}. {}",
+         {producing}; consuming with {}. {}",
         args.stream,
         args.shards,
-        if lag.is_zero() { String::new() } else { format!(" ({} s late)", lag.as_secs_f64()) },
         args.plugin.file()?.display(),
         match duration {
             Some(d) => format!("Stopping after {} s.", d.as_secs_f64()),
@@ -98,16 +134,38 @@ impl DevArgs {
     );
         let producer = {
             let (client, stream) = (client.clone(), args.stream.clone());
-            tokio::spawn(
-                async move { produce(&client, &stream, ProducePlan::Sources(sources), None, None, |_| {}).await },
-            )
+            match &args.input {
+                Some(file) => {
+                    let (file, format) =
+                        (file.clone(), super::produce::input_format(args.input_format, &args.partition_key));
+                    tokio::spawn(async move {
+                        let put = super::produce::put_file(&client, &stream, &file, format, None).await;
+                        match &put {
+                            Ok(n) => eprintln!("dev: put {n} records from {}", file.display()),
+                            Err(e) => eprintln!("error: {e:#}"),
+                        }
+                        put
+                    })
+                }
+                None => tokio::spawn(async move {
+                    produce(&client, &stream, ProducePlan::Sources(sources), None, None, |_| {}).await
+                }),
+            }
         };
         let dir = tempfile::tempdir().context("cannot create a directory for the checkpoints")?;
+        let dead_letter = args.dead_letter.as_deref().map(crate::sink::Destination::dead_letter).transpose()?;
+        let dead_letter = dead_letter.map(|d| DeadLetterSink::open(&d, Some(&client))).transpose()?.map(Arc::new);
         let consumer = crate::consumer::ConsumerConfig {
             start: StartPosition::TrimHorizon,
             status_interval: Duration::from_secs(86_400 * 365),
             plugin_config: config,
             limits,
+            failure: FailurePolicy {
+                retries: args.retries,
+                dead_letter,
+                max_record_age: None,
+                crash_limit: args.crash_limit,
+            },
             ..crate::consumer::ConsumerConfig::new("dev", &args.stream)
         };
         let progress = Arc::new(Progress::default());

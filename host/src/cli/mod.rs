@@ -3,6 +3,7 @@
 //! (`PluginArgs`, `AwsArgs`, `HotSwapArgs`, signals). The only module that
 //! knows of clap; the library below it takes plain values.
 
+mod cache;
 mod dev;
 mod leases;
 mod local;
@@ -11,6 +12,7 @@ mod produce;
 mod retrieval;
 mod run;
 mod shared;
+mod state;
 mod stream;
 mod swap;
 mod test;
@@ -66,6 +68,12 @@ pub enum Command {
     /// Start a processor project in Rust, Python or JavaScript: the logic
     /// of echo, a build script, a test, sample input, and the SDK.
     New(new::NewArgs),
+    /// Show or empty the compiled-component cache.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    /// Show where each shard stands and the plugin state it keeps.
+    #[command(subcommand)]
+    State(state::StateCommand),
 }
 
 impl Command {
@@ -82,6 +90,8 @@ impl Command {
             Command::Dev(args) => shared::block_on(args.execute()),
             Command::Leases(args) => shared::block_on(args.execute()),
             Command::New(args) => args.execute(),
+            Command::Cache(command) => command.execute(),
+            Command::State(command) => shared::block_on(command.execute()),
         }
     }
 }

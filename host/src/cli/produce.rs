@@ -1,10 +1,20 @@
-//! `host produce`: put seed 000's IP records, seed 001's documents, or a steady rate.
+//! `host produce`: put seed 000's IP records, seed 001's documents, a
+//! steady rate, or an author's own records from a file.
 
 use super::shared::{seconds, AwsArgs};
-use crate::kinesis::producer::{produce, ProducePlan, Source};
+use super::test::InputFormat;
+use crate::kinesis::producer::{produce, put_all, Outgoing, ProducePlan, Source};
+use crate::replay::{Format, InputReader, Item, LineKey};
+use anyhow::Context;
 use clap::Args;
+use std::io::BufReader;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// Kinesis' limits on one record.
+const MAX_KEY_BYTES: usize = 256;
+const MAX_DATA_BYTES: usize = 1 << 20;
 
 /// `host produce`.
 #[derive(Debug, Args)]
@@ -39,6 +49,21 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "N", requires = "rate", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub aggregate: Option<u32>,
 
+    /// Put the records of FILE once, in order (`-`: stdin), in `host
+    /// test`'s input format: JSON lines of `partitionKey` and `data` or
+    /// `dataBase64`, or raw lines with `--input-format lines`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["sources", "documents", "rate", "duration"])]
+    pub file: Option<PathBuf>,
+
+    /// How `--file` is read: `json` or `lines` (each line one record's data).
+    #[arg(long, value_enum, default_value_t = InputFormat::Json, requires = "file")]
+    pub input_format: InputFormat,
+
+    /// With `--input-format lines`: every record's partition key, or
+    /// `field:NAME` to take it from field NAME of each (JSON) line.
+    #[arg(long, value_name = "KEY", default_value = "line", requires = "file")]
+    pub partition_key: String,
+
     /// Stop after this many records in total.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -52,6 +77,13 @@ impl ProduceArgs {
     pub async fn execute(self) -> anyhow::Result<ExitCode> {
         let args = self;
         let client = crate::kinesis::connect(&args.aws.options()).await?;
+        if let Some(file) = &args.file {
+            crate::kinesis::admin::shards(&client, &args.stream).await?;
+            let format = input_format(args.input_format, &args.partition_key);
+            let put = put_file(&client, &args.stream, file, format, args.count).await?;
+            eprintln!("put {put} records from {} to {}", file.display(), args.stream);
+            return Ok(ExitCode::SUCCESS);
+        }
         let plan = if let Some(count) = args.documents {
             ProducePlan::Documents { count, interval: seconds(args.interval, "--interval")? }
         } else if let Some(per_second) = args.rate {
@@ -77,4 +109,65 @@ impl ProduceArgs {
         eprintln!("put {put} records to {}", args.stream);
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// How `--input-format` and `--partition-key` read a file.
+pub(super) fn input_format(format: InputFormat, partition_key: &str) -> Format {
+    match format {
+        InputFormat::Json => Format::Json,
+        InputFormat::Lines => Format::Lines(LineKey::parse(partition_key)),
+    }
+}
+
+/// Puts the records of `file` (`-`: stdin) to `stream` once, in order, a
+/// PutRecords batch at a time (the file is never held whole); at most
+/// `count`. Returns how many it put.
+pub(super) async fn put_file(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    file: &std::path::Path,
+    format: Format,
+    count: Option<u64>,
+) -> anyhow::Result<u64> {
+    let (reader, name): (Box<dyn std::io::BufRead + Send>, String) = if file.as_os_str() == "-" {
+        (Box::new(BufReader::new(std::io::stdin())), "stdin".into())
+    } else {
+        let opened = std::fs::File::open(file).with_context(|| format!("cannot open --file {}", file.display()))?;
+        (Box::new(BufReader::new(opened)), file.display().to_string())
+    };
+    let mut input = InputReader::new(reader, &name, crate::plugin::Clock::System.now_millis(), format);
+    let limit = count.unwrap_or(u64::MAX);
+    let (mut batch, mut put, mut done) = (Vec::with_capacity(500), 0u64, false);
+    while !done {
+        let item = if put + batch.len() as u64 >= limit { None } else { input.next().transpose()? };
+        match item {
+            Some(Item::Record(record)) => {
+                if record.partition_key.is_empty() || record.partition_key.len() > MAX_KEY_BYTES {
+                    anyhow::bail!("{}: a partition key has 1 to {MAX_KEY_BYTES} bytes", input.at());
+                }
+                if record.data.len() > MAX_DATA_BYTES {
+                    anyhow::bail!(
+                        "{}: {} bytes of data; a Kinesis record holds at most 1 MiB",
+                        input.at(),
+                        record.data.len()
+                    );
+                }
+                batch.push(Outgoing { partition_key: record.partition_key, data: record.data });
+            }
+            Some(Item::Reshard(_)) => anyhow::bail!(
+                "{}: a reshard line is for `host test`; a stream is resharded by Kinesis (UpdateShardCount)",
+                input.at()
+            ),
+            None => done = true,
+        }
+        if batch.len() >= 500 || (done && !batch.is_empty()) {
+            put_all(client, stream, &batch).await?;
+            put += batch.len() as u64;
+            if put % 10_000 < batch.len() as u64 {
+                eprintln!("… {put} records put from {name}");
+            }
+            batch.clear();
+        }
+    }
+    Ok(put)
 }

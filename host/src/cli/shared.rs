@@ -46,6 +46,11 @@ pub struct PluginArgs {
     #[arg(long, value_name = "DIR", env = "HOST_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// The most the cache may take, in MiB: a new entry lets the least
+    /// recently used ones go.
+    #[arg(long, value_name = "MIB", env = "HOST_CACHE_MAX_MB", default_value_t = crate::plugin::DEFAULT_MAX_BYTES >> 20)]
+    pub cache_max_mb: u64,
+
     /// Compile the plugin every time instead of using the cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -88,7 +93,11 @@ impl PluginArgs {
         if self.no_cache {
             return None;
         }
-        self.cache_dir.clone().or_else(CompiledCache::default_dir).map(CompiledCache::new)
+        let max_bytes = self.cache_max_mb.saturating_mul(1 << 20);
+        self.cache_dir
+            .clone()
+            .or_else(CompiledCache::default_dir)
+            .map(|d| CompiledCache::new(d).with_max_bytes(max_bytes))
     }
 }
 

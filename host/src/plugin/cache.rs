@@ -35,6 +35,19 @@ pub struct CompiledCache {
     dir: PathBuf,
     /// The per-user key file (32 random bytes, 0600), outside `dir`.
     key_file: Option<PathBuf>,
+    /// The most the entries may take: each store lets the least recently
+    /// used go past it (a rebuild a minute would fill a disk otherwise).
+    max_bytes: u64,
+}
+
+/// The default bound of a cache directory.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
+/// What a cache directory holds (`host cache`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CacheUsage {
+    pub entries: usize,
+    pub bytes: u64,
 }
 
 /// Whether a component came from the cache.
@@ -52,7 +65,60 @@ impl CompiledCache {
     /// A cache in `dir` (created on first write), authenticated with the
     /// user's key ([`CompiledCache::default_key_file`]).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        CompiledCache { dir: dir.into(), key_file: Self::default_key_file() }
+        CompiledCache { dir: dir.into(), key_file: Self::default_key_file(), max_bytes: DEFAULT_MAX_BYTES }
+    }
+
+    /// The same cache bounded to `max_bytes` (least recently used go first).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Every entry: path, size, last use (its modification time, renewed
+    /// on each hit).
+    fn entries(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        dir.filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok().filter(|m| m.is_file())?;
+                Some((e.path(), meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
+            })
+            .collect()
+    }
+
+    /// How many entries and bytes the directory holds.
+    pub fn usage(&self) -> CacheUsage {
+        let entries = self.entries();
+        CacheUsage { entries: entries.len(), bytes: entries.iter().map(|(_, len, _)| len).sum() }
+    }
+
+    /// Deletes every entry; returns what went.
+    pub fn clean(&self) -> std::io::Result<CacheUsage> {
+        let mut gone = CacheUsage::default();
+        for (path, len, _) in self.entries() {
+            std::fs::remove_file(&path)?;
+            gone.entries += 1;
+            gone.bytes += len;
+        }
+        Ok(gone)
+    }
+
+    /// Lets the least recently used entries go until the rest fit the
+    /// bound (`keep`, just written, always stays).
+    fn trim(&self, keep: &Path) {
+        let mut entries = self.entries();
+        let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+        entries.sort_by_key(|(_, _, used)| *used);
+        for (path, len, _) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path != keep && std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                tracing::debug!(path = %path.display(), "compiled cache over its bound: least recently used entry removed");
+            }
+        }
     }
 
     /// The same cache with its key in `key_file` instead (tests, or a key
@@ -118,15 +184,21 @@ impl CompiledCache {
                 // writes only `serialize`'s output under it; wasmtime also
                 // checks the header and version, which lands in the `Err` arm.
                 Ok(compiled) => match unsafe { Component::deserialize(engine, compiled) } {
-                    Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                    Ok(component) => {
+                        // Used now: the bound lets others go first.
+                        let now = std::time::SystemTime::now();
+                        let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(now));
+                        return Ok((component, CacheOutcome::Hit));
+                    }
                     Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compiled cache entry: {e}"),
                 },
                 Err(why) => tracing::warn!(path = %path.display(), "compiled cache entry refused, recompiling: {why}"),
             }
         }
         let component = Component::new(engine, wasm)?;
-        if let Err(e) = self.store(&path, &key, content_sha256, compat, &component) {
-            tracing::warn!(dir = %self.dir.display(), "cannot write the compiled-component cache: {e:#}");
+        match self.store(&path, &key, content_sha256, compat, &component) {
+            Ok(()) => self.trim(&path),
+            Err(e) => tracing::warn!(dir = %self.dir.display(), "cannot write the compiled-component cache: {e:#}"),
         }
         Ok((component, CacheOutcome::Compiled))
     }

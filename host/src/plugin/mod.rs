@@ -20,7 +20,7 @@ mod state;
 mod stdio;
 pub(crate) mod text;
 
-pub use cache::{CacheOutcome, CompiledCache};
+pub use cache::{CacheOutcome, CacheUsage, CompiledCache, DEFAULT_MAX_BYTES};
 pub use component::Plugin;
 pub use contract::Contract;
 pub use engine::PluginEngine;

@@ -6,7 +6,7 @@ use crate::batch::InputRecord;
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use serde::Deserialize;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 /// A replay file read: its records, and where the stream was resharded.
 #[derive(Debug, Default)]
@@ -109,32 +109,131 @@ enum TimeValue {
     Text(String),
 }
 
-/// Reads JSON-lines records and reshards. Lines without an arrival time
-/// take the previous record's (the first takes `start_millis`); sequence
-/// numbers are generated in order when absent. Errors name the line.
-pub fn read_input(reader: impl BufRead, source: &str, start_millis: i64) -> anyhow::Result<ReplayInput> {
-    let mut records = Vec::new();
-    let mut reshards = Vec::new();
-    let mut arrival = start_millis;
-    for (index, line) in reader.lines().enumerate() {
-        let at = || format!("{source}:{}", index + 1);
-        let line = line.with_context(at)?;
-        if line.trim().is_empty() {
-            continue;
+/// The longest input line read: a record's data is at most 1 MiB, more
+/// as base64 or escaped JSON; a longer line is refused, never buffered.
+const MAX_LINE: usize = 8 << 20;
+
+/// What an input line holds.
+#[derive(Debug)]
+pub enum Item {
+    Record(InputRecord),
+    Reshard(Reshard),
+}
+
+/// How input lines are records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// One record object (or a reshard) per line.
+    Json,
+    /// Each line is one record's data, as it is, keyed as the key says.
+    Lines(LineKey),
+}
+
+/// Reads input one line at a time (`host test`, `host produce --file`):
+/// lines without an arrival time take the previous record's (the first
+/// takes the start time); sequence numbers are generated in order when
+/// absent. Errors name the line; the first one ends the input.
+pub struct InputReader<R> {
+    reader: R,
+    source: String,
+    format: Format,
+    arrival: i64,
+    /// Lines read so far.
+    line: usize,
+    /// Records read so far.
+    records: usize,
+    buf: Vec<u8>,
+    failed: bool,
+}
+
+impl<R: BufRead> InputReader<R> {
+    /// Reads `reader` (named `source` in errors) as `format`, from `start_millis`.
+    pub fn new(reader: R, source: &str, start_millis: i64, format: Format) -> Self {
+        InputReader {
+            reader,
+            source: source.into(),
+            format,
+            arrival: start_millis,
+            line: 0,
+            records: 0,
+            buf: Vec::new(),
+            failed: false,
         }
+    }
+
+    /// Where the last item read came from (`FILE:LINE`), for messages.
+    pub fn at(&self) -> String {
+        format!("{}:{}", self.source, self.line)
+    }
+
+    /// The next line that holds something.
+    fn next_line(&mut self) -> anyhow::Result<bool> {
+        loop {
+            self.buf.clear();
+            let read = (&mut self.reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
+            self.line += 1;
+            if read.with_context(|| self.at())? == 0 {
+                return Ok(false);
+            }
+            if self.buf.len() > MAX_LINE {
+                bail!("{}: the line is longer than {} MiB; a record holds at most 1 MiB", self.at(), MAX_LINE >> 20);
+            }
+            while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
+                self.buf.pop();
+            }
+            if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn record(&mut self, partition_key: String, data: Vec<u8>, sequence: Option<String>, sub: u64) -> Item {
+        self.records += 1;
+        Item::Record(InputRecord {
+            partition_key,
+            data,
+            sequence_number: sequence.unwrap_or_else(|| format!("49{:054}", self.records)),
+            sub_sequence_number: sub,
+            arrival_millis: self.arrival,
+        })
+    }
+
+    fn parse(&mut self) -> anyhow::Result<Item> {
+        let key = match &self.format {
+            Format::Json => return self.parse_json(),
+            Format::Lines(key) => key.clone(),
+        };
+        let partition_key = match key {
+            LineKey::Fixed(key) => key,
+            LineKey::Field(name) => {
+                let value: serde_json::Value = serde_json::from_slice(&self.buf).with_context(|| {
+                    format!("{}: not a JSON object, so it has no field `{name}` to key by", self.at())
+                })?;
+                match value.get(&name) {
+                    Some(serde_json::Value::String(text)) if !text.is_empty() => text.clone(),
+                    Some(number @ serde_json::Value::Number(_)) => number.to_string(),
+                    _ => bail!("{}: no text or number in field `{name}` to key the record by", self.at()),
+                }
+            }
+        };
+        let data = self.buf.clone();
+        Ok(self.record(partition_key, data, None, 0))
+    }
+
+    fn parse_json(&mut self) -> anyhow::Result<Item> {
+        let at = self.at();
+        let line =
+            std::str::from_utf8(&self.buf).map_err(|_| anyhow::anyhow!("{at}: not UTF-8 text (JSON lines are)"))?;
         // Only a line that mentions it can be a reshard; a record whose data
         // does falls through to the record parser.
         if line.contains("\"reshard\"") {
-            if let Ok(reshard) = serde_json::from_str::<ReshardLine>(&line) {
-                let reshard = reshard.into_reshard().map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
-                reshards.push((records.len(), reshard));
-                continue;
+            if let Ok(reshard) = serde_json::from_str::<ReshardLine>(line) {
+                return Ok(Item::Reshard(reshard.into_reshard().map_err(|e| anyhow::anyhow!("{at}: {e}"))?));
             }
         }
-        let parsed: ReplayLine = serde_json::from_str(&line)
-            .with_context(|| {
-                format!("{}: not a record (expected {{\"partitionKey\": …, \"data\": …}}) or a reshard ({{\"reshard\": \"split\"}})", at())
-            })?;
+        let parsed: ReplayLine = serde_json::from_str(line).with_context(|| {
+            format!("{at}: not a record (expected {{\"partitionKey\": …, \"data\": …}}) or a reshard ({{\"reshard\": \"split\"}})")
+        })?;
         let data = match (parsed.data, parsed.data_base64) {
             (Some(raw), None) => match serde_json::from_str::<String>(raw.get()) {
                 Ok(text) => text.into_bytes(),
@@ -143,27 +242,41 @@ pub fn read_input(reader: impl BufRead, source: &str, start_millis: i64) -> anyh
             },
             (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
                 .decode(encoded.trim())
-                .with_context(|| format!("{}: `dataBase64` is not valid base64", at()))?,
-            (None, None) => bail!("{}: a record needs `data` or `dataBase64`", at()),
-            (Some(_), Some(_)) => bail!("{}: give `data` or `dataBase64`, not both", at()),
+                .with_context(|| format!("{at}: `dataBase64` is not valid base64"))?,
+            (None, None) => bail!("{at}: a record needs `data` or `dataBase64`"),
+            (Some(_), Some(_)) => bail!("{at}: give `data` or `dataBase64`, not both"),
         };
         if let Some(time) = parsed.approximate_arrival_timestamp {
-            arrival = match time {
+            self.arrival = match time {
                 TimeValue::Millis(ms) => ms,
                 TimeValue::Text(text) => kinesis_processor_sdk::helpers::time::parse_timestamp_millis(text.as_bytes())
-                    .with_context(|| format!("{}: arrival time {text:?} is not ISO-8601", at()))?,
+                    .with_context(|| format!("{at}: arrival time {text:?} is not ISO-8601"))?,
             };
         }
-        let sequence_number = parsed.sequence_number.unwrap_or_else(|| format!("49{:054}", records.len() + 1));
-        records.push(InputRecord {
-            partition_key: parsed.partition_key,
-            data,
-            sequence_number,
-            sub_sequence_number: parsed.sub_sequence_number.unwrap_or(0),
-            arrival_millis: arrival,
-        });
+        Ok(self.record(parsed.partition_key, data, parsed.sequence_number, parsed.sub_sequence_number.unwrap_or(0)))
     }
-    Ok(ReplayInput { records, reshards })
+}
+
+impl<R: BufRead> Iterator for InputReader<R> {
+    type Item = anyhow::Result<Item>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let item = match self.next_line() {
+            Ok(false) => return None,
+            Ok(true) => self.parse(),
+            Err(e) => Err(e),
+        };
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// Reads JSON-lines records and reshards (see [`InputReader`]).
+pub fn read_input(reader: impl BufRead, source: &str, start_millis: i64) -> anyhow::Result<ReplayInput> {
+    collect(InputReader::new(reader, source, start_millis, Format::Json))
 }
 
 /// Where a raw line's partition key comes from (`--input-format lines`).
@@ -188,37 +301,18 @@ impl LineKey {
 /// Reads raw lines, each one record's data (as it is, without its line
 /// end), all arriving at `start_millis`. Errors name the line.
 pub fn read_lines(reader: impl BufRead, source: &str, start_millis: i64, key: &LineKey) -> anyhow::Result<ReplayInput> {
-    let mut records = Vec::new();
-    for (index, line) in reader.split(b'\n').enumerate() {
-        let at = || format!("{source}:{}", index + 1);
-        let mut line = line.with_context(at)?;
-        if line.last() == Some(&b'\r') {
-            line.pop();
+    collect(InputReader::new(reader, source, start_millis, Format::Lines(key.clone())))
+}
+
+fn collect(items: impl Iterator<Item = anyhow::Result<Item>>) -> anyhow::Result<ReplayInput> {
+    let mut input = ReplayInput::default();
+    for item in items {
+        match item? {
+            Item::Record(record) => input.records.push(record),
+            Item::Reshard(reshard) => input.reshards.push((input.records.len(), reshard)),
         }
-        if line.is_empty() {
-            continue;
-        }
-        let partition_key = match key {
-            LineKey::Fixed(key) => key.clone(),
-            LineKey::Field(name) => {
-                let value: serde_json::Value = serde_json::from_slice(&line)
-                    .with_context(|| format!("{}: not a JSON object, so it has no field `{name}` to key by", at()))?;
-                match value.get(name) {
-                    Some(serde_json::Value::String(text)) if !text.is_empty() => text.clone(),
-                    Some(number @ serde_json::Value::Number(_)) => number.to_string(),
-                    _ => bail!("{}: no text or number in field `{name}` to key the record by", at()),
-                }
-            }
-        };
-        records.push(InputRecord {
-            partition_key,
-            data: line,
-            sequence_number: format!("49{:054}", records.len() + 1),
-            sub_sequence_number: 0,
-            arrival_millis: start_millis,
-        });
     }
-    Ok(ReplayInput { records, reshards: Vec::new() })
+    Ok(input)
 }
 
 /// Reads records only (a reshard line is an error): for callers that

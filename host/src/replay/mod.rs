@@ -8,7 +8,7 @@
 mod input;
 mod reshard;
 
-pub use input::{read_input, read_lines, read_records, LineKey, ReplayInput, Reshard};
+pub use input::{read_input, read_lines, read_records, Format, InputReader, Item, LineKey, ReplayInput, Reshard};
 
 use crate::batch::{InputRecord, PackedBatch};
 use crate::plugin::bindings::{ShardContext, ShutdownReason, State};

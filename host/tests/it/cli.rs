@@ -252,3 +252,28 @@ fn host_test_checks_output_against_expectations_and_restarts() {
     assert_eq!(run.code, 2);
     assert!(one_error_line(&run).contains("stdin:1: not a JSON object"), "{}", run.stderr);
 }
+
+/// The compiled cache keeps to its bound (least recently used entries go
+/// first), and `host cache show|clean` report and empty it.
+#[test]
+fn the_compiled_cache_keeps_to_its_bound_and_cleans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache").display().to_string();
+    let input = "{\"partitionKey\": \"k\", \"data\": \"x\"}\n";
+    let entries = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    for plugin in ["echo", "faulty", "counter"] {
+        let path = plugin_path(plugin).display().to_string();
+        let run = host(&["test", "--plugin", &path, "--cache-dir", &cache, "--cache-max-mb", "1"], input);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    assert_eq!(entries(), 1, "each entry is most of a MiB: only the newest fits");
+    let unbounded = plugin_path("echo").display().to_string();
+    assert_eq!(host(&["test", "--plugin", &unbounded, "--cache-dir", &cache], input).code, 0);
+    assert_eq!(entries(), 2, "the default bound (1 GiB) holds both");
+    let shown = host(&["cache", "show", "--cache-dir", &cache], "");
+    assert!(shown.stdout.contains("2 compiled component(s)"), "{}", shown.stdout);
+    let cleaned = host(&["cache", "clean", "--cache-dir", &cache], "");
+    assert_eq!(cleaned.code, 0, "{}", cleaned.stderr);
+    assert!(cleaned.stdout.contains("removed 2 compiled component(s)"), "{}", cleaned.stdout);
+    assert_eq!(entries(), 0);
+}

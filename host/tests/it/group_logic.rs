@@ -417,4 +417,17 @@ async fn moved_during_probation(name: &str, trap: Trap) {
         assert!(replayed, "{shard}, taken from w1 in probation, replayed from its pre-swap point on w2\n{log}");
     }
     group.assert_counts_exact().await;
+    // Each shard's state, as the group keeps it.
+    let table = ["state", "show", "--lease-table", &group.table, "--stream", &group.stream];
+    let table: Vec<&str> = table.into_iter().chain(["--dynamodb-endpoint-url", &group.dynamo]).collect();
+    let listed = host(&table, "");
+    assert_eq!(
+        listed.stdout.lines().filter(|l| l.contains("state v1")).count(),
+        4,
+        "{}{}",
+        listed.stdout,
+        listed.stderr
+    );
+    let one = host(&[&table[..], &["--shard", moved[0].as_str()]].concat(), "");
+    assert!(one.stdout.contains("\"windows\""), "the counter's own state: {}{}", one.stdout, one.stderr);
 }

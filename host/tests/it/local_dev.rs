@@ -269,3 +269,37 @@ async fn host_dev_with_two_workers_shares_the_stream_and_shows_who_holds_what() 
     assert!(total >= 6, "12 s of seed 000's producers: {}", out.stdout);
     assert!(out.stderr.contains(&format!("dev: stopped after {total} records")), "{}", out.stderr);
 }
+
+/// `host dev --input FILE` puts the author's records (not the demo's) and
+/// takes `host run`'s failure policy flags: a refused record goes to
+/// `--dead-letter`, and the rest is printed in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_dev_runs_an_authors_own_records_with_dead_letters() {
+    let _watched = watchdog::watch();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("mine.jsonl");
+    std::fs::write(
+        &input,
+        "{\"partitionKey\": \"a\", \"data\": \"one\"}\n{\"partitionKey\": \"a\", \"data\": \"fail\"}\n{\"partitionKey\": \"a\", \"data\": \"two\"}\n",
+    )
+    .expect("write");
+    let letters = dir.path().join("dl.jsonl");
+    let (faulty, input, dead) = (
+        plugin_path("faulty").display().to_string(),
+        input.display().to_string(),
+        format!("file:{}", letters.display()),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        host(
+            &["dev", "--plugin", &faulty, "--input", &input, "--dead-letter", &dead, "--duration", "4", "--port", "0"],
+            "",
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "one\ntwo\n", "{}", out.stderr);
+    assert!(out.stderr.contains("dev: put 3 records from") && !out.stderr.contains("8.8.8.8"), "{}", out.stderr);
+    let letters = json_lines(&std::fs::read_to_string(&letters).unwrap_or_default());
+    assert_eq!((letters.len(), letters[0]["data"].as_str()), (1, Some("fail")), "{letters:?}");
+}

@@ -761,3 +761,68 @@ async fn deleting_the_stream_under_a_run_is_one_line_with_what_was_checkpointed(
     );
     local.stop().await;
 }
+
+/// `host produce --file` puts an author's own records (JSON lines or raw
+/// lines) into a stream once and in order, so `host run` there prints what
+/// `host test` printed offline; a line that cannot be a record is one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authors_own_records_go_into_a_stream_once_and_in_order() {
+    let _watched = watchdog::watch();
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(host(&["stream", "create", "own", "--shards", "1", "--wait", "--endpoint-url", &url], "").code, 0);
+    let records = dir.path().join("records.jsonl");
+    let text: String = (0..1234)
+        .map(|i| format!("{{\"partitionKey\": \"k{}\", \"data\": {{\"n\": {i}, \"b\": \"x\"}}}}\n", i % 7))
+        .collect();
+    std::fs::write(&records, text).expect("write");
+    let file = records.display().to_string();
+    let put = host(&["produce", "--stream", "own", "--endpoint-url", &url, "--file", &file], "");
+    assert_eq!(put.code, 0, "{}", put.stderr);
+    assert!(put.stderr.contains("put 1234 records from"), "{}", put.stderr);
+    let lines = host(
+        &["produce", "--stream", "own", "--endpoint-url", &url, "--file", "-", "--input-format", "lines"],
+        "GET /a 500\nGET /b 200\n",
+    );
+    assert_eq!(lines.code, 0, "{}", lines.stderr);
+    let faulty = plugin_path("faulty").display().to_string();
+    let offline = host(&["test", "--plugin", &faulty, "--input", &file], "");
+    assert_eq!(offline.code, 0, "{}", offline.stderr);
+    let out = dir.path().join("out.txt");
+    let run = run_until_idle(&faulty, "own", &url, &dir.path().join("cp.db"), &out);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let streamed = std::fs::read_to_string(&out).expect("output");
+    assert_eq!(streamed, format!("{}GET /a 500\nGET /b 200\n", offline.stdout), "once each, in order");
+    // The state the run kept: faulty counts what it passed (8 bytes, not text).
+    let db = dir.path().join("cp.db").display().to_string();
+    let listed = host(&["state", "show", "--checkpoint-db", &db, "--stream", "own"], "");
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(
+        listed.stdout.starts_with("shardId-000000000000  49") && listed.stdout.contains("state v1, 8 bytes"),
+        "{}",
+        listed.stdout
+    );
+    let shown =
+        host(&["state", "show", "--checkpoint-db", &db, "--stream", "own", "--shard", "shardId-000000000000"], "");
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    use base64::Engine as _;
+    let encoded = shown.stdout.trim().strip_prefix("base64:").expect("not text");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64");
+    assert_eq!(u64::from_le_bytes(bytes.try_into().expect("8 bytes")), 1236, "every record put, counted once");
+    let missing = host(&["state", "show", "--checkpoint-db", "/nonexistent/cp.db", "--stream", "own"], "");
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("no checkpoint file at /nonexistent/cp.db"), "{}", missing.stderr);
+    // What cannot be put is one line, naming the line.
+    let reshard = host(
+        &["produce", "--stream", "own", "--endpoint-url", &url, "--file", "-"],
+        "{\"partitionKey\": \"k\", \"data\": \"x\"}\n{\"reshard\": \"split\"}\n",
+    );
+    assert_eq!(reshard.code, 2);
+    assert!(reshard.stderr.contains("stdin:2: a reshard line is for `host test`"), "{}", reshard.stderr);
+    let long_key = format!("{{\"partitionKey\": \"{}\", \"data\": \"x\"}}\n", "k".repeat(300));
+    let refused = host(&["produce", "--stream", "own", "--endpoint-url", &url, "--file", "-"], &long_key);
+    assert_eq!(refused.code, 2);
+    assert!(refused.stderr.contains("stdin:1: a partition key has 1 to 256 bytes"), "{}", refused.stderr);
+    local.stop().await;
+}

@@ -287,30 +287,8 @@ impl Group {
 
     /// A single host (SQLite checkpoints in `db`) over the stream, output to `out`, until idle.
     pub(crate) fn single_host(&self, db: &std::path::Path, out: &std::path::Path) -> Run {
-        let run = host(
-            &[
-                "run",
-                "--plugin",
-                &plugin_path("counter").display().to_string(),
-                "--stream",
-                &self.stream,
-                "--endpoint-url",
-                &self.kinesis,
-                "--start-position",
-                "TRIM_HORIZON",
-                "--checkpoint-db",
-                &db.display().to_string(),
-                "--sink",
-                &format!("file:{}", out.display()),
-                "--idle-exit",
-                "1.5",
-                "--idle-time-ms",
-                "100",
-                "--status-interval",
-                "0",
-            ],
-            "",
-        );
+        let counter = plugin_path("counter").display().to_string();
+        let run = run_until_idle(&counter, &self.stream, &self.kinesis, db, out);
         assert_eq!(run.code, 0, "{}", run.stderr);
         run
     }

@@ -214,8 +214,18 @@ export class Processor {
   restore(data, _version) {
     if (data.length) throw new Error(`${this.constructor.processorName} keeps no state but was given ${data.length} bytes; define restore()`);
   }
-  /** A merge child's start: take over both parents' states. */
-  merge(parents) { for (const p of parents) this.restore(p.data, p.version); }
+  /**
+   * A merge child's start: take over both parents' states. The default
+   * restores the one parent that has state; two need a merge of your own
+   * (restoring both would keep only the last).
+   */
+  merge(parents) {
+    const withState = parents.filter((p) => p.data.length);
+    if (withState.length > 1) {
+      throw new Error(`${this.constructor.processorName} keeps state but does not define merge(parents), so the state of merged shards would be lost`);
+    }
+    for (const p of withState) this.restore(p.data, p.version);
+  }
   /** Last call: `reason` is "shard-ended", "lease-lost" or "requested". */
   shutdown(_reason, _out) {}
 }

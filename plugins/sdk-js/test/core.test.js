@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { Batch, BatchBuilder, Output, hashKey, parseTimestampMillis, parseLeadingTimestamp, formatTimestampMillis, windowStart } from '../src/core.js';
+import { Batch, BatchBuilder, Output, Processor, Snapshot, hashKey, parseTimestampMillis, parseLeadingTimestamp, formatTimestampMillis, windowStart } from '../src/core.js';
 import { md5 } from '../src/md5.js';
 
 test('md5 matches node', () => {
@@ -69,4 +69,14 @@ test('batches and output round-trip', () => {
   const got = [...out];
   assert.deepEqual(got.slice(0, 2).map(([k, d]) => [k, [...d]]), [['a', [120]], ['b', [1, 2]]]);
   assert.deepEqual([got[2][0], new TextDecoder().decode(got[2][1])], ['é', '€'.repeat(3000)]);
+});
+
+test('the default merge restores one parent with state and refuses two (restore would keep only the last)', () => {
+  class Replacing extends Processor {
+    restore(data) { this.state = data; }
+  }
+  const child = new Replacing({}, {});
+  child.merge([new Snapshot(1, new Uint8Array(0)), new Snapshot(1, new Uint8Array([1]))]);
+  assert.deepEqual([...child.state], [1]);
+  assert.throws(() => new Replacing({}, {}).merge([new Snapshot(1, new Uint8Array([1])), new Snapshot(1, new Uint8Array([2]))]), /does not define merge/);
 });

@@ -138,8 +138,16 @@ class Processor:
             raise ValueError(f"{self.name} keeps no state but was given {len(data)} bytes; define restore()")
 
     def merge(self, parents: list) -> None:
-        """A merge child's start: take over both parents' states."""
-        for parent in parents:
+        """A merge child's start: take over both parents' states. The default
+        restores the one parent that has state; two need a merge of your own
+        (restoring both would keep only the last)."""
+        with_state = [parent for parent in parents if parent.data]
+        if len(with_state) > 1:
+            raise ValueError(
+                f"{self.name} keeps state but does not define merge(parents), "
+                "so the state of merged shards would be lost"
+            )
+        for parent in with_state:
             self.restore(parent.data, parent.version)
 
     def shutdown(self, reason: str, out: Output) -> None:

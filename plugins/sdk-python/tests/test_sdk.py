@@ -10,6 +10,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from kinesis_processor import (  # noqa: E402
     BatchBuilder,
     Output,
+    Processor,
+    ShardContext,
+    Snapshot,
     format_timestamp_millis,
     parse_leading_timestamp,
     parse_timestamp_millis,
@@ -70,6 +73,26 @@ class Buffers(unittest.TestCase):
         out.emit("a", "x")
         out.emit("é", b"\x01\x02")
         self.assertEqual(list(out), [("a", b"x"), ("é", b"\x01\x02")])
+
+
+
+class DefaultMerge(unittest.TestCase):
+    class Replacing(Processor):
+        name = "replacing"
+
+        def __init__(self, config, shard):
+            super().__init__(config, shard)
+            self.state = b""
+
+        def restore(self, data, version):
+            self.state = data
+
+    def test_one_parent_with_state_is_restored_two_are_refused_not_half_lost(self):
+        child = self.Replacing({}, ShardContext())
+        child.merge([Snapshot(1, b""), Snapshot(1, b"left")])
+        self.assertEqual(child.state, b"left")
+        with self.assertRaisesRegex(ValueError, "does not define merge"):
+            self.Replacing({}, ShardContext()).merge([Snapshot(1, b"left"), Snapshot(1, b"right")])
 
 
 if __name__ == "__main__":

@@ -387,3 +387,33 @@ pub fn python_with(modules: &str) -> Option<String> {
     skip("", &format!("{python} cannot {import} (`make test` installs it into target/pyenv)"));
     None
 }
+
+/// `host run` of `plugin` (a path) over `stream` from its start, SQLite
+/// checkpoints in `db`, output to `out`, until idle for 1.5 s.
+pub fn run_until_idle(plugin: &str, stream: &str, endpoint: &str, db: &std::path::Path, out: &std::path::Path) -> Run {
+    let (db, sink) = (db.display().to_string(), format!("file:{}", out.display()));
+    host(
+        &[
+            "run",
+            "--plugin",
+            plugin,
+            "--stream",
+            stream,
+            "--endpoint-url",
+            endpoint,
+            "--start-position",
+            "TRIM_HORIZON",
+            "--checkpoint-db",
+            &db,
+            "--sink",
+            &sink,
+            "--idle-exit",
+            "1.5",
+            "--idle-time-ms",
+            "100",
+            "--status-interval",
+            "0",
+        ],
+        "",
+    )
+}
