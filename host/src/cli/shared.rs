@@ -150,9 +150,11 @@ impl AwsArgs {
 #[derive(Debug, Args)]
 pub struct HotSwapArgs {
     /// Hot-swap the logic whenever the --plugin file changes on disk
-    /// (SIGHUP also reloads it, with or without this flag).
-    #[arg(long, help_heading = "Hot swap")]
-    pub watch: bool,
+    /// (SIGHUP also reloads it, with or without this flag). `--watch DIR`
+    /// also runs DIR/build.sh (a `host new` project) whenever one of its
+    /// sources changes, so a save is a test run, a build and a swap.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "", help_heading = "Hot swap")]
+    pub watch: Option<PathBuf>,
 
     /// Accept `host swap` on this address: 127.0.0.1:PORT, [::1]:PORT or
     /// unix:PATH (off by default; loopback only).
@@ -220,9 +222,13 @@ impl HotSwapArgs {
             Some(group) => group.spawn(hub.clone(), swaps, results_rx, settings, progress),
             None => swaps,
         };
-        let watcher = match self.watch {
-            true => Some(crate::swap::file_watch::watch(plugin_args.file()?, triggers.clone(), Default::default())?),
-            false => None,
+        let watcher = match &self.watch {
+            Some(_) => Some(crate::swap::file_watch::watch(plugin_args.file()?, triggers.clone(), Default::default())?),
+            None => None,
+        };
+        let project = match &self.watch {
+            Some(dir) if !dir.as_os_str().is_empty() => Some(crate::swap::project_watch::watch_project(dir)?),
+            _ => None,
         };
         let control = match &self.control_addr {
             Some(addr) => {
@@ -236,7 +242,7 @@ impl HotSwapArgs {
         if let Some(path) = &plugin_args.plugin {
             reload_on_sighup(path.clone(), triggers);
         }
-        Ok((hub, HotSwapTriggers { _watcher: watcher, _control: control }))
+        Ok((hub, HotSwapTriggers { _watcher: watcher, _project: project, _control: control }))
     }
 }
 
@@ -244,6 +250,7 @@ impl HotSwapArgs {
 /// endpoint's token (removed when this is dropped, at the end of the run).
 pub struct HotSwapTriggers {
     _watcher: Option<crate::swap::file_watch::FileWatcher>,
+    _project: Option<crate::swap::project_watch::ProjectWatcher>,
     _control: Option<crate::swap::control::ControlEndpoint>,
 }
 

@@ -110,7 +110,11 @@ fn summarize(text: &str) -> Option<String> {
     if let Some(start) = lines.iter().rposition(|l| l.starts_with("Traceback (most recent call last):")) {
         let rest = &lines[start + 1..];
         if let Some(exception) = rest.iter().find(|l| !l.starts_with([' ', '\t'])) {
-            let frame = rest.iter().take_while(|l| l.starts_with([' ', '\t'])).filter_map(|l| python_frame(l)).last();
+            let frames: Vec<(bool, String)> =
+                rest.iter().take_while(|l| l.starts_with([' ', '\t'])).filter_map(|l| python_frame(l)).collect();
+            // The author's innermost frame: not the SDK's, not Python's own.
+            let authors = frames.iter().rev().find(|(theirs, _)| *theirs).or(frames.last());
+            let frame = authors.map(|(_, place)| place.clone());
             return Some(match frame {
                 Some(place) => format!("{} ({place})", exception.trim()),
                 None => exception.trim().to_string(),
@@ -134,14 +138,19 @@ fn summarize(text: &str) -> Option<String> {
     }
 }
 
-/// `  File "/app/app.py", line 25, in process` as `app.py:25 in process`.
-fn python_frame(line: &str) -> Option<String> {
+/// `  File "/app/app.py", line 25, in process` as `app.py:25 in process`,
+/// and whether the file is the author's (not the SDK's, not Python's own).
+fn python_frame(line: &str) -> Option<(bool, String)> {
     let rest = line.trim().strip_prefix("File \"")?;
     let (path, rest) = rest.split_once('"')?;
     let file = path.rsplit('/').next().unwrap_or(path);
     let rest = rest.strip_prefix(", line ")?;
     let (number, function) = rest.split_once(", in ").unwrap_or((rest, ""));
-    Some(if function.is_empty() { format!("{file}:{number}") } else { format!("{file}:{number} in {function}") })
+    let authors = !(path.contains("kinesis_processor/") || path.contains("/lib/python") || path.starts_with('<'));
+    Some((
+        authors,
+        if function.is_empty() { format!("{file}:{number}") } else { format!("{file}:{number} in {function}") },
+    ))
 }
 
 impl IsTerminal for PluginStdio {
@@ -199,6 +208,20 @@ mod tests {
     fn a_python_traceback_gives_the_exception_and_where() {
         let text = "faulty starts\nTraceback (most recent call last):\n  File \"/build/app.py\", line 25, in process\n    lookup[k] += 1\n    ~~~~~~^^^\nKeyError: 'a'\nthread '<unnamed>' panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\n";
         assert_eq!(summarize(text).as_deref(), Some("KeyError: 'a' (app.py:25 in process)"));
+    }
+
+    #[test]
+    fn a_python_error_inside_the_sdk_names_the_authors_line_that_called_it() {
+        let text = "Traceback (most recent call last):\n  File \"/app/kinesis_processor/_glue.py\", line 81, in call\n    method(*args, out)\n  File \"/app/app.py\", line 14, in process\n    out.emit(7, b\"x\")\n  File \"/app/kinesis_processor/_records.py\", line 97, in emit\n    raise TypeError(...)\nTypeError: emit(key, data): the key must be a str, not int (7)\n";
+        assert_eq!(
+            summarize(text).as_deref(),
+            Some("TypeError: emit(key, data): the key must be a str, not int (7) (app.py:14 in process)")
+        );
+        let stdlib = "Traceback (most recent call last):\n  File \"/app/app.py\", line 3, in process\n  File \"/usr/lib/python3.11/json/__init__.py\", line 346, in loads\njson.decoder.JSONDecodeError: Expecting value\n";
+        assert_eq!(
+            summarize(stdlib).as_deref(),
+            Some("json.decoder.JSONDecodeError: Expecting value (app.py:3 in process)")
+        );
     }
 
     #[test]

@@ -109,9 +109,10 @@ enum TimeValue {
     Text(String),
 }
 
-/// The longest input line read: a record's data is at most 1 MiB, more
-/// as base64 or escaped JSON; a longer line is refused, never buffered.
-const MAX_LINE: usize = 8 << 20;
+/// The longest input line read: a record's data is at most 10 MiB (what
+/// Kinesis takes at most), more as base64 or escaped JSON; a longer line
+/// is refused, never buffered.
+const MAX_LINE: usize = 32 << 20;
 
 /// What an input line holds.
 #[derive(Debug)]
@@ -176,7 +177,7 @@ impl<R: BufRead> InputReader<R> {
                 return Ok(false);
             }
             if self.buf.len() > MAX_LINE {
-                bail!("{}: the line is longer than {} MiB; a record holds at most 1 MiB", self.at(), MAX_LINE >> 20);
+                bail!("{}: the line is longer than {} MiB; a record holds at most 10 MiB", self.at(), MAX_LINE >> 20);
             }
             while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
                 self.buf.pop();

@@ -15,6 +15,7 @@
 pub mod control;
 mod coordinator;
 pub mod file_watch;
+pub mod project_watch;
 
 pub use coordinator::{check, coordinate, SwapContext};
 

@@ -102,6 +102,22 @@ fn an_exception_is_named_and_a_record_error_keeps_its_index() {
         assert!(bad.stderr.contains("failed at record 1: record 1 is bad"), "{}", bad.stderr);
         assert_eq!(bad.stdout.lines().count(), 1, "record 0 was emitted: {}", bad.stdout);
     }
+    // SDK misuse is caught where the author's code calls the SDK, naming the
+    // wrong type (and, in Python, the author's line, not the SDK's); the
+    // network says there is none.
+    let misuse = [
+        ("py", "int-key", "TypeError: emit(key, data): the key must be a str, not int (1) (app.py:"),
+        ("js", "object-data", "TypeError: emit(key, data): data must be a string or a Uint8Array, not an object"),
+        ("py", "network", "PermissionError: there is no network in the sandbox"),
+        ("js", "network", "Error: there is no network in the sandbox"),
+    ];
+    for (lang, data, line) in misuse {
+        let Some(faulty) = built(lang, "faulty") else { continue };
+        let run = host(&["test", "--plugin", &faulty, "--retries", "0"], &input(data));
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let last = run.stderr.trim().lines().last().unwrap_or_default();
+        assert!(last.contains(line) && !last.contains("_records.py"), "{last}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

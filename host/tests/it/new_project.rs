@@ -109,6 +109,32 @@ fn a_new_python_project_builds_and_passes_host_test() {
         ),
         ("app.py", "\ndef oops(:\n", "SyntaxError"),
     );
+    // `host dev --watch DIR`: a save is a test run, a build and a swap.
+    let (wasm, records) = (project.join("my-python.wasm"), project.join("records.jsonl"));
+    let (wasm, records, dir) =
+        (wasm.display().to_string(), records.display().to_string(), project.display().to_string());
+    let dev = spawn_host(&[
+        "dev",
+        "--plugin",
+        &wasm,
+        "--watch",
+        &dir,
+        "--input",
+        &records,
+        "--duration",
+        "30",
+        "--port",
+        "0",
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let app = project.join("app.py");
+    let source = std::fs::read_to_string(&app).expect("app.py");
+    std::fs::write(&app, format!("{source}\nVERSION = 2\n")).expect("write");
+    let run = dev.finish();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for line in ["watch: app.py changed; running ./build.sh", "watch: built in", "swap: swapped"] {
+        assert!(run.stderr.contains(line), "`{line}` missing: {}", run.stderr);
+    }
 }
 
 #[test]

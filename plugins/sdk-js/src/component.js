@@ -5,7 +5,13 @@
 // traps, and the host's failure policy retries and bisects.
 
 import { emitBatch, log as hostLog, nowMillis as hostNow } from 'kinesis:processor/host@0.2.0';
-import { Batch, HashKeyRange, Output, ProcessError, ShardContext, Snapshot, setHost } from './core.js';
+import { Batch, HashKeyRange, Output, ProcessError, ShardContext, Snapshot, isBytes, setHost } from './core.js';
+
+/** What every way to the network does in the sandbox: say so, where it is called. */
+function noNetwork() {
+  throw new Error('there is no network in the sandbox: a processor cannot fetch or open connections (emit what you would send; the host\'s sink delivers it)');
+}
+globalThis.fetch = noNetwork;
 
 /** `TypeError: x is undefined (process@app.js:12:5)`. */
 function describe(e) {
@@ -83,6 +89,9 @@ export function exports(cls) {
       let data;
       try {
         data = processor.snapshot();
+        if (data != null && !isBytes(data)) {
+          throw new TypeError(`snapshot() must return a Uint8Array, not ${typeof data} (jsonSnapshot(value) makes one of a JSON-able value)`);
+        }
       } catch (e) {
         crash(e);
       }

@@ -117,6 +117,19 @@ class Words {
   bytes() { return new Uint8Array(this.buf.buffer.slice(0, this.len * 4)); }
 }
 
+/** A Uint8Array, whichever global made it (the host's bindings make theirs). */
+export function isBytes(v) {
+  return Object.prototype.toString.call(v) === '[object Uint8Array]';
+}
+
+/** What a wrong argument is, for an error: `an object`, `a number`, `null`. */
+function kind(v) {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  const t = typeof v;
+  return t === 'object' ? `an object (${v.constructor?.name || 'Object'})` : `${/^[aeiou]/.test(t) ? 'an' : 'a'} ${t}`;
+}
+
 /** Output records of one call, packed as they come and handed to the host
  * once when the call returns (also when it fails: what was emitted for the
  * records before a failing one is kept). */
@@ -124,6 +137,10 @@ export class Output {
   constructor() { this.payload = new Bytes(); this.index = new Words(); this.count = 0; }
   /** Sends one record to the sink: a key and data (string or Uint8Array). */
   emit(key, data) {
+    if (typeof key !== 'string') throw new TypeError(`emit(key, data): the key must be a string, not ${kind(key)}`);
+    if (typeof data !== 'string' && !isBytes(data)) {
+      throw new TypeError(`emit(key, data): data must be a string or a Uint8Array, not ${kind(data)} (JSON.stringify(value) makes one)`);
+    }
     const at = this.payload.len;
     const kn = this.payload.pushText(key);
     let dn;

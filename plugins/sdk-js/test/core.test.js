@@ -80,3 +80,12 @@ test('the default merge restores one parent with state and refuses two (restore 
   assert.deepEqual([...child.state], [1]);
   assert.throws(() => new Replacing({}, {}).merge([new Snapshot(1, new Uint8Array([1])), new Snapshot(1, new Uint8Array([2]))]), /does not define merge/);
 });
+
+test('a wrong key or data type is named where it is emitted', () => {
+  const out = new Output();
+  assert.throws(() => out.emit(7, 'x'), /the key must be a string, not a number/);
+  assert.throws(() => out.emit('k', { a: 1 }), /data must be a string or a Uint8Array, not an object \(Object\)/);
+  assert.throws(() => out.emit('k', [1]), /not an array/);
+  out.emit('k', new Uint8Array([111, 107]));
+  assert.deepEqual([...out].map(([k, d]) => [k, new TextDecoder().decode(d)]), [['k', 'ok']]);
+});

@@ -2,7 +2,9 @@
 // `{"fail_in": "init"}` throws in the constructor; otherwise a record whose
 // data is `crash` hits a TypeError (a bug: retried, then bisected), and one
 // whose data is `bad` is refused with ProcessError.at (a poison record, by
-// the author's decision). Other records are echoed.
+// the author's decision), `object-data` emits an object (SDK misuse), and
+// `network` fetches (there is no network in the sandbox).
+// Other records are echoed.
 import { ProcessError, Processor, log } from 'kinesis-processor';
 import { exports } from 'kinesis-processor/component';
 
@@ -23,6 +25,8 @@ class Faulty extends Processor {
         lookup[record.partitionKey].count += 1;
       }
       if (record.text === 'bad') throw ProcessError.at(i, `record ${i} is bad`);
+      if (record.text === 'object-data') out.emit(record.partitionKey, { n: i });
+      if (record.text === 'network') fetch('http://example.com/');
       out.emit(record.partitionKey, record.data);
       i++;
     }

@@ -8,6 +8,7 @@ stderr, where the host's error line picks up the exception's type, message
 and place."""
 
 import json
+import socket
 import sys
 import traceback
 
@@ -20,6 +21,21 @@ from wit_world.imports import host, types
 from . import Batch, HashKeyRange, Output, ProcessError, ShardContext, Snapshot
 
 _sdk = sys.modules[__package__]
+
+
+def _no_network(*_args, **_kwargs):
+    """What every way to the network does in the sandbox: say so, at the
+    author's line (requests, urllib and socket all end here)."""
+    raise PermissionError(
+        "there is no network in the sandbox: a processor cannot resolve names or open connections "
+        "(emit what you would send; the host's sink delivers it)"
+    )
+
+
+# Without this, Python fails far from the cause (`LookupError: unknown
+# encoding: idna` on a host name, or an OSError without a word of why).
+socket.getaddrinfo = socket.create_connection = socket.gethostbyname = _no_network
+socket.socket.connect = socket.socket.connect_ex = socket.socket.bind = _no_network
 
 _LEVELS = {
     "trace": types.LogLevel.TRACE,
@@ -52,8 +68,10 @@ def _describe(e: BaseException) -> str:
     where in the author's code it was raised."""
     where = ""
     frames = traceback.extract_tb(e.__traceback__)
-    if frames:
-        f = frames[-1]
+    # The author's innermost frame, not the SDK's or Python's own.
+    theirs = [f for f in frames if "kinesis_processor/" not in f.filename and "/lib/python" not in f.filename]
+    if theirs or frames:
+        f = (theirs or frames)[-1]
         where = f" ({f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name})"
     return f"{type(e).__name__}: {e}{where}"
 
@@ -122,6 +140,11 @@ def exports(cls):
         def snapshot(self):
             try:
                 data = slot["processor"].snapshot()
+                if data is not None and not isinstance(data, (bytes, bytearray, memoryview)):
+                    raise TypeError(
+                        f"snapshot() must return bytes, not {type(data).__name__} "
+                        "(json_snapshot(value) makes bytes of a JSON-able value)"
+                    )
             except Exception as e:
                 _crash(e)
                 raise

@@ -93,9 +93,19 @@ class Output:
         self.count = 0
 
     def emit(self, key: str, data) -> None:
-        """Sends one record to the sink: `key` and `data` (bytes or str)."""
+        """Sends one record to the sink: `key` (str) and `data` (bytes or str)."""
+        if not isinstance(key, str):
+            raise TypeError(f"emit(key, data): the key must be a str, not {type(key).__name__} ({key!r:.40})")
         k = key.encode()
-        d = data.encode() if isinstance(data, str) else bytes(data)
+        if isinstance(data, str):
+            d = data.encode()
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            d = bytes(data)
+        else:
+            raise TypeError(
+                f"emit(key, data): data must be bytes or str, not {type(data).__name__} "
+                "(json.dumps(value) or str(value) makes one)"
+            )
         at = len(self.payload)
         self.payload += k
         self.payload += d

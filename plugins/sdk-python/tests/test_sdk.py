@@ -95,5 +95,17 @@ class DefaultMerge(unittest.TestCase):
             self.Replacing({}, ShardContext()).merge([Snapshot(1, b"left"), Snapshot(1, b"right")])
 
 
+
+class EmitChecks(unittest.TestCase):
+    def test_a_wrong_key_or_data_type_is_named_where_it_is_emitted(self):
+        out = Output()
+        with self.assertRaisesRegex(TypeError, r"the key must be a str, not int \(7\)"):
+            out.emit(7, b"x")
+        with self.assertRaisesRegex(TypeError, "data must be bytes or str, not dict"):
+            out.emit("k", {"a": 1})
+        out.emit("k", bytearray(b"ok"))
+        self.assertEqual(list(out), [("k", b"ok")])
+
+
 if __name__ == "__main__":
     unittest.main()
