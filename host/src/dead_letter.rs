@@ -112,7 +112,13 @@ impl DeadLetter {
 pub enum DeadLetterSink {
     /// JSON lines appended to a file, flushed (and synced) before the
     /// checkpoint that skips the record.
-    File { path: std::path::PathBuf, file: Mutex<std::fs::File> },
+    File {
+        path: std::path::PathBuf,
+        file: Mutex<std::fs::File>,
+        /// A regular file is synced; a device or pipe (`/dev/null`) has
+        /// nothing to make durable.
+        durable: bool,
+    },
     /// Records put to another stream, keyed by the original partition key.
     Stream { client: aws_sdk_kinesis::Client, stream: String },
 }
@@ -147,7 +153,8 @@ impl DeadLetterSink {
         // Dead letters hold whole records: the user's alone when we create it.
         let file = crate::private::open_append(path)
             .with_context(|| format!("cannot open the dead-letter file {}", path.display()))?;
-        Ok(DeadLetterSink::File { path: path.into(), file: Mutex::new(file) })
+        let durable = file.metadata().map(|m| m.is_file()).unwrap_or(true);
+        Ok(DeadLetterSink::File { path: path.into(), file: Mutex::new(file), durable })
     }
 
     /// Writes the letters durably; only then may the checkpoint move past them.
@@ -156,7 +163,7 @@ impl DeadLetterSink {
             return Ok(());
         }
         match self {
-            DeadLetterSink::File { path, file } => {
+            DeadLetterSink::File { path, file, durable } => {
                 let mut lines = Vec::new();
                 for letter in letters {
                     serde_json::to_writer(&mut lines, letter)?;
@@ -164,11 +171,7 @@ impl DeadLetterSink {
                 }
                 let mut file = file.lock().map_err(|_| anyhow::anyhow!("dead-letter lock poisoned"))?;
                 file.write_all(&lines)
-                    .and_then(|_| match file.sync_data() {
-                        // A device or pipe (`/dev/null`) has nothing to make durable.
-                        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
-                        synced => synced,
-                    })
+                    .and_then(|_| if *durable { file.sync_data() } else { Ok(()) })
                     .with_context(|| format!("cannot write the dead-letter file {}", path.display()))
             }
             DeadLetterSink::Stream { client, stream } => {

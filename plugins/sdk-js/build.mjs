@@ -31,11 +31,12 @@ const bundled = await esbuild.build({
     },
   }],
 });
-// The bundle holds every file the app imports: it, the WIT and the pinned
-// tools name the component.
+// The bundle holds every file the app imports: it, the WIT, the pinned
+// tools and this script name the component.
 const hash = createHash('sha256');
 hash.update(bundled.outputFiles[0].text);
-for (const f of [join(sdk, 'wit', 'processor.wit'), join(sdk, 'package.json')]) hash.update(readFileSync(f));
+for (const f of [join(sdk, 'wit', 'processor.wit'), join(sdk, 'package.json'), fileURLToPath(import.meta.url)]) hash.update(readFileSync(f));
+if (existsSync(join(sdk, 'package-lock.json'))) hash.update(readFileSync(join(sdk, 'package-lock.json')));
 const digest = hash.digest('hex');
 if (existsSync(out) && existsSync(`${out}.src`) && readFileSync(`${out}.src`, 'utf8') === digest) {
   console.error(`${out} is up to date (no source changed since it was built)`);

@@ -132,17 +132,21 @@ impl DevArgs {
             None => "Ctrl-C stops.".into(),
         }
     );
+        let shutdown = Shutdown::new();
+        stop_on_signals(shutdown.clone());
         let producer = {
             let (client, stream) = (client.clone(), args.stream.clone());
             match &args.input {
                 Some(file) => {
                     let (file, format) =
-                        (file.clone(), super::produce::input_format(args.input_format, &args.partition_key));
+                        (file.clone(), super::produce::input_format(args.input_format, &args.partition_key)?);
+                    let shutdown = shutdown.clone();
                     tokio::spawn(async move {
                         let put = super::produce::put_file(&client, &stream, &file, format, None).await;
                         match &put {
                             Ok(n) => eprintln!("dev: put {n} records from {}", file.display()),
-                            Err(e) => eprintln!("error: {e:#}"),
+                            // Stops the run: it ends with the error.
+                            Err(_) => shutdown.trigger(),
                         }
                         put
                     })
@@ -172,8 +176,6 @@ impl DevArgs {
         let settings = consumer.instance_settings("");
         let (hub, _triggers) =
             args.hot_swap.start(&args.plugin, engine, plugin, settings, progress.clone(), None).await?;
-        let shutdown = Shutdown::new();
-        stop_on_signals(shutdown.clone());
         if let Some(duration) = duration {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -189,8 +191,16 @@ impl DevArgs {
         } else {
             group(&url, args.workers, source, hub, sink, consumer, shutdown).await
         };
-        producer.abort();
+        let put = if producer.is_finished() {
+            producer.await.ok()
+        } else {
+            producer.abort();
+            None
+        };
         local.stop().await;
+        if let (Some(Err(e)), Some(_)) = (put, &args.input) {
+            return Err(e);
+        }
         let report = report?;
         eprintln!("dev: stopped after {} records", report.records);
         Ok(ExitCode::SUCCESS)

@@ -16,6 +16,8 @@ use std::time::Duration;
 /// it; 1 MiB by default, which Kinesis itself then enforces).
 const MAX_KEY_BYTES: usize = 256;
 const MAX_DATA_BYTES: usize = 10 << 20;
+/// What one PutRecords call may carry, keys and data together.
+const MAX_REQUEST_BYTES: usize = 5 << 20;
 
 /// `host produce`.
 #[derive(Debug, Args)]
@@ -80,7 +82,7 @@ impl ProduceArgs {
         let client = crate::kinesis::connect(&args.aws.options()).await?;
         if let Some(file) = &args.file {
             crate::kinesis::admin::shards(&client, &args.stream).await?;
-            let format = input_format(args.input_format, &args.partition_key);
+            let format = input_format(args.input_format, &args.partition_key)?;
             let put = put_file(&client, &args.stream, file, format, args.count).await?;
             eprintln!("put {put} records from {} to {}", file.display(), args.stream);
             return Ok(ExitCode::SUCCESS);
@@ -113,11 +115,11 @@ impl ProduceArgs {
 }
 
 /// How `--input-format` and `--partition-key` read a file.
-pub(super) fn input_format(format: InputFormat, partition_key: &str) -> Format {
-    match format {
+pub(super) fn input_format(format: InputFormat, partition_key: &str) -> anyhow::Result<Format> {
+    Ok(match format {
         InputFormat::Json => Format::Json,
-        InputFormat::Lines => Format::Lines(LineKey::parse(partition_key)),
-    }
+        InputFormat::Lines => Format::Lines(LineKey::parse(partition_key)?),
+    })
 }
 
 /// Puts the records of `file` (`-`: stdin) to `stream` once, in order, a
@@ -133,41 +135,70 @@ pub(super) async fn put_file(
     let (reader, name): (Box<dyn std::io::BufRead + Send>, String) = if file.as_os_str() == "-" {
         (Box::new(BufReader::new(std::io::stdin())), "stdin".into())
     } else {
-        let opened = std::fs::File::open(file).with_context(|| format!("cannot open --file {}", file.display()))?;
+        let opened = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         (Box::new(BufReader::new(opened)), file.display().to_string())
     };
     let mut input = InputReader::new(reader, &name, crate::plugin::Clock::System.now_millis(), format);
     let limit = count.unwrap_or(u64::MAX);
     let (mut batch, mut put, mut done) = (Vec::with_capacity(500), 0u64, false);
+    let mut bytes = 0usize;
+    // A bad line after some were put: say what was, so a rerun does not put them twice.
+    let partial = |put: u64, e: anyhow::Error| match put {
+        0 => e,
+        n => e.context(format!("{n} record(s) before it were put already; nothing after them was")),
+    };
     while !done {
-        let item = if put + batch.len() as u64 >= limit { None } else { input.next().transpose()? };
+        let item = if put + batch.len() as u64 >= limit {
+            None
+        } else {
+            input.next().transpose().map_err(|e| partial(put, e))?
+        };
         match item {
             Some(Item::Record(record)) => {
-                if record.partition_key.is_empty() || record.partition_key.len() > MAX_KEY_BYTES {
-                    anyhow::bail!("{}: a partition key has 1 to {MAX_KEY_BYTES} bytes", input.at());
-                }
-                if record.data.len() > MAX_DATA_BYTES {
-                    anyhow::bail!(
+                let bad = if record.partition_key.is_empty() || record.partition_key.len() > MAX_KEY_BYTES {
+                    Some(format!("{}: a partition key has 1 to {MAX_KEY_BYTES} bytes", input.at()))
+                } else if record.data.len() > MAX_DATA_BYTES {
+                    Some(format!(
                         "{}: {} bytes of data; a Kinesis record holds at most 10 MiB",
                         input.at(),
                         record.data.len()
-                    );
+                    ))
+                } else {
+                    None
+                };
+                if let Some(bad) = bad {
+                    return Err(partial(put, anyhow::anyhow!(bad)));
                 }
+                let size = record.partition_key.len() + record.data.len();
+                // A PutRecords call carries at most 500 records and 5 MiB.
+                if !batch.is_empty() && bytes + size > MAX_REQUEST_BYTES {
+                    put_all(client, stream, &batch).await.map_err(|e| partial(put, e))?;
+                    put += batch.len() as u64;
+                    batch.clear();
+                    bytes = 0;
+                }
+                bytes += size;
                 batch.push(Outgoing { partition_key: record.partition_key, data: record.data });
             }
-            Some(Item::Reshard(_)) => anyhow::bail!(
-                "{}: a reshard line is for `host test`; a stream is resharded by Kinesis (UpdateShardCount)",
-                input.at()
-            ),
+            Some(Item::Reshard(_)) => {
+                return Err(partial(
+                    put,
+                    anyhow::anyhow!(
+                        "{}: a reshard line is for `host test`; a stream is resharded by Kinesis (UpdateShardCount)",
+                        input.at()
+                    ),
+                ));
+            }
             None => done = true,
         }
         if batch.len() >= 500 || (done && !batch.is_empty()) {
-            put_all(client, stream, &batch).await?;
+            put_all(client, stream, &batch).await.map_err(|e| partial(put, e))?;
             put += batch.len() as u64;
             if put % 10_000 < batch.len() as u64 {
                 eprintln!("… {put} records put from {name}");
             }
             batch.clear();
+            bytes = 0;
         }
     }
     Ok(put)

@@ -153,8 +153,8 @@ pub struct HotSwapArgs {
     /// (SIGHUP also reloads it, with or without this flag). `--watch DIR`
     /// also runs DIR/build.sh (a `host new` project) whenever one of its
     /// sources changes, so a save is a test run, a build and a swap.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "", help_heading = "Hot swap")]
-    pub watch: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", num_args = 0..=1, help_heading = "Hot swap")]
+    pub watch: Option<Option<PathBuf>>,
 
     /// Accept `host swap` on this address: 127.0.0.1:PORT, [::1]:PORT or
     /// unix:PATH (off by default; loopback only).
@@ -227,7 +227,7 @@ impl HotSwapArgs {
             None => None,
         };
         let project = match &self.watch {
-            Some(dir) if !dir.as_os_str().is_empty() => Some(crate::swap::project_watch::watch_project(dir)?),
+            Some(Some(dir)) => Some(crate::swap::project_watch::watch_project(dir)?),
             _ => None,
         };
         let control = match &self.control_addr {

@@ -3,7 +3,6 @@
 //! so an author sees what `snapshot` saved.
 
 use super::shared::AwsArgs;
-use crate::checkpoint::SqliteStore;
 use crate::lease::{DynamoTable, LeaseTable, StateRef, TableSetup};
 use anyhow::Context;
 use base64::Engine as _;
@@ -51,6 +50,9 @@ pub struct ShowArgs {
     pub shard: Option<String>,
 }
 
+/// The biggest state printed (a lease table's are at most 16 MiB).
+const MAX_SHOWN: usize = 64 << 20;
+
 /// One shard as stored.
 struct Stored {
     shard: String,
@@ -93,7 +95,20 @@ impl StateCommand {
         };
         let mut out = std::io::stdout().lock();
         match std::str::from_utf8(&bytes) {
-            Ok(text) => writeln!(out, "{text}")?,
+            // Control characters escaped: a state never drives the terminal.
+            Ok(text) => {
+                let shown: String = text
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() && c != '\n' && c != '\t' {
+                            c.escape_default().to_string()
+                        } else {
+                            c.into()
+                        }
+                    })
+                    .collect();
+                writeln!(out, "{shown}")?
+            }
             Err(_) => writeln!(out, "base64:{}", base64::engine::general_purpose::STANDARD.encode(&bytes))?,
         }
         Ok(ExitCode::SUCCESS)
@@ -110,21 +125,61 @@ fn position(sequence: Option<&str>, sub: u64, ended: bool) -> String {
 }
 
 fn from_sqlite(args: &ShowArgs, path: &std::path::Path) -> anyhow::Result<Vec<Stored>> {
-    // Never made here: a wrong path is an error, not a new empty store.
-    if !path.is_file() {
-        anyhow::bail!("no checkpoint file at {}: give the --checkpoint-db `host run` used", path.display());
-    }
-    let store = SqliteStore::open(path)?;
-    Ok(store
-        .list(&args.application, &args.stream)?
-        .into_iter()
-        .map(|(shard, c)| Stored {
-            position: position(c.sequence_number.as_deref(), c.sub_sequence_number, c.shard_end),
-            state: c.state.as_ref().map(|(layout, bytes)| (*layout, bytes.len() as u64)),
-            bytes: c.state.map(|(_, bytes)| bytes).filter(|_| args.shard.as_ref() == Some(&shard)),
-            shard,
+    use rusqlite::{params, Connection, OpenFlags};
+    // Read-only: a wrong path is an error, never a file made or changed here.
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|_| {
+            anyhow::anyhow!("no checkpoint file at {}: give the --checkpoint-db `host run` used", path.display())
+        })?;
+    let has_table: bool = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'", [], |r| {
+            r.get::<_, i64>(0)
         })
-        .collect())
+        .map(|n| n > 0)
+        .unwrap_or(false);
+    if !has_table {
+        anyhow::bail!("{} holds no checkpoints: give the --checkpoint-db `host run` used", path.display());
+    }
+    // Sizes only: a state is read for the shard asked for alone.
+    let mut stmt = conn.prepare(
+        "SELECT shard_id, sequence_number, sub_sequence_number, shard_end, state_version, length(state)
+         FROM checkpoints WHERE application = ?1 AND stream = ?2 ORDER BY shard_id",
+    )?;
+    let rows = stmt.query_map(params![args.application, args.stream], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, Option<String>>(1)?,
+            row.get::<_, i64>(2)?,
+            row.get::<_, i64>(3)? != 0,
+            row.get::<_, Option<u32>>(4)?,
+            row.get::<_, Option<i64>>(5)?,
+        ))
+    })?;
+    let mut stored = Vec::new();
+    for row in rows {
+        let (shard, sequence, sub, ended, layout, len) = row?;
+        let bytes = match (&args.shard, len) {
+            (Some(wanted), Some(len)) if *wanted == shard && len <= MAX_SHOWN as i64 => Some(conn.query_row(
+                "SELECT state FROM checkpoints WHERE application = ?1 AND stream = ?2 AND shard_id = ?3",
+                params![args.application, args.stream, shard],
+                |r| r.get::<_, Vec<u8>>(0),
+            )?),
+            (Some(wanted), Some(len)) if *wanted == shard => {
+                anyhow::bail!(
+                    "the state of {shard} is {len} bytes; `host state show` prints at most {} MiB",
+                    MAX_SHOWN >> 20
+                )
+            }
+            _ => None,
+        };
+        stored.push(Stored {
+            position: position(sequence.as_deref(), u64::try_from(sub).unwrap_or(0), ended),
+            state: layout.zip(len.map(|l| u64::try_from(l).unwrap_or(0))),
+            bytes,
+            shard,
+        });
+    }
+    Ok(stored)
 }
 
 async fn from_table(args: &ShowArgs) -> anyhow::Result<Vec<Stored>> {

@@ -119,9 +119,7 @@ impl TestArgs {
             None => None,
         };
         let expected = match &args.expect {
-            Some(path) => Some(
-                std::fs::read_to_string(path).with_context(|| format!("cannot read --expect {}", path.display()))?,
-            ),
+            Some(path) => Some(read_expected(path)?),
             None => None,
         };
         let input = args.read_input()?;
@@ -207,7 +205,8 @@ impl TestArgs {
             if *without != printed {
                 eprintln!(
                     "error: the output with a restart every {} batch(es) differs from the output without: does \
-                     `snapshot` keep everything `restore` needs?\n{}",
+                     `snapshot` keep everything `restore` needs? (logic that reads the real clock or random numbers \
+                     itself differs from run to run too: use the host's `now_millis`)\n{}",
                     args.restart_every.unwrap_or_default(),
                     diff(without, &printed, "without restarts", "with restarts")
                 );
@@ -238,7 +237,7 @@ impl TestArgs {
         };
         match self.input_format {
             InputFormat::Json => read_input(reader, &name, now),
-            InputFormat::Lines => read_lines(reader, &name, now, &LineKey::parse(&self.partition_key)),
+            InputFormat::Lines => read_lines(reader, &name, now, &LineKey::parse(&self.partition_key)?),
         }
     }
 }
@@ -265,6 +264,23 @@ impl std::io::Write for Tee {
     }
 }
 
+/// The most of an `--expect` file read.
+const MAX_EXPECTED: u64 = 256 << 20;
+
+/// An `--expect` file, bounded (a FIFO or `/dev/zero` never ends).
+fn read_expected(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read --expect {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_EXPECTED + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read --expect {} (UTF-8 text expected)", path.display()))?;
+    if text.len() as u64 > MAX_EXPECTED {
+        anyhow::bail!("--expect {} is over {} MiB", path.display(), MAX_EXPECTED >> 20);
+    }
+    Ok(text)
+}
+
 /// A dead-letter sink that keeps nothing (a replay run only to compare).
 fn discard() -> anyhow::Result<Arc<DeadLetterSink>> {
     Ok(Arc::new(DeadLetterSink::file(std::path::Path::new("/dev/null"))?))
@@ -272,7 +288,9 @@ fn discard() -> anyhow::Result<Arc<DeadLetterSink>> {
 
 /// A unified diff of `want` against `got`, at most 200 lines of it.
 fn diff(want: &str, got: &str, want_name: &str, got_name: &str) -> String {
-    let text = similar::TextDiff::from_lines(want, got).unified_diff().header(want_name, got_name).to_string();
+    // Bounded: a diff of two long, wholly different outputs would take hours.
+    let diff = similar::TextDiff::configure().timeout(std::time::Duration::from_secs(2)).diff_lines(want, got);
+    let text = diff.unified_diff().header(want_name, got_name).to_string();
     let lines: Vec<&str> = text.lines().collect();
     match lines.len() {
         0..=200 => text,

@@ -79,7 +79,7 @@ impl CompiledCache {
     fn entries(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
         let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
         dir.filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter(|e| is_entry_name(&e.file_name().to_string_lossy()))
             .filter_map(|e| {
                 let meta = e.metadata().ok().filter(|m| m.is_file())?;
                 Some((e.path(), meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
@@ -97,7 +97,12 @@ impl CompiledCache {
     pub fn clean(&self) -> std::io::Result<CacheUsage> {
         let mut gone = CacheUsage::default();
         for (path, len, _) in self.entries() {
-            std::fs::remove_file(&path)?;
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                // Another host trimmed it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
             gone.entries += 1;
             gone.bytes += len;
         }
@@ -223,6 +228,16 @@ impl CompiledCache {
     }
 }
 
+/// Whether a file name is one of this cache's entries
+/// (`<sha256 hex>-<16 hex>.cwasm`): nothing else in the directory is
+/// counted, trimmed or cleaned.
+fn is_entry_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".cwasm") else { return false };
+    let Some((sha, compat)) = stem.split_once('-') else { return false };
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    hex(sha, 64) && hex(compat, 16)
+}
+
 /// The tag of `compiled` as the entry for `content_sha256` under `compat`.
 fn tag(key: &[u8; TAG_LEN], content_sha256: &str, compat: u64, compiled: &[u8]) -> [u8; TAG_LEN] {
     let mut mac = mac(key, content_sha256, compat);
@@ -284,6 +299,14 @@ fn load_key(path: &Path) -> Result<[u8; TAG_LEN], String> {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn only_the_caches_own_names_are_entries() {
+        assert!(is_entry_name(&format!("{}-{}.cwasm", "a".repeat(64), "0".repeat(16))));
+        for other in ["app.cwasm", "x-y.cwasm", &format!("{}-{}.cwasm.tmp", "a".repeat(64), "0".repeat(16))] {
+            assert!(!is_entry_name(other), "{other}");
+        }
+    }
 
     #[test]
     fn a_tag_binds_the_entry_to_its_wasm_engine_and_key() {

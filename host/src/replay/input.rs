@@ -171,16 +171,17 @@ impl<R: BufRead> InputReader<R> {
     fn next_line(&mut self) -> anyhow::Result<bool> {
         loop {
             self.buf.clear();
-            let read = (&mut self.reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut self.buf);
+            // One more than a line may hold, and its line end.
+            let read = (&mut self.reader).take(MAX_LINE as u64 + 2).read_until(b'\n', &mut self.buf);
             self.line += 1;
             if read.with_context(|| self.at())? == 0 {
                 return Ok(false);
             }
-            if self.buf.len() > MAX_LINE {
-                bail!("{}: the line is longer than {} MiB; a record holds at most 10 MiB", self.at(), MAX_LINE >> 20);
-            }
             while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
                 self.buf.pop();
+            }
+            if self.buf.len() > MAX_LINE {
+                bail!("{}: the line is longer than {} MiB; a record holds at most 10 MiB", self.at(), MAX_LINE >> 20);
             }
             if !self.buf.iter().all(u8::is_ascii_whitespace) {
                 return Ok(true);
@@ -236,11 +237,11 @@ impl<R: BufRead> InputReader<R> {
             format!("{at}: not a record (expected {{\"partitionKey\": …, \"data\": …}}) or a reshard ({{\"reshard\": \"split\"}})")
         })?;
         let data = match (parsed.data, parsed.data_base64) {
-            (Some(raw), None) => match serde_json::from_str::<String>(raw.get()) {
-                Ok(text) => text.into_bytes(),
-                // Any other JSON, as written (key order kept), compact.
-                Err(_) => compact(raw.get()).into_bytes(),
-            },
+            (Some(raw), None) if raw.get().starts_with('"') => serde_json::from_str::<String>(raw.get())
+                .with_context(|| format!("{at}: `data` is not a valid JSON string"))?
+                .into_bytes(),
+            // Any other JSON, as written (key order kept), compact.
+            (Some(raw), None) => compact(raw.get()).into_bytes(),
             (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
                 .decode(encoded.trim())
                 .with_context(|| format!("{at}: `dataBase64` is not valid base64"))?,
@@ -290,11 +291,14 @@ pub enum LineKey {
 }
 
 impl LineKey {
-    /// `field:NAME` takes field NAME of each line; anything else is the key itself.
-    pub fn parse(text: &str) -> Self {
+    /// `field:NAME` takes field NAME of each line; anything else is the key
+    /// itself (1 to 256 bytes, as Kinesis takes).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
         match text.strip_prefix("field:") {
-            Some(name) => LineKey::Field(name.to_string()),
-            None => LineKey::Fixed(text.to_string()),
+            Some("") => bail!("--partition-key field:NAME needs a field name"),
+            Some(name) => Ok(LineKey::Field(name.to_string())),
+            None if text.is_empty() || text.len() > 256 => bail!("--partition-key must have 1 to 256 bytes"),
+            None => Ok(LineKey::Fixed(text.to_string())),
         }
     }
 }
@@ -353,14 +357,15 @@ mod tests {
         let records = read_records(input.as_bytes(), "in.jsonl", 0).expect("valid");
         assert_eq!(records[0].data, br#"{"b":1,"a":[2,"x y"],"c":"\" }"}"#);
         let lines = "GET /a 500\r\n\nGET /b 200\n";
-        let got = read_lines(lines.as_bytes(), "log", 7, &LineKey::parse("web")).expect("valid");
+        let got = read_lines(lines.as_bytes(), "log", 7, &LineKey::parse("web").expect("a key")).expect("valid");
         let data: Vec<&[u8]> = got.records.iter().map(|r| r.data.as_slice()).collect();
         assert_eq!(data, [b"GET /a 500".as_slice(), b"GET /b 200"]);
         assert!(got.records.iter().all(|r| r.partition_key == "web" && r.arrival_millis == 7));
         let keyed = "{\"ip\": \"1.2.3.4\"}\n{\"ip\": 7}\n";
-        let got = read_lines(keyed.as_bytes(), "log", 0, &LineKey::parse("field:ip")).expect("valid");
+        let got = read_lines(keyed.as_bytes(), "log", 0, &LineKey::parse("field:ip").expect("a field")).expect("valid");
         assert_eq!(got.records[1].partition_key, "7");
-        let err = read_lines("{}\nnot json".as_bytes(), "log", 0, &LineKey::parse("field:ip")).expect_err("no key");
+        let err = read_lines("{}\nnot json".as_bytes(), "log", 0, &LineKey::parse("field:ip").expect("a field"))
+            .expect_err("no key");
         assert!(format!("{err:#}").contains("log:1: no text or number in field `ip`"), "{err:#}");
     }
 

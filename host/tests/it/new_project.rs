@@ -111,29 +111,32 @@ fn a_new_python_project_builds_and_passes_host_test() {
     );
     // `host dev --watch DIR`: a save is a test run, a build and a swap.
     let (wasm, records) = (project.join("my-python.wasm"), project.join("records.jsonl"));
-    let (wasm, records, dir) =
-        (wasm.display().to_string(), records.display().to_string(), project.display().to_string());
-    let dev = spawn_host(&[
-        "dev",
-        "--plugin",
-        &wasm,
-        "--watch",
-        &dir,
-        "--input",
-        &records,
-        "--duration",
-        "30",
-        "--port",
-        "0",
-    ]);
-    std::thread::sleep(std::time::Duration::from_secs(5));
+    let log_path = project.parent().expect("a parent").join("dev.log");
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["dev", "--plugin", &wasm.display().to_string(), "--watch", &project.display().to_string()])
+        .args(["--input", &records.display().to_string(), "--duration", "300", "--port", "0"])
+        .env("HOST_CACHE_DIR", cache_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("host dev starts");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let until = |what: &str| {
+        let start = std::time::Instant::now();
+        while !log().contains(what) {
+            assert!(start.elapsed() < std::time::Duration::from_secs(120), "no `{what}`: {}", log());
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    until("dev: put 3 records");
     let app = project.join("app.py");
     let source = std::fs::read_to_string(&app).expect("app.py");
     std::fs::write(&app, format!("{source}\nVERSION = 2\n")).expect("write");
-    let run = dev.finish();
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    for line in ["watch: app.py changed; running ./build.sh", "watch: built in", "swap: swapped"] {
-        assert!(run.stderr.contains(line), "`{line}` missing: {}", run.stderr);
+    until("swap: swapped");
+    sigterm(&dev);
+    assert!(dev.wait().expect("dev stops").success(), "{}", log());
+    for line in ["watch: app.py changed; running ./build.sh", "watch: built in"] {
+        assert!(log().contains(line), "`{line}` missing: {}", log());
     }
 }
 
