@@ -284,6 +284,17 @@ pub fn counted_in_state(path: &std::path::Path) -> u64 {
 /// `host run` of `plugin` over `stream` at `url` from TRIM_HORIZON into the
 /// JSON-lines file `out`, checkpoints in `db`, no status line; then `extra`.
 pub fn run_args(plugin: &str, stream: &str, url: &str, db: &std::path::Path, out: &std::path::Path) -> Vec<String> {
+    run_args_as(plugin, stream, url, db, (out, "json"))
+}
+
+/// [`run_args`] with the sink's `--output` format.
+fn run_args_as(
+    plugin: &str,
+    stream: &str,
+    url: &str,
+    db: &std::path::Path,
+    (out, format): (&std::path::Path, &str),
+) -> Vec<String> {
     let (db, sink) = (db.display().to_string(), format!("file:{}", out.display()));
     [
         "run",
@@ -300,7 +311,7 @@ pub fn run_args(plugin: &str, stream: &str, url: &str, db: &std::path::Path, out
         "--sink",
         &sink,
         "--output",
-        "json",
+        format,
         "--status-interval",
         "0",
     ]
@@ -389,31 +400,9 @@ pub fn python_with(modules: &str) -> Option<String> {
 }
 
 /// `host run` of `plugin` (a path) over `stream` from its start, SQLite
-/// checkpoints in `db`, output to `out`, until idle for 1.5 s.
+/// checkpoints in `db`, plain output to `out`, until idle for 1.5 s.
 pub fn run_until_idle(plugin: &str, stream: &str, endpoint: &str, db: &std::path::Path, out: &std::path::Path) -> Run {
-    let (db, sink) = (db.display().to_string(), format!("file:{}", out.display()));
-    host(
-        &[
-            "run",
-            "--plugin",
-            plugin,
-            "--stream",
-            stream,
-            "--endpoint-url",
-            endpoint,
-            "--start-position",
-            "TRIM_HORIZON",
-            "--checkpoint-db",
-            &db,
-            "--sink",
-            &sink,
-            "--idle-exit",
-            "1.5",
-            "--idle-time-ms",
-            "100",
-            "--status-interval",
-            "0",
-        ],
-        "",
-    )
+    let mut args = run_args_as(plugin, stream, endpoint, db, (out, "plain"));
+    args.extend(["--idle-exit", "1.5", "--idle-time-ms", "100"].map(String::from));
+    host(&args.iter().map(String::as_str).collect::<Vec<_>>(), "")
 }
