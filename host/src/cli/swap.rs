@@ -63,9 +63,10 @@ pub struct GroupArgs {
     #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL_DYNAMODB", help_heading = "Group")]
     pub dynamodb_endpoint_url: Option<String>,
 
-    /// Return once the new logic is published, without waiting for the
-    /// workers to switch.
-    #[arg(long, requires = "lease_table", help_heading = "Group")]
+    /// Return at once: without waiting for the new logic's probation (one
+    /// host), or once it is published, without waiting for the workers to
+    /// switch (a group).
+    #[arg(long)]
     pub no_wait: bool,
 
     /// Batches each shard must get through on the new logic; a failure
@@ -80,7 +81,7 @@ pub struct GroupArgs {
 
     /// Once every shard switched, how long to wait for each to pass
     /// probation (idle shards stay on it), in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, help_heading = "Group")]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub probation_wait: f64,
 
     /// Run the new logic on N running shards first (the busiest); the rest
@@ -121,12 +122,17 @@ impl SwapArgs {
         }
         let outcome = answer["outcome"].as_str().unwrap_or("?");
         let message = answer["message"].as_str().unwrap_or_default();
-        if status == 200 {
-            println!("{outcome}: {message}");
-            Ok(ExitCode::SUCCESS)
-        } else {
+        if status != 200 {
             anyhow::bail!("{outcome}: {message}")
         }
+        println!("{outcome}: {message}");
+        // Generation 0: a group worker published it; its workers switch on their own.
+        let generation = answer["generation"].as_u64().unwrap_or(0);
+        if outcome != SwapOutcome::Swapped.as_str() || self.group.no_wait || generation == 0 {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let wait = seconds(self.group.probation_wait, "--probation-wait")?;
+        wait_for_probation(&addr, &token_file, generation, wait).await
     }
 
     async fn whole_group(&self) -> anyhow::Result<ExitCode> {
@@ -209,6 +215,52 @@ impl SwapArgs {
         table.deploy(&promoted).await.context("cannot promote the canary (did the group move on?)")?;
         println!("published {}", promoted.describe());
         wait_for_group(&table, &promoted, timeout, probation_wait).await
+    }
+}
+
+/// Waits until no shard of one host is on probation for the swap that
+/// made `generation`: exit 0 once all passed (or `wait` ran out with no
+/// failure: idle shards stay on probation), 1 when the host rolled it back.
+async fn wait_for_probation(
+    addr: &ControlAddr,
+    token_file: &std::path::Path,
+    generation: u64,
+    wait: Duration,
+) -> anyhow::Result<ExitCode> {
+    let deadline = Instant::now() + wait;
+    let mut shown = None;
+    loop {
+        let (_, status) = call(addr, token_file, ControlCall::Status).await?;
+        let (now, last) = (status["generation"].as_u64().unwrap_or(0), &status["last"]);
+        let settled = last["generation"].as_u64().unwrap_or(0);
+        // Once a later change settled, it says what became of this one (a
+        // later change still under way is waited for).
+        if now > generation && settled >= now {
+            let (outcome, message) = (last["outcome"].as_str().unwrap_or("?"), last["message"].as_str().unwrap_or(""));
+            if outcome == SwapOutcome::RolledBack.as_str() {
+                eprintln!("error: the host rolled the swap back in probation: {message}");
+                return Ok(ExitCode::from(1));
+            }
+            println!("another change followed before probation ended: {outcome}: {message}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let left = status["probation"].as_object().map_or(0, |p| p.len());
+        if left == 0 && now == generation {
+            println!("passed probation on every shard");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            println!(
+                "{left} shard(s) still on probation after {:.0} s, no failure so far (a shard passes after its first batches; an idle one stays on probation: `host swap --status`)",
+                wait.as_secs_f64()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if shown != Some(left) {
+            eprintln!("waiting for probation on {left} shard(s)");
+            shown = Some(left);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -240,7 +240,10 @@ async fn drive(
             let verdict = busy(&shared.progress, &shard_id, policy.handle(worker, records)).await?;
             match verdict {
                 BatchVerdict::Done => {
-                    worker.probation = worker.probation.saturating_sub(1);
+                    if worker.probation > 0 {
+                        worker.probation -= 1;
+                        worker.note_probation();
+                    }
                     // The budget is checked here, per batch, so it stops the
                     // run within one batch per shard.
                     if config.max_records.is_some_and(|max| shared.progress.records.load(Ordering::Relaxed) >= max) {
@@ -248,6 +251,9 @@ async fn drive(
                     }
                 }
                 BatchVerdict::RollBack(failure) => {
+                    // The shard stays listed on probation until it takes the
+                    // coordinator's rollback: a waiting `host swap` never
+                    // sees it as passed in between.
                     let resume = worker.roll_back_failed(failure).await?;
                     feed = open(&shared, &worker.shard_id, resume).await?;
                     continue;

@@ -81,6 +81,9 @@ impl Worker {
 
     /// Publishes which logic this shard runs (swap hub, metrics).
     pub fn announce(&self) {
+        // Probation first: a swap answered once every shard runs it finds
+        // each shard's probation already listed.
+        self.note_probation();
         self.shared.swaps.running(&self.shard_id, self.generation);
         if let (Ok(instance), Ok(mut plugins)) = (self.instance(), self.shared.progress.plugin_by_shard.lock()) {
             plugins.insert(self.shard_id.clone(), instance.plugin().sha256().to_string());
@@ -192,6 +195,13 @@ impl Worker {
             self.commit_state().await?;
         }
         self.shut_down(reason).await
+    }
+
+    /// Tells the hub how much probation is left here (none when a failure
+    /// could not roll back), for a `host swap` that waits for it.
+    pub fn note_probation(&self) {
+        let left = if self.in_probation() { self.probation } else { 0 };
+        self.shared.swaps.on_probation(&self.shard_id, left);
     }
 
     /// Another worker owns the shard: the plugin hears `lease-lost` and

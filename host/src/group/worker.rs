@@ -107,6 +107,8 @@ fn answer(outcome: SwapOutcome, message: String, sha256: &str) -> SwapResult {
         shards: BTreeMap::new(),
         prepare_millis: 0,
         total_millis: 0,
+        // Not this host's generation: the group's workers switch on their own.
+        generation: 0,
         on_its_own: false,
     }
 }

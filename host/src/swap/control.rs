@@ -310,6 +310,13 @@ async fn status(State(control): State<Control>) -> axum::Json<serde_json::Value>
         "plugin": current.plugin.path().display().to_string(),
         "sha256": current.plugin.sha256(),
         "shards": control.hub.shards(),
+        "probation": control.hub.probation(),
+        "last": control.hub.last().map(|last| serde_json::json!({
+            "generation": last.generation,
+            "outcome": last.outcome,
+            "message": last.message,
+            "sha256": last.sha256,
+        })),
     }))
 }
 

@@ -43,7 +43,7 @@ pub async fn coordinate(
             request = requests.recv() => {
                 let Some(request) = request else { return };
                 context.progress.swaps.in_flight.fetch_add(1, Ordering::Relaxed);
-                let (result, reply) = match request {
+                let (mut result, reply) = match request {
                     SwapRequest::Swap { source, only, reply } => (swap(&hub, &context, &mut reports, &mut undo, source, only).await, reply),
                     SwapRequest::Rollback { to, reply } => {
                         if let Some(to) = to {
@@ -59,6 +59,7 @@ pub async fn coordinate(
                         (rollback(&hub, &context, &mut reports, &mut undo, "requested").await, reply)
                     }
                 };
+                hub.settled(&mut result);
                 log(&result);
                 announce(&result);
                 context.progress.swaps.count(result.outcome.as_str(), &result.sha256);
@@ -85,6 +86,7 @@ pub async fn coordinate(
                         let reason = format!("shard {} failed on the new logic: {reason}", report.shard_id);
                         let mut result = rollback(&hub, &context, &mut reports, &mut undo, &reason).await;
                         result.on_its_own = true;
+                        hub.settled(&mut result);
                         log(&result);
                         announce(&result);
                         context.progress.swaps.count(result.outcome.as_str(), &result.sha256);
@@ -117,6 +119,7 @@ impl SwapResult {
             shards: BTreeMap::new(),
             prepare_millis: millis,
             total_millis: millis,
+            generation: 0,
             on_its_own: false,
         }
     }

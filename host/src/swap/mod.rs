@@ -140,6 +140,12 @@ pub struct SwapHub {
     /// Logic this host ran or may roll back to: a shard taken in the
     /// middle of a deployment finds its pre-swap logic here.
     library: Mutex<Vec<Arc<Plugin>>>,
+    /// Shards on probation and the batches each has left: `host swap`
+    /// waits for these to pass (or for a rollback).
+    probation: Mutex<BTreeMap<String, u32>>,
+    /// The last request's or probation rollback's result: what a waiting
+    /// `host swap` reads.
+    last: Mutex<Option<SwapResult>>,
 }
 
 /// The most components a hub keeps for rollbacks (each holds its compiled
@@ -169,6 +175,8 @@ impl SwapHub {
             asked: Default::default(),
             looked: watch::channel(0).0,
             library: Mutex::default(),
+            probation: Mutex::default(),
+            last: Mutex::default(),
         })
     }
 
@@ -285,6 +293,36 @@ impl SwapHub {
         if let Ok(mut shards) = self.shards.lock() {
             shards.remove(shard_id);
         }
+        self.on_probation(shard_id, 0);
+    }
+
+    /// A worker tells how many batches of probation it has left (0: none).
+    pub fn on_probation(&self, shard_id: &str, left: u32) {
+        if let Ok(mut probation) = self.probation.lock() {
+            match left {
+                0 => probation.remove(shard_id),
+                left => probation.insert(shard_id.to_string(), left),
+            };
+        }
+    }
+
+    /// Shards on probation, with the batches each has left.
+    pub fn probation(&self) -> BTreeMap<String, u32> {
+        self.probation.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// The coordinator records what came of a request or a probation
+    /// rollback, and the generation it left running.
+    pub(crate) fn settled(&self, result: &mut SwapResult) {
+        result.generation = self.current().id;
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(result.clone());
+        }
+    }
+
+    /// The last result.
+    pub fn last(&self) -> Option<SwapResult> {
+        self.last.lock().ok()?.clone()
     }
 
     /// A worker tells how it took a generation.
@@ -382,6 +420,8 @@ pub struct SwapResult {
     pub prepare_millis: u64,
     /// From the request to the last shard's switch.
     pub total_millis: u64,
+    /// The generation running after the request (set when it settled).
+    pub generation: u64,
     /// No request asked for it: new logic failed in probation and the
     /// coordinator rolled it back (a group then rolls back everywhere).
     #[serde(skip)]

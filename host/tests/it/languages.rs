@@ -164,7 +164,7 @@ async fn a_hot_swap_from_the_rust_counter_to_the_python_one_carries_the_counts()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(counted_in_state(&out), 200, "the Rust counter counted the first records");
-    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &py], "");
+    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &py, "--no-wait"], "");
     assert_eq!(swapped.code, 0, "{}", swapped.stderr);
     assert!(swapped.stdout.starts_with("swapped: now running"), "{}", swapped.stdout);
     f.put_numbered("py-swap", 200, 200).await;

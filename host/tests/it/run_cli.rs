@@ -474,7 +474,9 @@ async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
     let producer = wait(producer).await;
     assert_eq!(producer.code, 0, "{}", producer.stderr);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &counter.display().to_string()], "");
+    // The shards are idle: no batch to pass probation with, no waiting.
+    let counter_path = counter.display().to_string();
+    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &counter_path, "--no-wait"], "");
     assert_eq!(swapped.code, 0, "{}", swapped.stderr);
     assert!(swapped.stdout.starts_with("swapped: now running"), "{}", swapped.stdout);
     let undone = host(&["swap", "--control-addr", &control, "--rollback"], "");
@@ -499,6 +501,66 @@ async fn watch_and_host_swap_change_the_logic_of_a_running_host() {
     // Nowhere is a control endpoint without asking, and never off loopback.
     let unreachable = host(&["swap", "--control-addr", &control, "--status"], "");
     assert!(unreachable.stderr.contains("is `host run --control-addr"), "{}", unreachable.stderr);
+    local.stop().await;
+}
+
+/// A single host's `host swap` waits for the new logic's probation: it
+/// says when every shard passed, and exits 1 naming the failure when the
+/// host rolled the swap back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_waits_for_probation_and_fails_on_its_rollback() {
+    let _watched = watchdog::watch();
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(host(&["stream", "create", "prob", "--shards", "1", "--wait", "--endpoint-url", &url], "").code, 0);
+    let (counter, v2) = (plugin_path("counter"), plugin_path("counter-v2").display().to_string());
+    let control = format!("127.0.0.1:{}", free_port());
+    let out = dir.path().join("out.jsonl");
+    let args = run_args(&counter.display().to_string(), "prob", &url, &dir.path().join("cp.db"), &out);
+    let consumer = spawn_host_with(&args, &["--control-addr", &control, "--idle-time-ms", "100"]);
+    let producer =
+        spawn_host(&["produce", "--stream", "prob", "--endpoint-url", &url, "--rate", "100", "--count", "100000"]);
+    assert!(wait_for_line(&out, &short_hash(&counter), Duration::from_secs(20)).await, "the counter runs");
+
+    // Records flow: the new logic's first batches pass.
+    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &v2], "");
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    assert!(swapped.stdout.contains("passed probation on every shard"), "{}", swapped.stdout);
+    sigterm(&producer);
+    let _ = wait(producer).await;
+    let undone = host(&["swap", "--control-addr", &control, "--rollback"], "");
+    assert_eq!(undone.code, 0, "{}", undone.stderr);
+
+    // Idle now: the swap waits for a first batch, and that batch has a
+    // record the new logic crashes on.
+    let waiting = spawn_host(&["swap", "--control-addr", &control, "--plugin", &v2, "--probation-wait", "60"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = host(&["swap", "--control-addr", &control, "--status"], "");
+        let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
+        if status["probation"].as_object().is_some_and(|p| !p.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shard never went on probation: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let file = dir.path().join("trap.jsonl");
+    std::fs::write(&file, "{\"partitionKey\": \"v2-trap-1\", \"data\": \"boom\"}\n").expect("write");
+    let put = host(&["produce", "--stream", "prob", "--endpoint-url", &url, "--file", &file.display().to_string()], "");
+    assert_eq!(put.code, 0, "{}", put.stderr);
+    let waited = wait(waiting).await;
+    assert_eq!(waited.code, 1, "{}{}", waited.stdout, waited.stderr);
+    assert!(waited.stdout.starts_with("swapped: now running"), "{}", waited.stdout);
+    let said = waited.stderr.lines().last().unwrap_or_default();
+    assert!(
+        said.starts_with("error: the host rolled the swap back in probation") && said.contains("trap on key v2-trap-1"),
+        "{}",
+        waited.stderr
+    );
+    sigterm(&consumer);
+    let run = wait(consumer).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
     local.stop().await;
 }
 
@@ -601,7 +663,7 @@ async fn the_control_endpoint_refuses_web_pages_and_callers_without_its_token() 
             .await;
     assert_eq!(status, 413);
 
-    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &v2.display().to_string()], "");
+    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &v2.display().to_string(), "--no-wait"], "");
     assert_eq!(swapped.code, 0, "{}", swapped.stderr);
     assert_eq!(running(), sha(&v2));
     refuse_all("rollback", sha(&v2)).await;
