@@ -77,6 +77,12 @@ pub trait PolicyShard {
     /// The stream and shard, for messages and dead letters.
     fn names(&self) -> (&str, &str);
 
+    /// A record as messages name it: by sequence number in a run (a
+    /// replay names the input line it came from).
+    fn describe(&self, sequence_number: &str, _sub_sequence_number: u64, partition_key: &[u8]) -> String {
+        format!("record {sequence_number} (partition key {:?})", String::from_utf8_lossy(partition_key))
+    }
+
     /// Content hash of the plugin in force (on dead letters).
     fn plugin_sha256(&self) -> String;
 
@@ -219,7 +225,7 @@ impl Policy {
                     // record are the logic's bug: the shard stops here.
                     self.crashes = if matches!(failure, PluginError::Trapped { .. }) { self.crashes + 1 } else { 0 };
                     if self.config.crash_limit > 0 && self.crashes >= self.config.crash_limit {
-                        return Ok(BatchVerdict::Stopped(self.broken(&batch, lo, &failure)?));
+                        return Ok(BatchVerdict::Stopped(self.broken(shard, &batch, lo, &failure)?));
                     }
                     if let Some(stop) = self.poison(shard, &batch, lo, &failure, attempts).await? {
                         return Ok(BatchVerdict::Stopped(stop));
@@ -260,17 +266,23 @@ impl Policy {
     }
 
     /// The stop message of logic that crashed on `crash_limit` records in a row.
-    fn broken(&self, batch: &PackedBatch, index: usize, failure: &PluginError) -> anyhow::Result<String> {
+    fn broken<S: PolicyShard>(
+        &self,
+        shard: &S,
+        batch: &PackedBatch,
+        index: usize,
+        failure: &PluginError,
+    ) -> anyhow::Result<String> {
         let view = batch.view();
         let Some(record) = view.get(index) else { anyhow::bail!("record index {index} out of the batch") };
         Ok(format!(
-            "the logic looks broken: it crashed on {} records in a row (a bug, not bad data), the last one record {} \
-             (partition key {:?}): {failure}. The shard stopped right before it instead of dead-lettering the stream: fix \
-             the plugin (a `ProcessError` refuses a bad record), and a restart resumes at this record \
-             (--crash-limit N sets how many crashes in a row mean broken; 0 never stops)",
+            "the logic looks broken: it crashed on {} records in a row (a bug, not bad data), the last was {}: \
+             {}. The shard stopped right before it instead of dead-lettering the stream: fix the plugin (a \
+             `ProcessError` refuses a bad record), and a restart resumes at this record (--crash-limit N sets how \
+             many crashes in a row mean broken; 0 never stops)",
             self.crashes,
-            record.sequence_number(),
-            String::from_utf8_lossy(record.partition_key_bytes())
+            shard.describe(record.sequence_number(), record.sub_sequence_number(), record.partition_key_bytes()),
+            about_record(failure)
         ))
     }
 
@@ -287,15 +299,16 @@ impl Policy {
     ) -> anyhow::Result<Option<String>> {
         let view = batch.view();
         let Some(record) = view.get(index) else { anyhow::bail!("poison record index {index} out of the batch") };
+        let named =
+            shard.describe(record.sequence_number(), record.sub_sequence_number(), record.partition_key_bytes());
         let Some(sink) = self.config.dead_letter.clone() else {
             return Ok(Some(format!(
-                "record {} (partition key {:?}) fails: {failure}; the shard stopped right before it. Pass --dead-letter file:PATH to set such records aside and go on, or fix the plugin: a restart resumes at this record",
-                record.sequence_number(),
-                String::from_utf8_lossy(record.partition_key_bytes())
+                "{named} fails: {}; the shard stopped right before it. Pass --dead-letter file:PATH to set such records aside and go on, or fix the plugin: a restart resumes at this record",
+                about_record(failure)
             )));
         };
         let letter = letter(shard, &record, DeadLetterReason::Poison, failure.to_string(), attempts);
-        tracing::warn!(shard = %shard.names().1, sequence_number = %letter.sequence_number, "dead-lettered: {failure}");
+        tracing::warn!(shard = %shard.names().1, "dead-lettered {named}: {}", about_record(failure));
         shard.may_write()?;
         sink.write(&[letter]).await?;
         count_dead_letters(shard, DeadLetterReason::Poison, 1);
@@ -352,6 +365,15 @@ fn letter<S: PolicyShard>(
 
 fn count_dead_letters<S: PolicyShard>(shard: &S, reason: DeadLetterReason, n: u64) {
     Progress::bump(&shard.progress().dead_letters, (shard.names().1.to_string(), reason.as_str()), n);
+}
+
+/// A failure as said of the one record it names: without the batch index
+/// of a `ProcessError` (the record is named beside it).
+fn about_record(failure: &PluginError) -> String {
+    match failure {
+        PluginError::Failed { plugin, message, .. } => format!("plugin `{plugin}` refused it: {message}"),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ pub struct ReplayInput {
     pub records: Vec<InputRecord>,
     /// Each reshard, after how many records (in file order) it happens.
     pub reshards: Vec<(usize, Reshard)>,
+    /// Where each record came from (`FILE:LINE`, beside `records`): error
+    /// lines name the author's input, not a batch index.
+    pub lines: Vec<String>,
 }
 
 /// A reshard line.
@@ -309,11 +312,14 @@ pub fn read_lines(reader: impl BufRead, source: &str, start_millis: i64, key: &L
     collect(InputReader::new(reader, source, start_millis, Format::Lines(key.clone())))
 }
 
-fn collect(items: impl Iterator<Item = anyhow::Result<Item>>) -> anyhow::Result<ReplayInput> {
+fn collect<R: BufRead>(mut items: InputReader<R>) -> anyhow::Result<ReplayInput> {
     let mut input = ReplayInput::default();
-    for item in items {
+    while let Some(item) = items.next() {
         match item? {
-            Item::Record(record) => input.records.push(record),
+            Item::Record(record) => {
+                input.records.push(record);
+                input.lines.push(items.at());
+            }
             Item::Reshard(reshard) => input.reshards.push((input.records.len(), reshard)),
         }
     }

@@ -101,6 +101,11 @@ pub async fn replay<W: Write>(
     let context = ShardContext::new("replay", REPLAY_SHARD, "host-test");
     let (first, _) = Lane::start(&plugin, options, context, start, interval, Vec::new())?;
     let mut replayer = Replayer {
+        lines: records
+            .iter()
+            .zip(&input.lines)
+            .map(|(r, line)| ((r.sequence_number.as_str(), r.sub_sequence_number), line.as_str()))
+            .collect(),
         lanes: vec![first],
         current: 0,
         sink,
@@ -213,6 +218,9 @@ impl Lane {
 
 /// The moving parts of one replay.
 struct Replayer<'a, W: Write> {
+    /// Each record's input line (`FILE:LINE`) by sequence number: messages
+    /// name the line, which the author can open.
+    lines: std::collections::HashMap<(&'a str, u64), &'a str>,
     /// Every shard so far, in the order they were made.
     lanes: Vec<Lane>,
     /// The lane being fed.
@@ -347,6 +355,14 @@ impl<W: Write> Replayer<'_, W> {
 impl<W: Write> PolicyShard for Replayer<'_, W> {
     fn names(&self) -> (&str, &str) {
         ("replay", &self.lanes[self.current].instance.settings().context.shard_id)
+    }
+
+    fn describe(&self, sequence_number: &str, sub_sequence_number: u64, partition_key: &[u8]) -> String {
+        let key = String::from_utf8_lossy(partition_key);
+        match self.lines.get(&(sequence_number, sub_sequence_number)) {
+            Some(line) => format!("the record of {line} (partition key {key:?})"),
+            None => format!("record {sequence_number} (partition key {key:?})"),
+        }
     }
 
     fn plugin_sha256(&self) -> String {

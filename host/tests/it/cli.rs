@@ -65,7 +65,7 @@ fn a_crashing_record_stops_the_replay_or_is_dead_lettered_as_in_host_run() {
     assert_eq!(run.stdout, "before\n");
     let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(errors[0].contains("shard shardId-000000000000 stopped: record"), "{}", errors[0]);
+    assert!(errors[0].contains("shard shardId-000000000000 stopped: the record of stdin:2 "), "{}", errors[0]);
     assert!(errors[0].contains("plugin `faulty` crashed in `process`: faulty: trap on record 0"), "{}", errors[0]);
     assert!(errors[0].contains("Pass --dead-letter file:PATH"), "{}", errors[0]);
     assert!(run.stderr.contains("3 retried calls"), "{}", run.stderr);
@@ -80,6 +80,25 @@ fn a_crashing_record_stops_the_replay_or_is_dead_lettered_as_in_host_run() {
     let letters = json_lines(&std::fs::read_to_string(&dl).unwrap_or_default());
     assert_eq!(letters.len(), 1);
     assert_eq!((letters[0]["data"].as_str(), letters[0]["reason"].as_str()), (Some("trap"), Some("poison")));
+    assert!(run.stderr.contains("dead-lettered the record of stdin:2 (partition key \"k\")"), "{}", run.stderr);
+}
+
+/// Error lines name the input line a record came from (blank lines and
+/// reshard lines counted), not its place in a batch.
+#[test]
+fn a_refused_record_is_named_by_its_input_line() {
+    let faulty = plugin_path("faulty").display().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("in.jsonl");
+    let ok = "{\"partitionKey\": \"k\", \"data\": \"ok\"}";
+    let text =
+        format!("{ok}\n\n{ok}\n{{\"reshard\": \"split\"}}\n{ok}\n{{\"partitionKey\": \"k\", \"data\": \"fail\"}}\n");
+    std::fs::write(&file, text).expect("write");
+    let input = file.display().to_string();
+    let run = host(&["test", "--plugin", &faulty, "--input", &input], "");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let wanted = format!("stopped: the record of {input}:6 (partition key \"k\") fails: plugin `faulty` refused it: ");
+    assert!(run.stderr.contains(&wanted), "{}", run.stderr);
 }
 
 #[test]

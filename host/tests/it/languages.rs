@@ -99,7 +99,13 @@ fn an_exception_is_named_and_a_record_error_keeps_its_index() {
         // The author's ProcessError.at(i): the records before it are done.
         let bad = host(&["test", "--plugin", &faulty], &input("bad"));
         assert_eq!(bad.code, 1, "{}", bad.stderr);
-        assert!(bad.stderr.contains("failed at record 1: record 1 is bad"), "{}", bad.stderr);
+        // Named by its input line (stdin's second), not its batch index.
+        assert!(
+            bad.stderr.contains("the record of stdin:2 (partition key \"a\") fails: plugin")
+                && bad.stderr.contains("refused it: record 1 is bad"),
+            "{}",
+            bad.stderr
+        );
         assert_eq!(bad.stdout.lines().count(), 1, "record 0 was emitted: {}", bad.stdout);
     }
     // SDK misuse is caught where the author's code calls the SDK, naming the
