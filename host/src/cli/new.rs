@@ -1,6 +1,6 @@
 //! `host new NAME --lang rust|python|js`: a ready processor project.
 
-use crate::scaffold::{self, Lang};
+use crate::scaffold::{self, Lang, Template};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +16,12 @@ pub struct NewArgs {
     #[arg(long, default_value = "rust", value_parser = lang())]
     pub lang: Lang,
 
+    /// What it does to start with: echo (each record as text), filter
+    /// (keeps records by a JSON field), window-counter (counts per key and
+    /// minute, with state).
+    #[arg(long, default_value = "echo", value_parser = template())]
+    pub template: Template,
+
     /// Where to create it (default: ./NAME); must be missing or empty.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -29,10 +35,14 @@ fn lang() -> impl TypedValueParser<Value = Lang> {
     })
 }
 
+fn template() -> impl TypedValueParser<Value = Template> {
+    PossibleValuesParser::new(Template::NAMES).map(|s| Template::named(&s).unwrap_or_default())
+}
+
 impl NewArgs {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let dir = self.dir.unwrap_or_else(|| PathBuf::from(&self.name));
-        let files = scaffold::create(&self.name, self.lang, &dir)?;
+        let files = scaffold::create(&self.name, self.lang, self.template, &dir)?;
         let needs = match self.lang {
             Lang::Rust => "Rust (rustup; the wasm32-wasip2 target is added on first build)",
             Lang::Python => "componentize-py (pip install componentize-py==0.25.1)",
@@ -40,7 +50,7 @@ impl NewArgs {
         };
         eprintln!("created {} ({} files); needs {needs}", dir.display(), files.len());
         eprintln!(
-            "next: cd {} && ./build.sh && host test --plugin {}.wasm --input records.jsonl",
+            "next: cd {} && ./build.sh && host test --plugin {}.wasm --input records.jsonl --expect expected.txt",
             dir.display(),
             self.name
         );

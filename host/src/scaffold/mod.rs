@@ -28,6 +28,77 @@ impl Lang {
     }
 }
 
+/// What a new project does to start with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Template {
+    /// `partition-key : data` for every record: the smallest processor.
+    #[default]
+    Echo,
+    /// Keeps records by a JSON field and refuses data that is not JSON.
+    Filter,
+    /// Counts per key and time window, with state (snapshot, restore, merge).
+    WindowCounter,
+}
+
+impl Template {
+    /// The names `--template` takes.
+    pub const NAMES: [&'static str; 3] = ["echo", "filter", "window-counter"];
+
+    /// The template called `name`, if any.
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            "echo" => Some(Template::Echo),
+            "filter" => Some(Template::Filter),
+            "window-counter" => Some(Template::WindowCounter),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Template::Echo => "echo",
+            Template::Filter => "filter",
+            Template::WindowCounter => "window-counter",
+        }
+    }
+
+    /// Its own files: what it does (for the README), sample records and
+    /// their expected output, and the logic and unit tests per language.
+    fn files(self) -> TemplateFiles {
+        macro_rules! files {
+            ($dir:literal) => {
+                TemplateFiles {
+                    about: include_str!(concat!("templates/", $dir, "/about.md")),
+                    records: include_str!(concat!("templates/", $dir, "/records.jsonl")),
+                    expected: include_str!(concat!("templates/", $dir, "/expected.txt")),
+                    rust: include_str!(concat!("templates/", $dir, "/lib.rs")),
+                    python: include_str!(concat!("templates/", $dir, "/app.py")),
+                    python_test: include_str!(concat!("templates/", $dir, "/test_app.py")),
+                    js: include_str!(concat!("templates/", $dir, "/processor.js")),
+                    js_test: include_str!(concat!("templates/", $dir, "/processor.test.js")),
+                }
+            };
+        }
+        match self {
+            Template::Echo => files!("echo"),
+            Template::Filter => files!("filter"),
+            Template::WindowCounter => files!("window-counter"),
+        }
+    }
+}
+
+/// The files a template brings (see [`Template::files`]).
+struct TemplateFiles {
+    about: &'static str,
+    records: &'static str,
+    expected: &'static str,
+    rust: &'static str,
+    python: &'static str,
+    python_test: &'static str,
+    js: &'static str,
+    js_test: &'static str,
+}
+
 /// Why a project cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
@@ -42,7 +113,7 @@ pub enum ScaffoldError {
 }
 
 /// Writes a new project named `name` into `dir`; returns the files written.
-pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
+pub fn create(name: &str, lang: Lang, template: Template, dir: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
     let usable = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !usable {
@@ -52,21 +123,24 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, Scaffo
         return Err(ScaffoldError::Exists(dir.to_path_buf()));
     }
     let (language, source, sdk) = lang.describe();
+    let own = template.files();
     let fill = |text: &str| {
-        text.replace("{{name}}", name)
+        text.replace("{{about}}", own.about.trim_end())
+            .replace("{{template}}", template.name())
+            .replace("{{name}}", name)
             .replace("{{lang}}", language)
             .replace("{{source}}", source)
             .replace("{{sdk}}", sdk)
     };
     let mut files: Vec<(PathBuf, String)> = vec![
         ("README.md".into(), fill(include_str!("templates/README.md"))),
-        ("records.jsonl".into(), include_str!("templates/records.jsonl").into()),
-        ("expected.txt".into(), include_str!("templates/expected.txt").into()),
+        ("records.jsonl".into(), own.records.into()),
+        ("expected.txt".into(), own.expected.into()),
     ];
     match lang {
         Lang::Rust => {
             files.push(("Cargo.toml".into(), fill(include_str!("templates/rust/Cargo.toml"))));
-            files.push(("src/lib.rs".into(), fill(include_str!("templates/rust/lib.rs"))));
+            files.push(("src/lib.rs".into(), fill(own.rust)));
             files.push(("build.sh".into(), fill(include_str!("templates/rust/build.sh"))));
             files.push((
                 "vendor/kinesis-processor-sdk/Cargo.toml".into(),
@@ -77,8 +151,8 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, Scaffo
             files.push(("wit/processor.wit".into(), WIT.into()));
         }
         Lang::Python => {
-            files.push(("app.py".into(), fill(include_str!("templates/python/app.py"))));
-            files.push(("test_app.py".into(), fill(include_str!("templates/python/test_app.py"))));
+            files.push(("app.py".into(), fill(own.python)));
+            files.push(("test_app.py".into(), fill(own.python_test)));
             files.push(("build.sh".into(), fill(include_str!("templates/python/build.sh"))));
             files.push((
                 "requirements-build.txt".into(),
@@ -88,8 +162,8 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, Scaffo
         }
         Lang::Js => {
             files.push(("app.js".into(), fill(include_str!("templates/js/app.js"))));
-            files.push(("processor.js".into(), fill(include_str!("templates/js/processor.js"))));
-            files.push(("processor.test.js".into(), fill(include_str!("templates/js/processor.test.js"))));
+            files.push(("processor.js".into(), fill(own.js)));
+            files.push(("processor.test.js".into(), fill(own.js_test)));
             files.push(("package.json".into(), fill(include_str!("templates/js/package.json"))));
             files.push(("build.sh".into(), fill(include_str!("templates/js/build.sh"))));
             let vendor = Path::new("vendor/kinesis-processor");
@@ -144,18 +218,18 @@ mod tests {
     fn names_and_existing_folders_are_refused_with_what_to_do() {
         let dir = tempfile::tempdir().expect("tempdir");
         for bad in ["", "Upper", "1st", "a b", "a/b"] {
-            let err = create(bad, Lang::Python, &dir.path().join("x")).expect_err(bad);
+            let err = create(bad, Lang::Python, Template::Echo, &dir.path().join("x")).expect_err(bad);
             assert!(err.to_string().contains("lowercase letters"), "{err}");
         }
         std::fs::write(dir.path().join("taken"), "").expect("write");
-        let err = create("ok", Lang::Rust, dir.path()).expect_err("not empty");
+        let err = create("ok", Lang::Rust, Template::Echo, dir.path()).expect_err("not empty");
         assert!(err.to_string().contains("already exists"), "{err}");
     }
 
     #[test]
     fn every_sdk_file_is_copied_in() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let files = create("p", Lang::Rust, &dir.path().join("p")).expect("create");
+        let files = create("p", Lang::Rust, Template::WindowCounter, &dir.path().join("p")).expect("create");
         let sdk: Vec<_> =
             files.iter().filter(|f| f.to_string_lossy().contains("vendor/kinesis-processor-sdk/src/")).collect();
         let expected = walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk/src"));

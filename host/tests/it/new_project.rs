@@ -11,12 +11,21 @@ use std::process::Command;
 fn new_builds_and_passes_host_test(lang: &str, env: &[(&str, String)]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let project = dir.path().join(format!("my-{lang}"));
-    let made = host(&["new", &format!("my-{lang}"), "--lang", lang, "--dir", &project.display().to_string()], "");
+    template_builds_and_passes_host_test(&project, lang, "echo", env);
+    (dir, project)
+}
+
+/// Makes a project of `template` in `project` (its name the folder's),
+/// builds it, and replays its records against its `expected.txt`.
+pub fn template_builds_and_passes_host_test(project: &Path, lang: &str, template: &str, env: &[(&str, String)]) {
+    let name = project.file_name().expect("a folder name").to_string_lossy().into_owned();
+    let folder = project.display().to_string();
+    let made = host(&["new", &name, "--lang", lang, "--template", template, "--dir", &folder], "");
     assert_eq!(made.code, 0, "{}", made.stderr);
     assert!(made.stderr.contains("./build.sh"), "says what to do next: {}", made.stderr);
-    let built = build(&project, env);
+    let built = build(project, env);
     assert!(built.status.success(), "{lang}: {}", String::from_utf8_lossy(&built.stderr));
-    let wasm = project.join(format!("my-{lang}.wasm"));
+    let wasm = project.join(format!("{name}.wasm"));
     assert!(wasm.is_file(), "{lang}: no {}", wasm.display());
     let records = project.join("records.jsonl").display().to_string();
     let run = host(&["test", "--plugin", &wasm.display().to_string(), "--input", &records], "");
@@ -31,12 +40,11 @@ fn new_builds_and_passes_host_test(lang: &str, env: &[(&str, String)]) -> (tempf
     let again = host(&["new", "my-x", "--dir", &project.display().to_string()], "");
     assert_eq!(again.code, 2);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
-    (dir, project)
 }
 
 /// Runs the project's `./build.sh` as in an author's shell: nothing of
 /// this test run's build or runner.
-fn build(project: &Path, env: &[(&str, String)]) -> std::process::Output {
+pub fn build(project: &Path, env: &[(&str, String)]) -> std::process::Output {
     let mut build = Command::new(project.join("build.sh"));
     build.current_dir(project);
     for var in ["CARGO_TARGET_DIR", "COMPONENTIZE_PY", "RUSTC_BOOTSTRAP", "RUSTC_WORKSPACE_WRAPPER", "CLIPPY_ARGS"] {
@@ -80,13 +88,20 @@ fn mistakes_are_shown_where_they_are(
     assert!(back.status.success() && said.contains("up to date"), "undone: {said}");
 }
 
-#[test]
-fn a_new_rust_project_builds_and_passes_host_test() {
-    let _ = new_builds_and_passes_host_test("rust", &[]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_rust_project_builds_and_passes_host_test() {
+    let _watched = watchdog::watch();
+    // The projects share one target folder (as with CARGO_TARGET_DIR set
+    // in an author's shell): the SDK compiles once.
+    let target = tempfile::tempdir().expect("tempdir");
+    let env = [("CARGO_TARGET_DIR", target.path().display().to_string())];
+    let (dir, _) = new_builds_and_passes_host_test("rust", &env);
+    authors_session(dir.path(), "rust", &env, "src/lib.rs", "src/lib.rs").await;
 }
 
-#[test]
-fn a_new_python_project_builds_and_passes_host_test() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_python_project_builds_and_passes_host_test() {
+    let _watched = watchdog::watch();
     // As on a machine where componentize-py was never installed: its
     // `./build.sh` installs it (pinned) into the project's `.venv`.
     let venv = Command::new("python3").args(["-c", "import venv, ensurepip"]).output();
@@ -138,10 +153,15 @@ fn a_new_python_project_builds_and_passes_host_test() {
     for line in ["watch: app.py changed; running ./build.sh", "watch: built in"] {
         assert!(log().contains(line), "`{line}` missing: {}", log());
     }
+    // The other templates, with the componentize-py the first build installed.
+    let tool = project.join(".venv/bin/componentize-py").display().to_string();
+    let env = [env[0].clone(), ("COMPONENTIZE_PY", tool)];
+    authors_session(project.parent().expect("a parent"), "python", &env, "app.py", "test_app.py").await;
 }
 
-#[test]
-fn a_new_javascript_project_builds_and_passes_host_test() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_javascript_project_builds_and_passes_host_test() {
+    let _watched = watchdog::watch();
     if Command::new("npm").arg("--version").output().is_err() {
         skip("", "node and npm are needed (apt-get install nodejs npm)");
         return;
@@ -153,6 +173,92 @@ fn a_new_javascript_project_builds_and_passes_host_test() {
         ("processor.test.js", "\ntest('two is three', () => assert.equal(2, 3));\n", "two is three"),
         ("processor.js", "\nexport const oops = (;\n", "SyntaxError"),
     );
+    authors_session(project.parent().expect("a parent"), "js", &[], "processor.js", "processor.test.js").await;
+}
+
+/// A new author's session with the other templates, in `dir`: `filter`
+/// builds and matches its `expected.txt`; `window-counter` is made, edited
+/// (a field added to its output, in the logic, the unit test and
+/// `expected.txt`), built, checked with `host test --expect`, run with
+/// `host run` on the embedded endpoint, edited again and `host swap`ped in:
+/// its counts go on from the state of the logic before.
+async fn authors_session(dir: &Path, lang: &str, env: &[(&str, String)], source: &str, unit_test: &str) {
+    template_builds_and_passes_host_test(&dir.join(format!("filter-{lang}")), lang, "filter", env);
+    let project = dir.join(format!("counts-{lang}"));
+    template_builds_and_passes_host_test(&project, lang, "window-counter", env);
+    let wasm = project.join(format!("counts-{lang}.wasm")).display().to_string();
+    let records = project.join("records.jsonl").display().to_string();
+    let edit = |version: u32| {
+        let mut files = vec![source, unit_test, "expected.txt"];
+        files.dedup();
+        for file in files {
+            let path = project.join(file);
+            let text = std::fs::read_to_string(&path).expect("source");
+            let from =
+                if version == 1 { ",\"count\":".to_string() } else { format!(",\"v\":{},\"count\":", version - 1) };
+            let edited = text.replace(&from, &format!(",\"v\":{version},\"count\":"));
+            assert_ne!(edited, text, "{file} has the output line");
+            std::fs::write(&path, edited).expect("write");
+        }
+        let built = build(&project, env);
+        assert!(built.status.success(), "{lang}: {}", String::from_utf8_lossy(&built.stderr));
+        let expect = project.join("expected.txt").display().to_string();
+        let checked = host(&["test", "--plugin", &wasm, "--input", &records, "--expect", &expect], "");
+        assert_eq!(checked.code, 0, "{lang}: {}{}", checked.stdout, checked.stderr);
+    };
+    edit(1);
+
+    let local = emulator().await;
+    let url = local.endpoint_url();
+    let stream = format!("counts-{lang}");
+    let created = host(&["stream", "create", &stream, "--shards", "1", "--wait", "--endpoint-url", &url], "");
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let put = || {
+        let put = host(&["produce", "--stream", &stream, "--endpoint-url", &url, "--file", &records], "");
+        assert_eq!(put.code, 0, "{}", put.stderr);
+    };
+    put();
+    let out = dir.join(format!("counts-{lang}.out"));
+    let control = format!("127.0.0.1:{}", free_port());
+    let args = run_args(&wasm, &stream, &url, &dir.join(format!("counts-{lang}.db")), &out);
+    let run = spawn_host_with(&args, &["--control-addr", &control, "--idle-time-ms", "100"]);
+    // The highest count per (window, key) of the output lines of logic `v`.
+    let counts = |v: u32| {
+        let mut counts = std::collections::BTreeMap::new();
+        for line in std::fs::read_to_string(&out).unwrap_or_default().lines() {
+            let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Ok(data) = serde_json::from_str::<serde_json::Value>(line["data"].as_str().unwrap_or_default()) else {
+                continue;
+            };
+            if data["v"] == v {
+                let place = (data["window_start"].to_string(), data["key"].to_string());
+                let count = counts.entry(place).or_insert(0);
+                *count = data["count"].as_u64().unwrap_or(0).max(*count);
+            }
+        }
+        counts.into_values().collect::<Vec<u64>>()
+    };
+    let until = |v: u32, wanted: Vec<u64>| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while counts(v) != wanted {
+            assert!(std::time::Instant::now() < deadline, "{lang}: v{v} counted {:?}, not {wanted:?}", counts(v));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    until(1, vec![2, 1, 1]).await;
+
+    // The next version, swapped into the running host: the same records
+    // again count on from the state of the version before.
+    edit(2);
+    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &wasm, "--probation-wait", "1"], "");
+    assert_eq!(swapped.code, 0, "{lang}: {}{}", swapped.stdout, swapped.stderr);
+    assert!(swapped.stdout.starts_with("swapped: now running"), "{}", swapped.stdout);
+    put();
+    until(2, vec![4, 2, 2]).await;
+    sigterm(&run);
+    let ran = wait(run).await;
+    assert_eq!(ran.code, 0, "{lang}: {}", ran.stderr);
+    local.stop().await;
 }
 
 #[test]
