@@ -308,7 +308,7 @@ impl Policy {
             )));
         };
         let letter = letter(shard, &record, DeadLetterReason::Poison, failure.to_string(), attempts);
-        tracing::warn!(shard = %shard.names().1, "dead-lettered {named}: {}", about_record(failure));
+        tracing::warn!(shard = %shard.names().1, sequence_number = %letter.sequence_number, "dead-lettered {named}: {}", about_record(failure));
         shard.may_write()?;
         sink.write(&[letter]).await?;
         count_dead_letters(shard, DeadLetterReason::Poison, 1);
@@ -371,7 +371,9 @@ fn count_dead_letters<S: PolicyShard>(shard: &S, reason: DeadLetterReason, n: u6
 /// of a `ProcessError` (the record is named beside it).
 fn about_record(failure: &PluginError) -> String {
     match failure {
-        PluginError::Failed { plugin, message, .. } => format!("plugin `{plugin}` refused it: {message}"),
+        PluginError::Failed { plugin, message, retryable, .. } => {
+            format!("plugin `{plugin}` refused it{}: {message}", if *retryable { " (retryable)" } else { "" })
+        }
         other => other.to_string(),
     }
 }

@@ -115,6 +115,7 @@ impl SwapArgs {
             (None, false) => ControlCall::Status,
         };
         let token_file = token_file(&addr, self.control_token_file.as_deref())?;
+        let wait = seconds(self.group.probation_wait, "--probation-wait")?;
         let (status, answer) = call(&addr, &token_file, request).await?;
         if self.status {
             println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -131,7 +132,6 @@ impl SwapArgs {
         if outcome != SwapOutcome::Swapped.as_str() || self.group.no_wait || generation == 0 {
             return Ok(ExitCode::SUCCESS);
         }
-        let wait = seconds(self.group.probation_wait, "--probation-wait")?;
         wait_for_probation(&addr, &token_file, generation, wait).await
     }
 
@@ -232,6 +232,18 @@ async fn wait_for_probation(
     loop {
         let (_, status) = call(addr, token_file, ControlCall::Status).await?;
         let (now, last) = (status["generation"].as_u64().unwrap_or(0), &status["last"]);
+        if now < generation {
+            anyhow::bail!("the host restarted while the new logic was on probation; see `host swap --status`");
+        }
+        let probation: Vec<(&String, &serde_json::Value)> = status["probation"]
+            .as_object()
+            .map(|p| p.iter().filter(|(_, p)| p["generation"].as_u64() == Some(generation)).collect())
+            .unwrap_or_default();
+        // A shard that failed says so at once (its rollback follows).
+        if let Some((shard, failed)) = probation.iter().find_map(|(s, p)| Some((s, p["failed"].as_str()?))) {
+            eprintln!("error: the new logic failed its probation on shard {shard}: {failed}");
+            return Ok(ExitCode::from(1));
+        }
         let settled = last["generation"].as_u64().unwrap_or(0);
         // Once a later change settled, it says what became of this one (a
         // later change still under way is waited for).
@@ -244,7 +256,7 @@ async fn wait_for_probation(
             println!("another change followed before probation ended: {outcome}: {message}");
             return Ok(ExitCode::SUCCESS);
         }
-        let left = status["probation"].as_object().map_or(0, |p| p.len());
+        let left = probation.len();
         if left == 0 && now == generation {
             println!("passed probation on every shard");
             return Ok(ExitCode::SUCCESS);

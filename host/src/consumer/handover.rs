@@ -89,6 +89,8 @@ impl Worker {
         tracing::warn!(shard = %self.shard_id, "the new logic failed on its first batches: {failure}; rolling back");
         // In probation only while the logic before is at hand.
         let before = self.pre_swap.as_ref().and_then(|p| p.plugin(&self.shared.swaps));
+        let why = format!("{failure}; the host rolls the swap back");
+        self.shared.swaps.probation_failed(&self.shard_id, generation, why);
         let resume = self.roll_back(generation, before.context("the logic before the swap is not at hand")?).await?;
         self.report(generation, ShardSwap::RolledBack { reason: failure.to_string() });
         Ok(resume)

@@ -259,6 +259,10 @@ async fn drive(
                     continue;
                 }
                 BatchVerdict::Stopped(reason) => {
+                    if crate::policy::PolicyShard::in_probation(worker) {
+                        let why = format!("the shard stopped: {reason}");
+                        shared.swaps.probation_failed(&worker.shard_id, worker.generation, why);
+                    }
                     worker.finish(ShutdownReason::Requested).await?;
                     return Ok(ShardExit::Poisoned(reason));
                 }

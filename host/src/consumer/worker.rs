@@ -201,7 +201,7 @@ impl Worker {
     /// could not roll back), for a `host swap` that waits for it.
     pub fn note_probation(&self) {
         let left = if self.in_probation() { self.probation } else { 0 };
-        self.shared.swaps.on_probation(&self.shard_id, left);
+        self.shared.swaps.on_probation(&self.shard_id, self.generation, left);
     }
 
     /// Another worker owns the shard: the plugin hears `lease-lost` and

@@ -101,11 +101,11 @@ pub async fn replay<W: Write>(
     let context = ShardContext::new("replay", REPLAY_SHARD, "host-test");
     let (first, _) = Lane::start(&plugin, options, context, start, interval, Vec::new())?;
     let mut replayer = Replayer {
-        lines: records
-            .iter()
-            .zip(&input.lines)
-            .map(|(r, line)| ((r.sequence_number.as_str(), r.sub_sequence_number), line.as_str()))
-            .collect(),
+        lines: records.iter().zip(&input.lines).fold(Default::default(), |mut lines, (r, line)| {
+            // Input may repeat a sequence number: the first line names it.
+            lines.entry((r.sequence_number.as_str(), r.sub_sequence_number)).or_insert(line.as_str());
+            lines
+        }),
         lanes: vec![first],
         current: 0,
         sink,

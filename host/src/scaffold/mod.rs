@@ -194,6 +194,15 @@ pub fn create(name: &str, lang: Lang, template: Template, dir: &Path) -> Result<
         write().map_err(|source| ScaffoldError::Write { path: path.clone(), source })?;
         written.push(path);
     }
+    if lang == Lang::Js {
+        // What `npm install` makes of the `file:` dependency, made now: the
+        // unit tests (`node --test`) run before any install or build.
+        let link = dir.join("node_modules/kinesis-processor");
+        let made = std::fs::create_dir_all(dir.join("node_modules"))
+            .and_then(|()| std::os::unix::fs::symlink("../vendor/kinesis-processor", &link));
+        made.map_err(|source| ScaffoldError::Write { path: link.clone(), source })?;
+        written.push(link);
+    }
     Ok(written)
 }
 

@@ -304,14 +304,18 @@ async fn rollback(State(control): State<Control>) -> (StatusCode, axum::Json<ser
 }
 
 async fn status(State(control): State<Control>) -> axum::Json<serde_json::Value> {
+    // Probation and the last result before the generation: a generation
+    // read as unchanged after them means nothing newer began in between.
+    let probation = control.hub.probation();
+    let last = control.hub.last();
     let current = control.hub.current();
     axum::Json(serde_json::json!({
         "generation": current.id,
         "plugin": current.plugin.path().display().to_string(),
         "sha256": current.plugin.sha256(),
         "shards": control.hub.shards(),
-        "probation": control.hub.probation(),
-        "last": control.hub.last().map(|last| serde_json::json!({
+        "probation": probation,
+        "last": last.map(|last| serde_json::json!({
             "generation": last.generation,
             "outcome": last.outcome,
             "message": last.message,

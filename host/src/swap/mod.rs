@@ -140,12 +140,23 @@ pub struct SwapHub {
     /// Logic this host ran or may roll back to: a shard taken in the
     /// middle of a deployment finds its pre-swap logic here.
     library: Mutex<Vec<Arc<Plugin>>>,
-    /// Shards on probation and the batches each has left: `host swap`
-    /// waits for these to pass (or for a rollback).
-    probation: Mutex<BTreeMap<String, u32>>,
+    /// Shards on probation for a generation: `host swap` waits for these
+    /// to pass, or fails on one that failed.
+    probation: Mutex<BTreeMap<String, Probation>>,
     /// The last request's or probation rollback's result: what a waiting
     /// `host swap` reads.
     last: Mutex<Option<SwapResult>>,
+}
+
+/// A shard's probation, as a waiting `host swap` reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probation {
+    /// The generation whose logic is on probation.
+    pub generation: u64,
+    /// Batches left to pass (0 once it failed).
+    pub left: u32,
+    /// Why the new logic failed here (a rollback follows, or the shard stopped).
+    pub failed: Option<String>,
 }
 
 /// The most components a hub keeps for rollbacks (each holds its compiled
@@ -293,21 +304,37 @@ impl SwapHub {
         if let Ok(mut shards) = self.shards.lock() {
             shards.remove(shard_id);
         }
-        self.on_probation(shard_id, 0);
+        // A failure stays listed for a `host swap` waiting on it.
+        if let Ok(mut probation) = self.probation.lock() {
+            if probation.get(shard_id).is_some_and(|p| p.failed.is_none()) {
+                probation.remove(shard_id);
+            }
+        }
     }
 
-    /// A worker tells how many batches of probation it has left (0: none).
-    pub fn on_probation(&self, shard_id: &str, left: u32) {
+    /// A worker tells how many batches of probation it has left under
+    /// `generation` (0: none, or passed).
+    pub fn on_probation(&self, shard_id: &str, generation: u64, left: u32) {
         if let Ok(mut probation) = self.probation.lock() {
             match left {
+                // A failure stays listed (a waiting `host swap` reads it by
+                // its generation) until the shard's next probation.
+                0 if probation.get(shard_id).is_some_and(|p| p.failed.is_some()) => None,
                 0 => probation.remove(shard_id),
-                left => probation.insert(shard_id.to_string(), left),
+                left => probation.insert(shard_id.to_string(), Probation { generation, left, failed: None }),
             };
         }
     }
 
-    /// Shards on probation, with the batches each has left.
-    pub fn probation(&self) -> BTreeMap<String, u32> {
+    /// The new logic of `generation` failed on a shard in probation.
+    pub fn probation_failed(&self, shard_id: &str, generation: u64, why: String) {
+        if let Ok(mut probation) = self.probation.lock() {
+            probation.insert(shard_id.to_string(), Probation { generation, left: 0, failed: Some(why) });
+        }
+    }
+
+    /// Shards on probation (or failed in it).
+    pub fn probation(&self) -> BTreeMap<String, Probation> {
         self.probation.lock().map(|p| p.clone()).unwrap_or_default()
     }
 

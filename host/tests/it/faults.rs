@@ -275,7 +275,7 @@ fn a_10_mib_record_over_the_memory_cap_fails_alone_with_a_clear_error() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(errors[0].contains("stopped: record") && errors[0].contains("memory"), "{}", errors[0]);
+    assert!(errors[0].contains("stopped: the record of stdin:2 ") && errors[0].contains("memory"), "{}", errors[0]);
     assert_eq!(run.stdout, "before\n");
     // Within the default limits it goes through.
     let run = host(&["test", "--plugin", &faulty, "--batch-size", "1"], &input);

@@ -79,9 +79,10 @@ fn an_exception_is_named_and_a_record_error_keeps_its_index() {
         ("py", "init failed: ValueError: window_seconds must be positive (app.py:", "KeyError: 'a' (app.py:"),
         (
             "js",
-            // The place is a line of the bundle build.mjs keeps beside the component.
-            "init failed: RangeError: window_seconds must be positive (Faulty@",
-            "TypeError: can't access property \"count\", lookup[record.partitionKey] is undefined (process@",
+            // The place is the author's file and line, mapped from the bundle's.
+            "init failed: RangeError: window_seconds must be positive (Faulty@plugins/sdk-js/tests/faulty.js:16)",
+            "TypeError: can't access property \"count\", lookup[record.partitionKey] is undefined \
+             (process@plugins/sdk-js/tests/faulty.js:25)",
         ),
     ];
     for (lang, init_line, crash_line) in expected {
@@ -109,11 +110,12 @@ fn an_exception_is_named_and_a_record_error_keeps_its_index() {
         assert_eq!(bad.stdout.lines().count(), 1, "record 0 was emitted: {}", bad.stdout);
     }
     // SDK misuse is caught where the author's code calls the SDK, naming the
-    // wrong type (and, in Python, the author's line, not the SDK's); the
-    // network says there is none.
+    // wrong type and the author's line, not the SDK's; the network says
+    // there is none.
     let misuse = [
         ("py", "int-key", "TypeError: emit(key, data): the key must be a str, not int (1) (app.py:"),
         ("js", "object-data", "TypeError: emit(key, data): data must be a string or a Uint8Array, not an object"),
+        ("js", "object-data", "(JSON.stringify(value) makes one) (process@plugins/sdk-js/tests/faulty.js:28)"),
         ("py", "network", "PermissionError: there is no network in the sandbox"),
         ("js", "network", "Error: there is no network in the sandbox"),
     ];

@@ -11,18 +11,15 @@ use std::process::Command;
 fn new_builds_and_passes_host_test(lang: &str, env: &[(&str, String)]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let project = dir.path().join(format!("my-{lang}"));
-    template_builds_and_passes_host_test(&project, lang, "echo", env);
+    new_project(&project, lang, "echo");
+    template_builds_and_passes_host_test(&project, lang, env);
     (dir, project)
 }
 
-/// Makes a project of `template` in `project` (its name the folder's),
-/// builds it, and replays its records against its `expected.txt`.
-pub fn template_builds_and_passes_host_test(project: &Path, lang: &str, template: &str, env: &[(&str, String)]) {
+/// Builds a project `host new` made in `project` (its name the folder's),
+/// and replays its records against its `expected.txt`.
+pub fn template_builds_and_passes_host_test(project: &Path, lang: &str, env: &[(&str, String)]) {
     let name = project.file_name().expect("a folder name").to_string_lossy().into_owned();
-    let folder = project.display().to_string();
-    let made = host(&["new", &name, "--lang", lang, "--template", template, "--dir", &folder], "");
-    assert_eq!(made.code, 0, "{}", made.stderr);
-    assert!(made.stderr.contains("./build.sh"), "says what to do next: {}", made.stderr);
     let built = build(project, env);
     assert!(built.status.success(), "{lang}: {}", String::from_utf8_lossy(&built.stderr));
     let wasm = project.join(format!("{name}.wasm"));
@@ -40,6 +37,15 @@ pub fn template_builds_and_passes_host_test(project: &Path, lang: &str, template
     let again = host(&["new", "my-x", "--dir", &project.display().to_string()], "");
     assert_eq!(again.code, 2);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+}
+
+/// `host new` of `template` into `project` (its name the folder's).
+fn new_project(project: &Path, lang: &str, template: &str) {
+    let name = project.file_name().expect("a folder name").to_string_lossy().into_owned();
+    let folder = project.display().to_string();
+    let made = host(&["new", &name, "--lang", lang, "--template", template, "--dir", &folder], "");
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    assert!(made.stderr.contains("./build.sh"), "says what to do next: {}", made.stderr);
 }
 
 /// Runs the project's `./build.sh` as in an author's shell: nothing of
@@ -92,7 +98,7 @@ fn mistakes_are_shown_where_they_are(
 async fn a_new_rust_project_builds_and_passes_host_test() {
     let _watched = watchdog::watch();
     // The projects share one target folder (as with CARGO_TARGET_DIR set
-    // in an author's shell): the SDK compiles once.
+    // in an author's shell): the SDK's dependencies compile once.
     let target = tempfile::tempdir().expect("tempdir");
     let env = [("CARGO_TARGET_DIR", target.path().display().to_string())];
     let (dir, _) = new_builds_and_passes_host_test("rust", &env);
@@ -166,6 +172,12 @@ async fn a_new_javascript_project_builds_and_passes_host_test() {
         skip("", "node and npm are needed (apt-get install nodejs npm)");
         return;
     }
+    // The unit tests run before any install or build.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let made = host(&["new", "fresh", "--lang", "js", "--dir", &fresh.path().display().to_string()], "");
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let tests = Command::new("node").arg("--test").current_dir(fresh.path()).output().expect("node runs");
+    assert!(tests.status.success(), "node --test: {}", String::from_utf8_lossy(&tests.stdout));
     let (_dir, project) = new_builds_and_passes_host_test("js", &[]);
     mistakes_are_shown_where_they_are(
         &project,
@@ -173,7 +185,31 @@ async fn a_new_javascript_project_builds_and_passes_host_test() {
         ("processor.test.js", "\ntest('two is three', () => assert.equal(2, 3));\n", "two is three"),
         ("processor.js", "\nexport const oops = (;\n", "SyntaxError"),
     );
+    // A bug in the author's code is named by its file and line there, not
+    // the bundle's (the component carries build.mjs' line table).
+    let source = project.join("processor.js");
+    let text = std::fs::read_to_string(&source).expect("processor.js");
+    let line = text.lines().position(|l| l.contains("out.emit(")).expect("an emit") + 1;
+    std::fs::write(&source, text.replacen("out.emit(", "out.emitt(", 1)).expect("write");
+    let wasm = project.join("my-js.wasm").display().to_string();
+    std::fs::write(project.join("processor.test.js"), "").expect("no unit test of it");
+    let built = build(&project, &[]);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let crash = host(&["test", "--plugin", &wasm, "--retries", "0"], "{\"partitionKey\": \"k\", \"data\": \"x\"}\n");
+    assert_eq!(crash.code, 1, "{}", crash.stderr);
+    let wanted = format!("TypeError: out.emitt is not a function (process@processor.js:{line})");
+    assert!(crash.stderr.contains(&wanted), "{wanted}: {}", crash.stderr);
     authors_session(project.parent().expect("a parent"), "js", &[], "processor.js", "processor.test.js").await;
+}
+
+/// A JavaScript project's build tools, taken from the first project built
+/// in `dir` (`my-js`), as npm's cache would give them: the suite skips an
+/// `npm ci` per project.
+fn share_js_tools(dir: &Path, project: &Path) {
+    let tools = dir.join("my-js/vendor/kinesis-processor/node_modules");
+    if tools.is_dir() {
+        std::os::unix::fs::symlink(&tools, project.join("vendor/kinesis-processor/node_modules")).expect("symlink");
+    }
 }
 
 /// A new author's session with the other templates, in `dir`: `filter`
@@ -183,10 +219,16 @@ async fn a_new_javascript_project_builds_and_passes_host_test() {
 /// `host run` on the embedded endpoint, edited again and `host swap`ped in:
 /// its counts go on from the state of the logic before.
 async fn authors_session(dir: &Path, lang: &str, env: &[(&str, String)], source: &str, unit_test: &str) {
-    template_builds_and_passes_host_test(&dir.join(format!("filter-{lang}")), lang, "filter", env);
+    let filter = dir.join(format!("filter-{lang}"));
+    new_project(&filter, lang, "filter");
+    share_js_tools(dir, &filter);
+    template_builds_and_passes_host_test(&filter, lang, env);
     let project = dir.join(format!("counts-{lang}"));
-    template_builds_and_passes_host_test(&project, lang, "window-counter", env);
+    // Built once edited: its output and expected.txt gain the same field.
+    new_project(&project, lang, "window-counter");
+    share_js_tools(dir, &project);
     let wasm = project.join(format!("counts-{lang}.wasm")).display().to_string();
+    assert!(!Path::new(&wasm).exists());
     let records = project.join("records.jsonl").display().to_string();
     let edit = |version: u32| {
         let mut files = vec![source, unit_test, "expected.txt"];
@@ -221,7 +263,7 @@ async fn authors_session(dir: &Path, lang: &str, env: &[(&str, String)], source:
     let out = dir.join(format!("counts-{lang}.out"));
     let control = format!("127.0.0.1:{}", free_port());
     let args = run_args(&wasm, &stream, &url, &dir.join(format!("counts-{lang}.db")), &out);
-    let run = spawn_host_with(&args, &["--control-addr", &control, "--idle-time-ms", "100"]);
+    let run = spawn_host_with(&args, &["--control-addr", &control, "--idle-time-ms", "100", "--swap-probation", "1"]);
     // The highest count per (window, key) of the output lines of logic `v`.
     let counts = |v: u32| {
         let mut counts = std::collections::BTreeMap::new();
@@ -250,10 +292,23 @@ async fn authors_session(dir: &Path, lang: &str, env: &[(&str, String)], source:
     // The next version, swapped into the running host: the same records
     // again count on from the state of the version before.
     edit(2);
-    let swapped = host(&["swap", "--control-addr", &control, "--plugin", &wasm, "--probation-wait", "1"], "");
+    let swap = spawn_host(&["swap", "--control-addr", &control, "--plugin", &wasm, "--probation-wait", "60"]);
+    // Once the shard runs it (on probation), the records again: its first batch passes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = host(&["swap", "--control-addr", &control, "--status"], "");
+        let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
+        if status["probation"].as_object().is_some_and(|p| p.values().any(|e| e["failed"].is_null())) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{lang}: the swap never began: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    put();
+    let swapped = wait(swap).await;
     assert_eq!(swapped.code, 0, "{lang}: {}{}", swapped.stdout, swapped.stderr);
     assert!(swapped.stdout.starts_with("swapped: now running"), "{}", swapped.stdout);
-    put();
+    assert!(swapped.stdout.contains("passed probation on every shard"), "{}", swapped.stdout);
     until(2, vec![4, 2, 2]).await;
     sigterm(&run);
     let ran = wait(run).await;

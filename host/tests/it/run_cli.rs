@@ -531,6 +531,17 @@ async fn a_swap_waits_for_probation_and_fails_on_its_rollback() {
     let _ = wait(producer).await;
     let undone = host(&["swap", "--control-addr", &control, "--rollback"], "");
     assert_eq!(undone.code, 0, "{}", undone.stderr);
+    // The rollback replays from the pre-swap checkpoint: caught up once the
+    // output stops growing (else replayed batches could pass probation).
+    let mut size = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        if now == size {
+            break;
+        }
+        size = now;
+    }
 
     // Idle now: the swap waits for a first batch, and that batch has a
     // record the new logic crashes on.
@@ -539,7 +550,7 @@ async fn a_swap_waits_for_probation_and_fails_on_its_rollback() {
     loop {
         let status = host(&["swap", "--control-addr", &control, "--status"], "");
         let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
-        if status["probation"].as_object().is_some_and(|p| !p.is_empty()) {
+        if status["probation"].as_object().is_some_and(|p| p.values().any(|e| e["failed"].is_null())) {
             break;
         }
         assert!(Instant::now() < deadline, "the shard never went on probation: {status}");
@@ -554,7 +565,9 @@ async fn a_swap_waits_for_probation_and_fails_on_its_rollback() {
     assert!(waited.stdout.starts_with("swapped: now running"), "{}", waited.stdout);
     let said = waited.stderr.lines().last().unwrap_or_default();
     assert!(
-        said.starts_with("error: the host rolled the swap back in probation") && said.contains("trap on key v2-trap-1"),
+        said.starts_with("error: the new logic failed its probation on shard shardId-000000000000")
+            && said.contains("trap on key v2-trap-1")
+            && said.ends_with("the host rolls the swap back"),
         "{}",
         waited.stderr
     );

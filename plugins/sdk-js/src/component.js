@@ -13,11 +13,24 @@ function noNetwork() {
 }
 globalThis.fetch = noNetwork;
 
-/** `TypeError: x is undefined (process@app.js:12:5)`. */
+/** A stack frame (`process@app.bundle.js:362:9`) in the author's terms:
+ * the file and line the bundle's line came from (build.mjs' table). */
+function place(frame) {
+  const m = /^(.*)@(.*\.bundle\.js):(\d+):\d+$/.exec(frame);
+  const table = globalThis.__kinesisSourceLines;
+  const hit = m && table ? table.lines[Number(m[3]) - 1] : null;
+  // A frame it cannot map is nobody's for sure: an author's frame wins over it.
+  if (!hit) return { text: frame, sdk: true };
+  return { text: `${m[1]}@${table.sources[hit[0]]}:${hit[1]}`, sdk: table.sdk[hit[0]] };
+}
+
+/** `TypeError: x is undefined (process@processor.js:12)`: the first frame
+ * in the author's code (not the SDK's). */
 function describe(e) {
   if (!(e instanceof Error)) return `thrown ${typeof e}: ${String(e)}`;
-  const frame = String(e.stack || '').split('\n').find((l) => l.trim());
-  return `${e.name}: ${e.message}${frame ? ` (${frame.trim()})` : ''}`;
+  const frames = String(e.stack || '').split('\n').map((l) => l.trim()).filter(Boolean).map(place);
+  const frame = frames.find((f) => !f.sdk) ?? frames[0];
+  return `${e.name}: ${e.message}${frame ? ` (${frame.text})` : ''}`;
 }
 
 /** A bug: said on stderr, then a trap (a thrown value the binding cannot

@@ -36,7 +36,7 @@ class App(Processor):
                 fields = None
             if not isinstance(fields, dict):
                 # The records before it are done; this one is bad data.
-                raise ProcessError.at(index, f"record {index} is not a JSON object")
+                raise ProcessError.at(index, "the data is not a JSON object")
             if self.field in fields and fields[self.field] in self.keep:
                 out.emit(record.partition_key, record.data)
 

@@ -47,7 +47,7 @@ impl Processor for App {
         for (index, record) in batch.iter().enumerate() {
             let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(record.data()) else {
                 // The records before it are done; this one is bad data.
-                return Err(ProcessError::fatal(format!("record {index} is not a JSON object")).at_record(index));
+                return Err(ProcessError::fatal("the data is not a JSON object").at_record(index));
             };
             if fields.get(&self.config.field).is_some_and(|value| self.config.keep.contains(value)) {
                 out.emit(record.partition_key(), record.data());
@@ -90,7 +90,7 @@ mod tests {
         let (kept, result) = run("{}", &[r#"{"level":"ERROR"}"#, "not json"]);
         assert_eq!(kept.len(), 1, "the record before it is done");
         let error = result.expect_err("refused");
-        assert!(error.to_string().contains("record 1 is not a JSON object"), "{error}");
+        assert_eq!(error.record_index, Some(1), "{error}");
     }
 
     #[test]

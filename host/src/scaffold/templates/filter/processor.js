@@ -32,7 +32,7 @@ export class App extends Processor {
       }
       if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) {
         // The records before it are done; this one is bad data.
-        throw ProcessError.at(index, `record ${index} is not a JSON object`);
+        throw ProcessError.at(index, 'the data is not a JSON object');
       }
       if (Object.hasOwn(fields, this.field) && this.keep.includes(fields[this.field])) {
         out.emit(record.partitionKey, record.data);

@@ -91,7 +91,7 @@ impl Processor for App {
         }
         // Windows too old to change again are forgotten (the state stays small).
         if let Some(&newest) = self.counts.keys().next_back() {
-            let oldest_kept = newest - self.keep_windows * self.window_millis;
+            let oldest_kept = newest.saturating_sub(self.keep_windows.saturating_mul(self.window_millis));
             self.counts.retain(|&window, _| window > oldest_kept);
         }
         Ok(())

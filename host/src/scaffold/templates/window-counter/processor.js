@@ -11,6 +11,16 @@ import { Processor, formatTimestampMillis, jsonRestore, jsonSnapshot, windowStar
 
 const SETTINGS = ['window_seconds', 'keep_windows'];
 
+// Keys go out in code point order, as in Rust and Python (`<` on strings
+// compares UTF-16 units, another order for some keys beyond U+FFFF).
+const byCodePoint = (a, b) => {
+  const [x, y] = [[...a], [...b]];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] !== y[i]) return x[i].codePointAt(0) - y[i].codePointAt(0);
+  }
+  return x.length - y.length;
+};
+
 function whole(config, name) {
   const value = config[name] ?? 60;
   if (!Number.isInteger(value) || value < 1) {
@@ -51,7 +61,7 @@ export class App extends Processor {
     }
     for (const window of [...changed.keys()].sort((a, b) => a - b)) {
       const start = formatTimestampMillis(window);
-      for (const key of [...changed.get(window)].sort()) {
+      for (const key of [...changed.get(window)].sort(byCodePoint)) {
         out.emit(key, `{"window_start":"${start}","key":${JSON.stringify(key)},"count":${this.counts.get(window).get(key)}}`);
       }
     }
