@@ -65,8 +65,9 @@ pub enum Command {
     /// Show a lease table (which worker holds which shard, checkpoints,
     /// state sizes), or import a single host's checkpoints into one.
     Leases(Box<leases::LeasesArgs>),
-    /// Start a processor project in Rust, Python or JavaScript: the logic
-    /// of echo, a build script, a test, sample input, and the SDK.
+    /// Start a processor project in Rust, Python or JavaScript: a
+    /// template's logic (echo, filter, window-counter) with unit tests, a
+    /// build script, sample input with its expected output, and the SDK.
     New(new::NewArgs),
     /// Show or empty the compiled-component cache.
     #[command(subcommand)]

@@ -230,7 +230,14 @@ async fn wait_for_probation(
     let deadline = Instant::now() + wait;
     let mut shown = None;
     loop {
-        let (_, status) = call(addr, token_file, ControlCall::Status).await?;
+        let status = match call(addr, token_file, ControlCall::Status).await {
+            Ok((_, status)) => status,
+            // A host whose last shard stopped on the new logic ends its run.
+            Err(e) => {
+                eprintln!("error: the host stopped while the new logic was on probation (its log says why): {e:#}");
+                return Ok(ExitCode::from(1));
+            }
+        };
         let (now, last) = (status["generation"].as_u64().unwrap_or(0), &status["last"]);
         if now < generation {
             anyhow::bail!("the host restarted while the new logic was on probation; see `host swap --status`");

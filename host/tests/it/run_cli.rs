@@ -518,7 +518,9 @@ async fn a_swap_waits_for_probation_and_fails_on_its_rollback() {
     let control = format!("127.0.0.1:{}", free_port());
     let out = dir.path().join("out.jsonl");
     let args = run_args(&counter.display().to_string(), "prob", &url, &dir.path().join("cp.db"), &out);
-    let consumer = spawn_host_with(&args, &["--control-addr", &control, "--idle-time-ms", "100"]);
+    // Fresh state for logic that rejects the running one (the faulty fixture, last).
+    let extra = ["--control-addr", &control, "--idle-time-ms", "100", "--on-rejected-state", "fresh"];
+    let consumer = spawn_host_with(&args, &extra);
     let producer =
         spawn_host(&["produce", "--stream", "prob", "--endpoint-url", &url, "--rate", "100", "--count", "100000"]);
     assert!(wait_for_line(&out, &short_hash(&counter), Duration::from_secs(20)).await, "the counter runs");
@@ -545,22 +547,29 @@ async fn a_swap_waits_for_probation_and_fails_on_its_rollback() {
 
     // Idle now: the swap waits for a first batch, and that batch has a
     // record the new logic crashes on.
-    let waiting = spawn_host(&["swap", "--control-addr", &control, "--plugin", &v2, "--probation-wait", "60"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = host(&["swap", "--control-addr", &control, "--status"], "");
-        let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
-        if status["probation"].as_object().is_some_and(|p| p.values().any(|e| e["failed"].is_null())) {
-            break;
+    let swap_then_put = |plugin: String, record: &'static str| {
+        let (control, url, file) = (control.clone(), url.clone(), dir.path().join("one.jsonl"));
+        async move {
+            let waiting =
+                spawn_host(&["swap", "--control-addr", &control, "--plugin", &plugin, "--probation-wait", "60"]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let status = host(&["swap", "--control-addr", &control, "--status"], "");
+                let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
+                if status["probation"].as_object().is_some_and(|p| p.values().any(|e| e["failed"].is_null())) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the shard never went on probation: {status}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            std::fs::write(&file, format!("{record}\n")).expect("write");
+            let file = file.display().to_string();
+            let put = host(&["produce", "--stream", "prob", "--endpoint-url", &url, "--file", &file], "");
+            assert_eq!(put.code, 0, "{}", put.stderr);
+            wait(waiting).await
         }
-        assert!(Instant::now() < deadline, "the shard never went on probation: {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let file = dir.path().join("trap.jsonl");
-    std::fs::write(&file, "{\"partitionKey\": \"v2-trap-1\", \"data\": \"boom\"}\n").expect("write");
-    let put = host(&["produce", "--stream", "prob", "--endpoint-url", &url, "--file", &file.display().to_string()], "");
-    assert_eq!(put.code, 0, "{}", put.stderr);
-    let waited = wait(waiting).await;
+    };
+    let waited = swap_then_put(v2.clone(), r#"{"partitionKey": "v2-trap-1", "data": "boom"}"#).await;
     assert_eq!(waited.code, 1, "{}{}", waited.stdout, waited.stderr);
     assert!(waited.stdout.starts_with("swapped: now running"), "{}", waited.stdout);
     let said = waited.stderr.lines().last().unwrap_or_default();
@@ -571,9 +580,22 @@ async fn a_swap_waits_for_probation_and_fails_on_its_rollback() {
         "{}",
         waited.stderr
     );
-    sigterm(&consumer);
+
+    // A record the new logic refuses, without dead letters, stops the
+    // shard: no rollback (bad data is not a failed swap), but no pass either.
+    let faulty = plugin_path("faulty").display().to_string();
+    let waited = swap_then_put(faulty, r#"{"partitionKey": "k", "data": "fail"}"#).await;
+    assert_eq!(waited.code, 1, "{}{}", waited.stdout, waited.stderr);
+    // Said from the shard's failure, or, once the run ended with its only
+    // shard, from the host's going away.
+    let said = waited.stderr.lines().last().unwrap_or_default();
+    assert!(
+        said.contains("failed its probation on shard shardId-000000000000: the shard stopped:")
+            || said.starts_with("error: the host stopped while the new logic was on probation"),
+        "{said}"
+    );
     let run = wait(consumer).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code, 1, "the shard stopped: {}", run.stderr);
     local.stop().await;
 }
 
