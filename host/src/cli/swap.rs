@@ -63,8 +63,8 @@ pub struct GroupArgs {
     #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL_DYNAMODB", help_heading = "Group")]
     pub dynamodb_endpoint_url: Option<String>,
 
-    /// Return at once: without waiting for the new logic's probation (one
-    /// host), or once it is published, without waiting for the workers to
+    /// Do not wait for the new logic's probation: return once every shard
+    /// switched (one host), or once it is published, before the workers
     /// switch (a group).
     #[arg(long)]
     pub no_wait: bool,
