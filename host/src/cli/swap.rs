@@ -80,7 +80,8 @@ pub struct GroupArgs {
     pub on_rejected_state: Option<String>,
 
     /// Once every shard switched, how long to wait for each to pass
-    /// probation (idle shards stay on it), in seconds.
+    /// probation (idle shards stay on it), in seconds; then exits 0 (1 for
+    /// a group's canary, which must pass).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub probation_wait: f64,
 

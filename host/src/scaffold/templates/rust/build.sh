@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds {{name}}.wasm (needs Rust with the wasm32-wasip2 target), then
-# checks it: unit tests natively, and `host test` on records.jsonl.
+# Runs the unit tests natively, then builds {{name}}.wasm (needs Rust with
+# the wasm32-wasip2 target; added on first use).
 set -euo pipefail
 cd "$(dirname "$0")"
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
