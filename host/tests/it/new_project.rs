@@ -294,16 +294,7 @@ async fn authors_session(dir: &Path, lang: &str, env: &[(&str, String)], source:
     edit(2);
     let swap = spawn_host(&["swap", "--control-addr", &control, "--plugin", &wasm, "--probation-wait", "60"]);
     // Once the shard runs it (on probation), the records again: its first batch passes.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let status = host(&["swap", "--control-addr", &control, "--status"], "");
-        let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
-        if status["probation"].as_object().is_some_and(|p| p.values().any(|e| e["failed"].is_null())) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{lang}: the swap never began: {status}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    until_on_probation(&control, std::time::Duration::from_secs(30)).await;
     put();
     let swapped = wait(swap).await;
     assert_eq!(swapped.code, 0, "{lang}: {}{}", swapped.stdout, swapped.stderr);

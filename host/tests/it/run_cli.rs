@@ -552,16 +552,7 @@ async fn a_swap_waits_for_probation_and_fails_on_its_rollback() {
         async move {
             let waiting =
                 spawn_host(&["swap", "--control-addr", &control, "--plugin", &plugin, "--probation-wait", "60"]);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let status = host(&["swap", "--control-addr", &control, "--status"], "");
-                let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
-                if status["probation"].as_object().is_some_and(|p| p.values().any(|e| e["failed"].is_null())) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "the shard never went on probation: {status}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            until_on_probation(&control, Duration::from_secs(20)).await;
             std::fs::write(&file, format!("{record}\n")).expect("write");
             let file = file.display().to_string();
             let put = host(&["produce", "--stream", "prob", "--endpoint-url", &url, "--file", &file], "");

@@ -406,3 +406,18 @@ pub fn run_until_idle(plugin: &str, stream: &str, endpoint: &str, db: &std::path
     args.extend(["--idle-exit", "1.5", "--idle-time-ms", "100"].map(String::from));
     host(&args.iter().map(String::as_str).collect::<Vec<_>>(), "")
 }
+
+/// Waits (up to `within`) until a shard of the host at `control` is on
+/// probation, not failed in it: a swap began and its first batch is awaited.
+pub async fn until_on_probation(control: &str, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let status = host(&["swap", "--control-addr", control, "--status"], "");
+        let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
+        if status["probation"].as_object().is_some_and(|p| p.values().any(|e| e["failed"].is_null())) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no shard went on probation: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
